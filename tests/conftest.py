@@ -1,0 +1,24 @@
+"""Shared pytest fixtures. Tests never touch a model or dataset hub."""
+import os
+import sys
+from pathlib import Path
+
+# Tests are offline by construction: set before transformers/datasets are imported.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pytest  # noqa: E402
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """The real datasets beside the checkout (../shared/data); skip when absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real datasets not found at {SHARED_DATA} (they sit beside the checkout in CI)")
+    return SHARED_DATA
