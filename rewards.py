@@ -14,10 +14,11 @@ How an answer is found (the same for every type):
 1. Echo removal: when the question is given, every verbatim copy of it (and of each of
    its sentences of 20+ characters) is cut out of the output first, so an output that only
    repeats the question (or its option list) earns nothing.
-2. The model is asked to end with "The answer is X." When "answer is" / "answer:" occurs,
-   the LAST one wins, and only its phrase counts: the text after it, up to the end of the
-   line or of the sentence ('.' followed by a space or the end). A phrase that names two
-   different answers ("(B) or (C)", "18 or 20") is wrong (extract_answer returns None).
+2. The model is asked to end with "The answer is X." When "answer is" (or a line starting
+   "Answer:" / "Final answer:") occurs, the LAST one wins and only its phrase counts: the
+   text after it, up to the end of the line or of the sentence ('.' then a space or the
+   end). A phrase that names two different answers ("(B) or (C)", "18 or 20") is wrong
+   (extract_answer returns None). A \boxed{} earlier in the output does not override it.
 3. Without that phrase a per-type fallback applies: last number (number), last yes/no word
    (yesno), last "(X)" option mark (choice), last \\boxed{} (math).
 """
@@ -30,7 +31,9 @@ ANSWER_TYPES = ("number", "yesno", "choice", "math")
 # -----------------------------------------------------------------------------
 # shared: echo removal and the final answer phrase
 
-_FINAL = re.compile(r"\banswer\s*(?:is|:)", re.IGNORECASE)
+# 'the answer is' anywhere; 'Answer:' / '**Final Answer:**' only at a line start, since
+# prose like 'we get our answer: \[ ... \]' is not a final answer
+_FINAL = re.compile(r"\banswer\s+is\b|^[ \t]*[*#]*[ \t]*(?:final\s+)?answer[ \t*]*:", re.IGNORECASE | re.MULTILINE)
 _ECHO_MIN = 20  # shorter question sentences ("(A) yes") are too common to cut out
 
 

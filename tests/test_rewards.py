@@ -12,7 +12,7 @@ from rewards import ANSWER_TYPES, extract_answer, is_correct, reward
 # -----------------------------------------------------------------------------
 # number
 
-NUMBER_CASES = [
+NUMBER = [
     ("18 eggs. The answer is 18.", "18", 1.0),
     ("The answer is 18", "18.0", 1.0),                      # gold from RevThink GSM8K is a float
     ("The answer is 18.0.", "18", 1.0),
@@ -59,11 +59,6 @@ NUMBER_CASES = [
 ]
 
 
-@pytest.mark.parametrize("text,gold,expected", NUMBER_CASES)
-def test_number(text, gold, expected):
-    assert reward(text, gold, "number") == expected
-
-
 def test_number_echo_of_question_does_not_count():
     q = "Janet has 16 eggs and eats 3. How many eggs are left?"
     assert reward(q, "16", "number", question=q) == 0.0           # the question's last number
@@ -84,7 +79,7 @@ def test_number_extract_is_normalized():
 # -----------------------------------------------------------------------------
 # yesno
 
-YESNO_CASES = [
+YESNO = [
     ("The answer is yes.", "yes", 1.0),
     ("The answer is Yes", "yes", 1.0),
     ("The answer is no.", "yes", 0.0),
@@ -101,15 +96,107 @@ YESNO_CASES = [
 ]
 
 
-@pytest.mark.parametrize("text,gold,expected", YESNO_CASES)
-def test_yesno(text, gold, expected):
-    assert reward(text, gold, "yesno") == expected
-
-
 def test_yesno_echo_of_question_does_not_count():
     q = "Is it true that no penguin can fly, yes or no?"
     assert reward(q, "no", "yesno", question=q) == 0.0
     assert reward(q + " The answer is no.", "no", "yesno", question=q) == 1.0
+
+
+# -----------------------------------------------------------------------------
+# choice: rows are (output, gold, question, expected)
+
+CSQA = "A revolving door is a security measure at a what? (A) bank (B) library (C) bank account (D) mall (E) new york."
+ARC = "Which state of water is coldest? (1) ice (2) water (3) steam (4) 2"
+ESNLI = ('Premise: A dog runs.\nBased on this premise, can we conclude the hypothesis: "An animal moves." is true?\n'
+         "The options are (A) yes (B) it is not possible to tell (C) no.")
+ANLI = ("What is the relationship between the following two sentences?\nSentence 1: It rained.\nSentence 2: The road is wet.\n"
+        "The options are (A) entailment (B) neutral (C) contradiction.")
+TABMWP = "### Coins\n\n| Name | Coins |\n|---|---|\n| Erica | 646 |\n\n### Question\n\nWho has the most coins?\n\n(A) Erica\n(B) Hunter"
+
+CHOICE = [
+    ("The answer is (A).", "A", CSQA, 1.0),
+    ("The answer is A)", "A", CSQA, 1.0),
+    ("The answer is A.", "A", CSQA, 1.0),
+    ("The answer is **A**", "A", CSQA, 1.0),
+    ("The answer is (B).", "A", CSQA, 0.0),
+    ("The answer is (A) or (B).", "A", CSQA, 0.0),          # several answers
+    ("The answer is A or B.", "A", CSQA, 0.0),
+    ("The answer is (A) bank (B) library (C) bank account (D) mall (E) new york.", "A", CSQA, 0.0),  # option list
+    ("The answer is bank.", "A", CSQA, 1.0),                # option text instead of the letter
+    ("The answer is Bank", "A", CSQA, 1.0),
+    ("The answer is bank account.", "C", CSQA, 1.0),        # 'bank' inside 'bank account' is not (A)
+    ("The answer is bank account.", "A", CSQA, 0.0),
+    ("The answer is (A) bank.", "A", CSQA, 1.0),            # letter and its text agree
+    ("The answer is (F).", "A", CSQA, 0.0),                 # not an option
+    ("The answer is banking.", "A", CSQA, 0.0),             # text inside a word
+    ("(B) is wrong since ... so (A) fits best", "A", CSQA, 1.0),  # fallback: last option mark
+    ("The answer is (A). Hmm, (B) is also plausible.", "A", CSQA, 1.0),  # phrase beats later marks
+    ("The answer is (1).", "1", ARC, 1.0),                  # ARC digit options
+    ("The answer is 1.", "1", ARC, 1.0),
+    ("The answer is ice.", "1", ARC, 1.0),
+    ("The answer is 2.", "1", ARC, 0.0),                    # the label 2, not option text '2'
+    ("The answer is (A).", "1", ARC, 0.0),
+    ("The answer is no.", "C", ESNLI, 1.0),                 # NLI: label words are option text
+    ("The answer is (C) no.", "C", ESNLI, 1.0),
+    ("The answer is it is not possible to tell.", "B", ESNLI, 1.0),
+    ("The answer is it is not possible to tell.", "C", ESNLI, 0.0),  # 'not' is not 'no'
+    ("The answer is yes.", "B", ESNLI, 0.0),
+    ("The answer is contradiction.", "C", ANLI, 1.0),
+    ("The answer is neutral.", "C", ANLI, 0.0),
+    ("The answer is Hunter.", "B", TABMWP, 1.0),            # TabMWP options on separate lines
+    ("The answer is (B) Hunter", "B", TABMWP, 1.0),
+    ("", "A", CSQA, 0.0),
+    ("The answer is", "A", CSQA, 0.0),
+]
+
+# -----------------------------------------------------------------------------
+# math (MATH-style LaTeX)
+
+MATH = [
+    ("The answer is $\\boxed{\\frac{1}{2}}$.", "\\frac12", 1.0),
+    ("\\boxed{\\dfrac{1}{2}}", "\\tfrac{1}{2}", 1.0),
+    ("\\boxed{0.5}", "\\frac{1}{2}", 1.0),                  # value equality
+    ("\\boxed{-\\frac{1}{2}}", "-0.5", 1.0),
+    ("\\boxed{\\frac{1}{20}}", "\\frac{1}{2}", 0.0),        # near miss
+    ("\\boxed{12}", "2", 0.0),                              # substring trap
+    ("\\boxed{\\frac{\\sqrt{3}}{2}}", "\\frac{\\sqrt3}{2}", 1.0),
+    ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "(3,\\frac{\\pi}{2})", 1.0),  # \left \right, spaces
+    ("\\boxed{(3,4)}", "(3,4]", 0.0),                       # intervals: brackets matter
+    ("The answer is $30^\\circ$.", "30", 1.0),              # degrees
+    ("The answer is $30^{\\circ}$.", "30", 1.0),
+    ("\\boxed{12 \\text{ cm}}", "12", 1.0),                 # trailing units
+    ("\\boxed{\\frac{270}{7}}", "\\frac{270}7\\text{ degrees}", 1.0),
+    ("\\boxed{\\$32,348}", "\\$32,\\!348", 1.0),            # dollars, thin spaces, separators
+    ("\\boxed{32348}", "\\$32,\\!348", 1.0),
+    ("The answer is $x = 5$.", "5", 1.0),                   # leading 'x ='
+    ("\\boxed{5}", "x=5", 1.0),
+    ("\\boxed{\\text{(C)}}", "\\text{(C)}", 1.0),           # a \text answer is kept
+    ("\\boxed{\\text{east}}", "\\text{east}", 1.0),
+    ("\\boxed{west}", "\\text{east}", 0.0),
+    ("\\boxed{\\sqrt2}", "\\sqrt{2}", 1.0),
+    ("\\boxed{3, 5, 7}", "3,5,7", 1.0),
+    ("\\boxed{\\boxed{4}}", "4", 1.0),                      # nested braces
+    ("\\boxed{\\frac{1}{2}", "\\frac{1}{2}", 0.0),          # truncated: unbalanced
+    ("The answer is 2 or 3.", "2", 0.0),                    # several answers
+    ("\\boxed{3}. The answer is 4.", "3", 0.0),             # the phrase beats an earlier box
+    ("", "1", 0.0),
+    ("The answer is", "1", 0.0),
+]
+
+CASES = ([("number", t, g, None, e) for t, g, e in NUMBER] + [("yesno", t, g, None, e) for t, g, e in YESNO]
+         + [("choice", t, g, q, e) for t, g, q, e in CHOICE] + [("math", t, g, None, e) for t, g, e in MATH])
+
+
+@pytest.mark.parametrize("answer_type,text,gold,question,expected", CASES)
+def test_reward_table(answer_type, text, gold, question, expected):
+    assert reward(text, gold, answer_type, question) == expected
+
+
+def test_choice_echo_of_question_does_not_count():
+    assert reward(CSQA, "A", "choice", question=CSQA) == 0.0
+    assert reward(ESNLI, "C", "choice", question=ESNLI) == 0.0
+    assert reward(ESNLI + "\nThe answer is (C).", "C", "choice", question=ESNLI) == 1.0
+    assert extract_answer("The answer is library.", "choice", CSQA) == "B"
 
 
 # -----------------------------------------------------------------------------
