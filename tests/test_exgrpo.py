@@ -1,0 +1,175 @@
+"""Every equation of exgrpo.py against a value computed by hand, plus pitfalls P1, P2, P6, P10, P11, P14."""
+import math
+
+import pytest
+import torch
+
+import exgrpo
+from exgrpo import aggregate, clipped_surrogate, group_advantages, kl_k3
+
+
+# --- advantages --------------------------------------------------------------
+
+def test_group_advantage_hand_computed():
+    # [1, 0, 0, 1]: mean 0.5, sample std sqrt(1/3) = 0.57735 -> 0.5 / 0.57745 = 0.865875
+    adv = group_advantages(torch.tensor([[1.0, 0.0, 0.0, 1.0]]))
+    expected = 0.5 / (math.sqrt(1 / 3) + 1e-4)
+    assert torch.allclose(adv, torch.tensor([[expected, -expected, -expected, expected]]), atol=1e-6)
+    # [2, 0, 1]: mean 1, std 1 -> [1, -1, 0] / 1.0001
+    adv = group_advantages(torch.tensor([[2.0, 0.0, 1.0]]))
+    assert torch.allclose(adv, torch.tensor([[1.0, -1.0, 0.0]]) / 1.0001, atol=1e-6)
+
+
+def test_constant_groups_give_exact_zero_and_no_nan():  # P2
+    # 0.1 * 3 is not representable: the float mean of [0.1]*3 differs from 0.1 in the last bit
+    r = torch.tensor([[0.1, 0.1, 0.1], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [0.7, 0.7, 0.7]])
+    adv = group_advantages(r)
+    assert torch.equal(adv, torch.zeros_like(adv))
+    assert exgrpo.zero_variance_fraction(r) == 1.0
+    # one group of size 1 has no spread either
+    assert torch.equal(group_advantages(torch.tensor([[0.5]])), torch.zeros(1, 1))
+
+
+def test_advantages_have_zero_mean_per_group():  # P14 (shape)
+    r = torch.rand(5, 8)
+    adv = group_advantages(r)
+    assert torch.allclose(adv.mean(dim=1), torch.zeros(5), atol=1e-5)
+    assert exgrpo.zero_variance_fraction(torch.tensor([[1.0, 1.0], [1.0, 0.0]])) == 0.5
+    with pytest.raises(ValueError):
+        group_advantages(torch.rand(8))
+
+
+# --- clipped surrogate -------------------------------------------------------
+
+@pytest.mark.parametrize("ratio, adv, expected_loss, expected_clipped", [
+    (1.1, +1.0, -1.1, 0.0),   # inside the range: -ratio * A
+    (1.5, +1.0, -1.2, 1.0),   # above 1 + eps with A > 0: capped at 1.2
+    (0.5, +1.0, -0.5, 0.0),   # below 1 - eps with A > 0: min picks the unclipped 0.5
+    (0.5, -1.0, +0.8, 1.0),   # below 1 - eps with A < 0: -min(-0.5, -0.8) = 0.8
+    (1.5, -1.0, +1.5, 0.0),   # above 1 + eps with A < 0: unclipped -1.5 is the min
+    (0.9, -2.0, +1.8, 0.0),   # inside: -(0.9 * -2)
+])
+def test_clipped_surrogate_hand_computed(ratio, adv, expected_loss, expected_clipped):
+    logp = torch.tensor([[math.log(ratio)]])
+    loss, clipped = clipped_surrogate(logp, torch.zeros(1, 1), torch.tensor([adv]), clip_eps=0.2)
+    assert loss.item() == pytest.approx(expected_loss, abs=1e-6)
+    assert clipped.item() == expected_clipped
+
+
+def test_loss_is_zero_at_step_zero_but_gradient_is_not():  # P1
+    torch.manual_seed(0)
+    logits = torch.randn(4, 6, requires_grad=True)
+    logp = torch.log_softmax(logits, -1)[:, :3]  # (B=4, T=3) log-probs of some tokens
+    adv = group_advantages(torch.tensor([[1.0, 0.0, 0.0, 1.0]]))[0]
+    loss, _ = clipped_surrogate(logp, logp.detach(), adv)
+    total = aggregate(loss, torch.ones(4, 3), "token")
+    assert abs(total.item()) < 1e-6          # ratio = 1 and centred advantages: loss ~ 0
+    total.backward()
+    assert logits.grad.abs().sum().item() > 1e-3   # ...but the gradient is not
+
+
+# --- KL ----------------------------------------------------------------------
+
+def test_kl_k3_hand_computed():
+    kl = kl_k3(torch.tensor([[math.log(0.5)]]), torch.tensor([[math.log(0.25)]]))
+    # x = log 0.25 - log 0.5 = -0.693147; e^x - x - 1 = 0.5 + 0.693147 - 1
+    assert kl.item() == pytest.approx(0.193147, abs=1e-6)
+
+
+def test_kl_zero_for_identical_and_finite_for_extremes():  # P6
+    logp = torch.randn(3, 5)
+    assert torch.equal(kl_k3(logp, logp.clone()), torch.zeros(3, 5))
+    extreme = kl_k3(torch.tensor([[-1e4, 0.0, -80.0]]), torch.tensor([[0.0, -1e4, -1e-9]]))
+    assert torch.isfinite(extreme).all() and (extreme >= 0).all()
+    assert not exgrpo.is_finite_loss(torch.tensor(float("nan")))
+    assert exgrpo.is_finite_loss(torch.tensor(1.0))
+
+
+# --- aggregation (P11) -------------------------------------------------------
+
+def test_aggregations_hand_computed():
+    x = torch.tensor([[1.0, 2.0], [3.0, 0.0]])
+    m = torch.tensor([[1, 1], [1, 0]])
+    assert aggregate(x, m, "token").item() == pytest.approx(2.0)       # 6 / 3
+    assert aggregate(x, m, "sequence").item() == pytest.approx(2.25)   # (1.5 + 3) / 2
+    assert aggregate(x, m, "constant").item() == pytest.approx(1.5)    # 6 / (2 * 2)
+    with pytest.raises(ValueError):
+        aggregate(x, m, "mean")
+
+
+@pytest.mark.parametrize("mode", exgrpo.AGG_MODES)
+def test_micro_batches_accumulate_to_the_full_batch_gradient(mode):  # P11
+    torch.manual_seed(0)
+    w = torch.randn(6, requires_grad=True)
+    feats = torch.randn(6, 5, 6)                       # B=6 sequences, T=5 tokens
+    mask = (torch.rand(6, 5) > 0.3).long()
+    mask[:, 0] = 1
+    adv = torch.randn(6)
+
+    def loss_of(rows, norm):
+        logp = torch.nn.functional.logsigmoid(feats[rows] @ w)
+        return exgrpo.exgrpo_loss(logp, logp.detach() + 0.05, logp.detach(), adv[rows], mask[rows],
+                                  agg=mode, norm=norm)[0]
+
+    full = loss_of(slice(0, 6), None)
+    g_full, = torch.autograd.grad(full, w)
+    norm = {"num_tokens": mask.sum().item(), "num_seqs": 6, "max_len": 5}
+    g_acc = torch.zeros(6)
+    for rows in (slice(0, 2), slice(2, 3), slice(3, 6)):
+        g, = torch.autograd.grad(loss_of(rows, norm), w)
+        g_acc += g
+    assert torch.allclose(g_acc, g_full, atol=1e-6)
+
+
+def test_exgrpo_loss_combines_terms_by_hand():
+    # one sequence, two tokens; logp = logp_old (ratio 1); A = 2; ref differs on token 2
+    logp = torch.tensor([[math.log(0.5), math.log(0.5)]])
+    ref = torch.tensor([[math.log(0.5), math.log(0.25)]])
+    aux_logp = torch.tensor([[math.log(0.1)]])
+    loss, m = exgrpo.exgrpo_loss(logp, logp.clone(), ref, torch.tensor([2.0]), torch.ones(1, 2),
+                                 beta=0.04, aux_logp=aux_logp, aux_mask=torch.ones(1, 1), aux_weight=0.1)
+    # token mean of (-2 + 0.04 * [0, 0.193147]) + 0.1 * (-log 0.1)
+    expected = (-2 - 2 + 0.04 * 0.193147) / 2 + 0.1 * math.log(10)
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
+    assert m["kl"] == pytest.approx(0.193147 / 2, abs=1e-5)
+    assert m["clip_frac"] == 0.0 and m["aux_nll"] == pytest.approx(math.log(10), abs=1e-5)
+
+
+# --- precision (P10) ---------------------------------------------------------
+
+def test_master_weights_move_bf16_model_at_tiny_lr():  # P10
+    torch.manual_seed(0)
+    init = torch.full((64,), 0.02)
+    pure = torch.nn.Parameter(init.clone().bfloat16())
+    ours = torch.nn.Parameter(init.clone().bfloat16())
+    opt_pure = torch.optim.AdamW([pure], lr=1e-6, weight_decay=0.0)
+    opt_ours = exgrpo.MasterWeightAdamW([ours], lr=1e-6)
+    for _ in range(100):
+        for p, opt in ((pure, opt_pure), (ours, opt_ours)):
+            opt.zero_grad()
+            p.grad = torch.ones_like(p)  # descend: every step lowers the weight by ~lr
+            opt.step()
+    # pure bf16: each 1e-6 step rounds back to 0.02 -> nothing moved (the pitfall, shown)
+    assert torch.equal(pure.detach(), init.bfloat16())
+    # master weights: 100 steps * 1e-6 = 1e-4 accumulated in fp32, visible in bf16
+    start = init.bfloat16()[0].item()  # 0.0200195..., the bf16 neighbour of 0.02
+    assert opt_ours.master[0][0].item() == pytest.approx(start - 1e-4, abs=2e-6)
+    assert (ours.detach().float() < start - 5e-5).all()
+
+
+def test_master_weights_state_roundtrip():
+    p = torch.nn.Parameter(torch.ones(3).bfloat16())
+    opt = exgrpo.MasterWeightAdamW([p], lr=1e-3)
+    p.grad = torch.ones_like(p)
+    opt.step()
+    state = opt.state_dict()
+    q = torch.nn.Parameter(torch.ones(3).bfloat16())
+    opt2 = exgrpo.MasterWeightAdamW([q], lr=1e-3)
+    opt2.load_state_dict(state)
+    assert torch.equal(opt2.master[0], opt.master[0]) and torch.equal(q, p)
+
+
+def test_cosine_lr_schedule():
+    assert exgrpo.cosine_lr(0, 100, 1.0, warmup=10) == pytest.approx(0.1)
+    assert exgrpo.cosine_lr(10, 100, 1.0, warmup=10) == pytest.approx(1.0)
+    assert exgrpo.cosine_lr(100, 100, 1.0, warmup=10) == pytest.approx(0.1)

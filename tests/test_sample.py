@@ -1,0 +1,182 @@
+"""The sampling layer on a tiny random model: pitfalls P3, P4, P5, P7, P8, P12, P14, P15."""
+import pytest
+import torch
+
+import exgrpo
+import sample
+from sample import chat_ids, completion_mask, generate, pack, token_logprobs
+
+
+def _prompt(tok, text="What is 2 + 3?"):
+    return chat_ids(tok, [{"role": "user", "content": text}])
+
+
+# --- P3: pad == eos ----------------------------------------------------------
+
+def test_completion_mask_keeps_first_eos_when_pad_is_eos():
+    ids = torch.tensor([[5, 7, 2, 2, 2], [5, 7, 9, 4, 6], [2, 2, 2, 2, 2], [5, 3, 7, 3, 3]])
+    assert completion_mask(ids, 2).tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1],
+                                                [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]]
+    # several EOS ids: whichever comes first ends the turn
+    assert completion_mask(ids, [2, 3]).tolist()[3] == [1, 1, 0, 0, 0]
+
+
+def test_generated_completions_end_at_first_eos(tiny, tok):
+    assert tok.pad_token_id == tok.eos_token_id == 2  # SmolLM2: the pitfall is live
+    # bias the tiny model towards EOS so most samples stop early and get padded with 2s
+    with torch.no_grad():
+        tiny.lm_head.weight.data = tiny.lm_head.weight.data.clone()
+        tiny.model.embed_tokens.weight[2] += 0.5 * tiny.model.norm.weight.sign() * 3
+    gen = generate(tiny, tok, [_prompt(tok)], n=16, max_new_tokens=12, temperature=1.0)
+    eos = set(sample.eos_ids(tok))
+    for c, done in zip(gen.completions, gen.finished):
+        # an EOS may appear only as the last token, and then the completion is finished
+        assert all(t not in eos for t in c[:-1])
+        assert done == (len(c) > 0 and c[-1] in eos)
+    assert any(gen.finished)
+
+
+# --- P4: padding -------------------------------------------------------------
+
+def test_logprobs_do_not_depend_on_padding(tiny, tok):
+    short, long_ = _prompt(tok, "Hi"), _prompt(tok, "A much longer question about apples and pears?")
+    comp = [[11, 12, 13, 2]]
+    alone = pack([short], comp, tok.pad_token_id)
+    lp_alone = token_logprobs(tiny, alone.ids, alone.attn, alone.loss_mask)
+    # right padding: the short row shares a batch with a long one
+    right = pack([short, long_], comp * 2, tok.pad_token_id)
+    lp_right = token_logprobs(tiny, right.ids, right.attn, right.loss_mask)
+    T = alone.ids.shape[1]
+    assert torch.allclose(lp_right[0, :T], lp_alone[0], atol=1e-5)
+    # left padding: shift the same row right by 7 pad tokens
+    pad = 7
+    ids = torch.cat([torch.full((1, pad), tok.pad_token_id), alone.ids], 1)
+    attn = torch.cat([torch.zeros(1, pad, dtype=torch.long), alone.attn], 1)
+    mask = torch.cat([torch.zeros(1, pad, dtype=torch.long), alone.loss_mask], 1)
+    lp_left = token_logprobs(tiny, ids, attn, mask)
+    assert torch.allclose(lp_left[0, pad:], lp_alone[0], atol=1e-5)
+    assert (lp_alone[0, -4:] < 0).all() and (lp_alone[0, :-4] == 0).all()
+
+
+# --- P5 + P7: sampled ids scored at the sampling temperature, no hidden top-k -----
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_scores_of_sampled_ids_match_the_sampler(tiny, tok, temperature):
+    # the model's own generation config asks for top_k=5 and a repetition penalty: both must
+    # be ignored, or the sampler's distribution would differ from the one we score (P7)
+    tiny.generation_config.top_k = 5
+    tiny.generation_config.repetition_penalty = 1.5
+    prompt = _prompt(tok)
+    torch.manual_seed(0)
+    cfg = sample.generation_config(tok, 6, temperature)
+    ids = torch.tensor([prompt])
+    out = tiny.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=cfg,
+                        output_scores=True, return_dict_in_generate=True)
+    new = out.sequences[0, len(prompt):]
+    n = int(completion_mask(new[None], sample.eos_ids(tok)).sum())
+    sampler_lp = torch.stack([torch.log_softmax(s[0].float(), -1)[t] for s, t in zip(out.scores, new)])[:n]
+    batch = pack([prompt], [new[:n].tolist()], tok.pad_token_id)
+    ours = token_logprobs(tiny, batch.ids, batch.attn, batch.loss_mask, temperature=temperature)
+    assert torch.allclose(ours[0, len(prompt):len(prompt) + n], sampler_lp, atol=1e-4)
+
+
+def test_no_silent_top_k(tiny, tok):  # P7
+    tiny.generation_config.top_k = 50
+    gen = generate(tiny, tok, [_prompt(tok)], n=400, max_new_tokens=1, temperature=1.0, batch_size=400)
+    firsts = {c[0] for c in gen.completions}
+    # a random tiny model is near-uniform over 49k tokens: top_k = 50 would cap this at 50
+    assert len(firsts) > 300
+
+
+# --- P8: eval + cache during generation, mode restored -----------------------
+
+def test_generation_restores_training_mode_and_is_reproducible(tiny, tok):
+    tiny.train()
+    torch.manual_seed(1)
+    a = generate(tiny, tok, [_prompt(tok)], n=2, max_new_tokens=8, temperature=1.0)
+    assert tiny.training
+    torch.manual_seed(1)
+    b = generate(tiny, tok, [_prompt(tok)], n=2, max_new_tokens=8, temperature=1.0)
+    assert a.completions == b.completions
+    tiny.eval()
+    generate(tiny, tok, [_prompt(tok)], n=1, max_new_tokens=2, temperature=0)
+    assert not tiny.training
+
+
+def test_batched_greedy_equals_one_at_a_time(tiny, tok):
+    prompts = [_prompt(tok, q) for q in ("Hi", "What is 7 times 8, my friend?", "2+2")]
+    together = generate(tiny, tok, prompts, n=1, max_new_tokens=10, temperature=0).completions
+    alone = [generate(tiny, tok, [p], n=1, max_new_tokens=10, temperature=0).completions[0] for p in prompts]
+    assert together == alone
+
+
+def test_generate_rejects_bad_input(tiny, tok):
+    with pytest.raises(ValueError, match="empty"):
+        generate(tiny, tok, [], n=1)
+    with pytest.raises(ValueError, match="empty"):
+        chat_ids(tok, [])
+    with pytest.raises(ValueError, match="temperature"):
+        generate(tiny, tok, [_prompt(tok)], temperature=-1)
+
+
+# --- P12: a head wider than the vocabulary -----------------------------------
+
+def test_ids_beyond_tokenizer_are_never_sampled_nor_scored(tok):
+    wide = sample.tiny_model(tok, seed=0, vocab_size=len(tok) + 512)
+    with torch.no_grad():  # make the padding rows of the head the most likely tokens
+        wide.lm_head.weight[len(tok):] = wide.model.norm.weight.detach() * 5
+    gen = generate(wide, tok, [_prompt(tok)], n=8, max_new_tokens=4, temperature=1.0)
+    assert all(t < len(tok) for c in gen.completions for t in c)
+    batch = pack(gen.prompts, gen.completions, tok.pad_token_id)
+    limit = sample.vocab_limit_of(wide, tok)
+    assert limit == len(tok)
+    lp_limited = token_logprobs(wide, batch.ids, batch.attn, batch.loss_mask, vocab_limit=limit)
+    lp_full = token_logprobs(wide, batch.ids, batch.attn, batch.loss_mask)
+    # renormalised over the real vocabulary: never lower, and much higher where the padded
+    # rows held most of the mass
+    m = batch.loss_mask.bool()
+    assert (lp_limited[m] >= lp_full[m] - 1e-5).all()
+    assert (lp_limited[m] - lp_full[m]).max() > 1.0
+
+
+# --- P15: no mutation; chunking changes nothing (P9) ---------------------------
+
+def test_logprobs_do_not_mutate_inputs_and_chunking_is_exact(tiny, tok):
+    batch = pack([_prompt(tok), _prompt(tok, "Hello there")], [[11, 12, 2], [13, 2]], tok.pad_token_id)
+    before = [t.clone() for t in (batch.ids, batch.attn, batch.loss_mask)]
+    a = token_logprobs(tiny, batch.ids, batch.attn, batch.loss_mask, chunk=1)
+    b = token_logprobs(tiny, batch.ids, batch.attn, batch.loss_mask, chunk=4096)
+    assert torch.allclose(a, b, atol=1e-6)
+    for t0, t1 in zip(before, (batch.ids, batch.attn, batch.loss_mask)):
+        assert torch.equal(t0, t1)
+
+
+# --- P14: sign -----------------------------------------------------------------
+
+def test_positive_advantage_raises_the_sampled_tokens_logprob(tiny, tok):
+    torch.manual_seed(0)
+    gen = generate(tiny, tok, [_prompt(tok)], n=2, max_new_tokens=6, temperature=1.0)
+    batch = pack(gen.prompts, gen.completions, tok.pad_token_id)
+    opt = torch.optim.SGD(tiny.parameters(), lr=0.5)
+    old = token_logprobs(tiny, batch.ids, batch.attn, batch.loss_mask).detach()
+    adv = torch.tensor([1.0, -1.0])
+    loss, _ = exgrpo.exgrpo_loss(token_logprobs(tiny, batch.ids, batch.attn, batch.loss_mask),
+                                 old, old, adv, batch.loss_mask, beta=0.0)
+    loss.backward()
+    opt.step()
+    new = token_logprobs(tiny, batch.ids, batch.attn, batch.loss_mask).detach()
+    m = batch.loss_mask.bool()
+    assert new[0][m[0]].sum() > old[0][m[0]].sum()   # A > 0: more likely
+    assert new[1][m[1]].sum() < old[1][m[1]].sum()   # A < 0: less likely
+
+
+def test_turn_glue_appends_a_user_turn(tok):
+    msgs = [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}]
+    glue = sample.turn_glue_ids(tok, msgs, "Q2")
+    text = tok.decode(glue)
+    assert "Q2" in text and text.rstrip().endswith("assistant") and "A1" not in text
+    # the sampled turn ids (ending in <|im_end|>) + glue == the template's own rendering
+    first = chat_ids(tok, msgs[:1])
+    answer = tok("A1", add_special_tokens=False)["input_ids"] + [2]
+    full = chat_ids(tok, msgs + [{"role": "user", "content": "Q2"}])
+    assert first + answer + glue == full
