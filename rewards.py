@@ -18,7 +18,7 @@ How an answer is found (the same for every type):
    "Answer:" / "Final answer:") occurs, the LAST one wins and only its phrase counts: the
    text after it, up to the end of the line or of the sentence ('.' then a space or the
    end). A phrase that names two different answers ("(B) or (C)", "18 or 20") is wrong
-   (extract_answer returns None). A \boxed{} earlier in the output does not override it.
+   (extract_answer returns None). A \\boxed{} earlier in the output does not override it.
 3. Without that phrase a per-type fallback applies: last number (number), last yes/no word
    (yesno), last "(X)" option mark (choice), last \\boxed{} (math).
 """
@@ -34,6 +34,8 @@ ANSWER_TYPES = ("number", "yesno", "choice", "math")
 # 'the answer is' anywhere; 'Answer:' / '**Final Answer:**' only at a line start, since
 # prose like 'we get our answer: \[ ... \]' is not a final answer
 _FINAL = re.compile(r"\banswer\s+is\b|^[ \t]*[*#]*[ \t]*(?:final\s+)?answer[ \t*]*:", re.IGNORECASE | re.MULTILINE)
+# a period after a title ('Mr. Green', 'Mt. McKinley' in TabMWP/OBQA options) ends no sentence
+_ABBREV = "".join(rf"(?<!\b{a})" for a in ("Mr", "Mrs", "Ms", "Dr", "Mt", "St"))
 _ECHO_MIN = 20  # shorter question sentences ("(A) yes") are too common to cut out
 
 
@@ -56,7 +58,7 @@ def _final_phrase(text):
         return None
     tail = text[last.end():].lstrip(" \t\n:*")  # '**Answer:**\n18' is common in chat models
     # the phrase ends at the line end or at a sentence end; '1.25' has no space after its '.'
-    return re.split(r"\n|\.(?:\s|$)", tail, maxsplit=1)[0].replace("*", "").strip()
+    return re.split(r"\n|" + _ABBREV + r"\.(?:\s|$)", tail, maxsplit=1)[0].replace("*", "").strip()
 
 
 def _single(values):
@@ -161,24 +163,31 @@ def _options(question):
     return options
 
 
+def _inside(span, spans):
+    """Whether (start, end, ...) lies inside a strictly longer span of spans."""
+    return any(o[0] <= span[0] and span[1] <= o[1] and o[1] - o[0] > span[1] - span[0] for o in spans)
+
+
 def _choice_label(phrase, options):
     """The one option label a phrase names, None for none or several.
-    Tiers, first that finds any wins: '(B)', 'B)', a bare 'B', the option's text."""
+    Tiers, first that finds any wins: '(B)', 'B)', a bare 'B', the option's text. A letter
+    inside a matched option text ('A tree ...', '9:50 A.M.') is part of the text, not a label."""
+    # option text ('library' for (B)): whole words, exact case first ('Rr' vs 'RR' genotypes),
+    # then any case; a text inside a longer matched text ('bank' in 'bank account') does not count
+    for flags in (0, re.IGNORECASE):
+        texts = [(m.start(), m.end(), label) for label, body in options.items() if body
+                 for m in re.finditer(r"(?<!\w)" + re.escape(body) + r"(?!\w)", phrase, flags)]
+        if texts:
+            break
+    texts = [t for t in texts if not _inside(t, texts)]
     labels = "".join(options) or _ANY_LABELS
     for pattern in (r"\(\s*([A-Z1-9])\s*\)", r"(?<![\w(])([A-Z1-9])\)",
                     r"(?<![\w.,/(-])([A-Z1-9])(?![\w/)]|[.,]\d)"):
-        found = [x for x in re.findall(pattern, phrase) if x in labels]
+        found = [m.group(1) for m in re.finditer(pattern, phrase)
+                 if m.group(1) in labels and not _inside(m.span(1), texts)]
         if found:
             return _single(found)
-    # option text ('library' for (B)): whole words, case-insensitive; a match inside a longer
-    # matched option ('bank' inside 'bank account') does not count
-    spans = []
-    for label, body in options.items():
-        if body:
-            pattern = r"(?<!\w)" + re.escape(body.lower()) + r"(?!\w)"
-            spans += [(m.start(), m.end(), label) for m in re.finditer(pattern, phrase.lower())]
-    kept = [c for c in spans if not any(o[0] <= c[0] and c[1] <= o[1] and o[1] - o[0] > c[1] - c[0] for o in spans)]
-    return _single([label for _, _, label in kept])
+    return _single([label for _, _, label in texts])
 
 
 def _choice_answer(text, question):
@@ -211,6 +220,7 @@ def _last_boxed(text):
 def _normalize_math(s):
     """Canonical text of a LaTeX answer, so that equal answers compare equal as strings."""
     s = s.strip().rstrip(".").replace("\\$", "").replace("$", "")
+    s = re.sub(r"\\[\[\]()]", "", s)  # \( \) \[ \] math delimiters
     s = re.sub(r"\\(?:left|right)\b", "", s)
     s = re.sub(r"\\[,;:! ]", "", s)  # LaTeX spacing commands
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
@@ -239,13 +249,18 @@ def _math_value(s):
 
 def _math_answer(text):
     phrase = _final_phrase(text)
-    if phrase is None:  # fallback: the last \boxed{} of the output
-        boxed = _last_boxed(text)
-        return _normalize_math(boxed) if boxed is not None else None
-    if re.search(r"\bor\b", phrase):  # 'The answer is 2 or 3': two answers
+    if phrase is not None and re.search(r"\bor\b", phrase):  # 'The answer is 2 or 3': two answers
         return None
-    boxed = _last_boxed(phrase)
-    return _normalize_math(phrase if boxed is None else boxed) or None
+    boxed = _last_boxed(text if phrase is None else phrase)  # fallback: the last \boxed{} of the output
+    if boxed is not None:
+        return _normalize_math(boxed) or None
+    if phrase is None:
+        return None
+    # 'The answer is $\frac{1}{2}$ cm': only the $...$ part counts
+    inline = re.findall(r"\$+([^$]+)\$+", phrase.replace("\\$", ""))
+    if inline:
+        return _single([_normalize_math(x) for x in inline]) or None
+    return _normalize_math(phrase) or None
 
 
 def _same_math(a, b):
@@ -264,7 +279,7 @@ def _check_type(answer_type):
         raise ValueError(f"unknown answer_type {answer_type!r}; known: {', '.join(ANSWER_TYPES)}")
 
 
-def extract_answer(text, answer_type, question=None):
+def extract_answer(text: str, answer_type: str, question: str | None = None) -> str | None:
     """The normalized final answer in a model's output, or None.
     number -> '18', '-3', '5/4'; yesno -> 'yes'/'no'; choice -> option label 'B' (or '2');
     math -> normalized LaTeX ('\\frac{1}{2}')."""
@@ -280,7 +295,7 @@ def extract_answer(text, answer_type, question=None):
     return _math_answer(text)
 
 
-def is_correct(text, gold, answer_type, question=None):
+def is_correct(text: str, gold: str, answer_type: str, question: str | None = None) -> bool:
     """True iff the output's final answer equals the gold answer (a dataset's gold string)."""
     pred = extract_answer(text, answer_type, question)
     if pred is None:
@@ -296,7 +311,7 @@ def is_correct(text, gold, answer_type, question=None):
     return _same_math(pred, _normalize_math(gold))
 
 
-def reward(text, gold, answer_type, question=None):
+def reward(text: str, gold: str, answer_type: str, question: str | None = None) -> float:
     """R_base: 1.0 if the final answer is correct, else 0.0."""
     return 1.0 if is_correct(text, gold, answer_type, question) else 0.0
 

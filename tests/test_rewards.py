@@ -177,7 +177,12 @@ MATH = [
     ("\\boxed{3, 5, 7}", "3,5,7", 1.0),
     ("\\boxed{\\boxed{4}}", "4", 1.0),                      # nested braces
     ("\\boxed{\\frac{1}{2}", "\\frac{1}{2}", 0.0),          # truncated: unbalanced
+    ("The answer is $\\frac{1}{2}$ cm.", "\\frac12", 1.0),   # only the $...$ part of the phrase
+    ("The answer is \\(\\frac{1}{2}\\).", "0.5", 1.0),       # \( \) delimiters
+    ("The answer is $\\$5$.", "5", 1.0),
+    ("The answer is $x=2$ and $y=3$.", "2", 0.0),           # two math parts: two answers
     ("The answer is 2 or 3.", "2", 0.0),                    # several answers
+    ("\\boxed{}", "1", 0.0),                                # an empty box
     ("\\boxed{3}. The answer is 4.", "3", 0.0),             # the phrase beats an earlier box
     ("", "1", 0.0),
     ("The answer is", "1", 0.0),

@@ -1,0 +1,202 @@
+"""
+Loaders for the 12 real datasets of the paper, read from RevThink-layout files.
+
+    from data.real import load_dataset, DATASETS, ID_DATASETS, OOD_DATASETS, format_instruction
+    rows = load_dataset("arc_challenge", "train", limit=8)   # list of plain dicts
+    python -m data.real                      # row counts of every split found
+    python -m data.real gsm8k --data-dir /path/to/data
+
+Where the data lives: the `data_dir` argument (the scripts' --data-dir flag), else the
+environment variable EXGRPO_DATA_DIR, else ../shared/data beside the checkout. The files are
+never committed (several licenses are non-commercial); ../shared/data/README.md says where
+each one came from.
+
+Every record is the project's uniform record:
+    {"id": "arc_challenge-train-0", "question": "... (A) dry palms (B) wet palms ...",
+     "answer": "A", "answer_type": "choice", "reasoning": "Here's the reasoning: ..."}
+answer is the gold as a string, answer_type one of rewards.ANSWER_TYPES (checked by
+rewards.reward), reasoning the teacher's reasoning or "". RevThink's augmented training
+files (StrategyQA, ARC, ANLI, Date; teacher Gemini-1.5-Pro) also give "backward_question" and
+"backward_reasoning", and their "forward_reasoning" is the record's reasoning.
+
+Choices made here, where the files leave a choice:
+- MATH test = MATH-500 (math_oai/test.jsonl): RevThink's MATH_test.json is absent from the
+  copy (>= 4 MiB). MATH train = RevThink's question+gold file (no reasoning).
+- GSM8K = the original openai files (gold after '#### '); the reasoning is the reference
+  solution with its <<calculator>> marks removed and '#### N' rewritten 'The answer is N.'
+- TabMWP is a number dataset whose multiple-choice rows (letter gold, options in the
+  question) are records of answer_type "choice".
+- e-SNLI and ANLI are choice questions: their options are written into the question.
+- A row without a question or a gold answer is skipped and counted (one line on stderr).
+"""
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from rewards import ANSWER_TYPES
+
+ENV_VAR = "EXGRPO_DATA_DIR"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the repo
+
+# -----------------------------------------------------------------------------
+# the datasets: answer type, in/out of distribution, {split: (file, row reader)}
+
+_RT = "{}/revthink/test_data/{}_test.json"       # RevThink's eval split
+_RTRAIN = "{}/revthink/training_data/{}.json"    # RevThink's training split
+
+
+def _spec(answer_type, ood, test, train=None):
+    files = {"test": test} if train is None else {"test": test, "train": train}
+    return {"answer_type": answer_type, "ood": ood, "files": files}
+
+
+DATASETS = {
+    # in-distribution (paper order)
+    "strategyqa": _spec("yesno", False, (_RT.format("strategyqa", "SQA"), "revthink"),
+                        (_RTRAIN.format("strategyqa", "SQA"), "revthink")),
+    "commonsenseqa": _spec("choice", False, (_RT.format("commonsenseqa", "CSQA"), "revthink"),
+                           (_RTRAIN.format("commonsenseqa", "CSQA"), "revthink")),
+    "arc_challenge": _spec("choice", False, (_RT.format("arc_challenge", "ARC"), "revthink"),
+                           (_RTRAIN.format("arc_challenge", "ARC"), "revthink")),
+    "math": _spec("math", False, ("math/math-evaluation-harness/math_oai/test.jsonl", "math500"),
+                  (_RTRAIN.format("math", "MATH"), "revthink")),
+    "gsm8k": _spec("number", False, ("gsm8k/test.jsonl", "gsm8k"), ("gsm8k/train.jsonl", "gsm8k")),
+    "tabmwp": _spec("number", False, (_RT.format("tabmwp", "TabMWP"), "revthink")),
+    "anli": _spec("choice", False, (_RT.format("anli", "ANLI"), "revthink"),
+                  (_RTRAIN.format("anli", "ANLI"), "revthink")),
+    "date_understanding": _spec("choice", False, (_RT.format("date_understanding", "Date"), "revthink"),
+                                (_RTRAIN.format("date_understanding", "Date"), "revthink")),
+    # out-of-distribution: test only
+    "boolq": _spec("yesno", True, (_RT.format("boolq", "BoolQ"), "revthink")),  # closed-book: no passage
+    "openbookqa": _spec("choice", True, (_RT.format("openbookqa", "OBQA"), "revthink")),
+    "esnli": _spec("choice", True, (_RT.format("esnli", "ESNLI"), "revthink")),
+    "gsm8k_reversal": _spec("number", True, (_RT.format("gsm8k_reversal", "GSM8K-Rev"), "revthink")),
+}
+ID_DATASETS = tuple(n for n, s in DATASETS.items() if not s["ood"])
+OOD_DATASETS = tuple(n for n, s in DATASETS.items() if s["ood"])
+
+# the line a prompt ends with: the answer format rewards.py checks
+_INSTRUCTIONS = {
+    "number": 'Give the final answer as a single number. End with "The answer is N."',
+    "yesno": 'Answer yes or no. End with "The answer is yes." or "The answer is no."',
+    "choice": 'Answer with the letter of the correct option. End with "The answer is (X)."',
+    "math": 'Give the final answer in LaTeX. End with "The answer is $\\boxed{ANSWER}$."',
+}
+assert set(_INSTRUCTIONS) == set(ANSWER_TYPES)
+
+
+def format_instruction(answer_type: str) -> str:
+    """One line telling the model the answer format it will be checked against."""
+    if answer_type not in _INSTRUCTIONS:
+        raise ValueError(f"unknown answer_type {answer_type!r}; known: {', '.join(ANSWER_TYPES)}")
+    return _INSTRUCTIONS[answer_type]
+
+
+# -----------------------------------------------------------------------------
+# row readers: raw row -> (question, gold, reasoning, extra fields); gold None = malformed
+
+
+def _gold_str(v):
+    """Gold as the checkers' string: True -> 'yes', 18.0 -> '18', ' B ' -> 'B'."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return None if v is None else str(v).strip()
+
+
+def _read_revthink(row):
+    extra = {k: row[k] for k in ("backward_question", "backward_reasoning") if k in row}
+    return row.get("question"), _gold_str(row.get("gold_answer")), row.get("forward_reasoning") or "", extra
+
+
+def _read_gsm8k(row):
+    solution = row.get("answer") or ""
+    if "#### " not in solution:
+        return row.get("question"), None, "", {}
+    steps, gold = solution.rsplit("#### ", 1)
+    gold = gold.strip()
+    steps = re.sub(r"<<[^>]*>>", "", steps).strip()  # '= <<16-3-4=9>>9' -> '= 9'
+    return row.get("question"), gold, f"{steps}\nThe answer is {gold}.", {}
+
+
+def _read_math500(row):
+    return row.get("problem"), _gold_str(row.get("answer")), row.get("solution") or "", {}
+
+
+_READERS = {"revthink": _read_revthink, "gsm8k": _read_gsm8k, "math500": _read_math500}
+
+# -----------------------------------------------------------------------------
+# loading
+
+
+def resolve_data_dir(data_dir=None):
+    """The data folder: the argument, else $EXGRPO_DATA_DIR, else ../shared/data; must exist."""
+    chosen = data_dir or os.environ.get(ENV_VAR)
+    path = Path(chosen) if chosen else DEFAULT_DATA_DIR
+    if not path.is_dir():
+        how = "given" if data_dir else (f"from ${ENV_VAR}" if chosen else "default (../shared/data beside the checkout)")
+        raise FileNotFoundError(f"data directory not found: {path} ({how}); pass --data-dir / data_dir= "
+                                f"or set {ENV_VAR} to the folder holding the RevThink-layout datasets")
+    return path
+
+
+def _raw_rows(path):
+    """Rows of a JSON array file or a JSONL file; an unparseable JSONL line becomes None."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        return json.loads(text)
+    rows = []
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                rows.append(None)
+    return rows
+
+
+def load_dataset(name: str, split: str = "test", data_dir=None, limit: int | None = None) -> list[dict]:
+    """Records of one dataset split (see the module docstring), in file order."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    spec = DATASETS[name]
+    if split not in spec["files"]:
+        raise ValueError(f"{name} has no {split!r} split; it has: {', '.join(spec['files'])}")
+    rel, reader = spec["files"][split]
+    path = resolve_data_dir(data_dir) / rel
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} {split}: expected {path}; pass --data-dir / data_dir= "
+                                f"or set {ENV_VAR} to the folder holding the RevThink-layout datasets")
+    records, bad = [], 0
+    for i, row in enumerate(_raw_rows(path)):
+        if limit is not None and len(records) >= limit:
+            break
+        question, gold, reasoning, extra = _READERS[reader](row) if isinstance(row, dict) else (None, None, "", {})
+        if not isinstance(question, str) or not question.strip() or not gold:
+            bad += 1
+            continue
+        answer_type = spec["answer_type"]
+        if name == "tabmwp" and re.fullmatch(r"[A-Z]", gold) and "(A)" in question:
+            answer_type = "choice"  # TabMWP's multiple-choice rows
+        records.append({"id": f"{name}-{split}-{i}", "question": question, "answer": gold,
+                        "answer_type": answer_type, "reasoning": reasoning, **extra})
+    if bad:
+        print(f"data/real.py: {name} {split}: skipped {bad} malformed rows (no question or no gold answer) in {path}",
+              file=sys.stderr)
+    return records
+
+
+if __name__ == "__main__":
+    import argparse
+    parser = argparse.ArgumentParser(description="row counts of the real datasets")
+    parser.add_argument("names", nargs="*", default=list(DATASETS))
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+    for n in args.names:
+        for s in DATASETS[n]["files"]:
+            rows = load_dataset(n, s, args.data_dir)
+            kind = "ood" if DATASETS[n]["ood"] else "id"
+            print(f"{n:20s} {s:5s} {len(rows):6d} rows  {kind:3s} {DATASETS[n]['answer_type']}")

@@ -1,0 +1,197 @@
+"""Tests of data/real.py against the real files in ../shared/data (skipped when absent),
+and of its error paths on small temporary data folders.
+
+    python -m pytest -q tests/test_datasets.py
+"""
+import json
+from functools import lru_cache
+
+import pytest
+
+from data.real import DATASETS, ENV_VAR, ID_DATASETS, OOD_DATASETS, format_instruction, load_dataset
+from rewards import ANSWER_TYPES, _last_boxed, _options, is_correct, reward
+
+# row counts as stated in ../shared/data/README.md
+README_COUNTS = {
+    ("strategyqa", "test"): 229, ("strategyqa", "train"): 1995,
+    ("commonsenseqa", "test"): 1221, ("commonsenseqa", "train"): 6478,
+    ("arc_challenge", "test"): 1172, ("arc_challenge", "train"): 1417,
+    ("math", "test"): 500, ("math", "train"): 2827,  # test = MATH-500
+    ("gsm8k", "test"): 1319, ("gsm8k", "train"): 7473,
+    ("tabmwp", "test"): 7686,
+    ("anli", "test"): 1200, ("anli", "train"): 883,
+    ("date_understanding", "test"): 169, ("date_understanding", "train"): 200,
+    ("boolq", "test"): 3270, ("openbookqa", "test"): 500, ("esnli", "test"): 9824, ("gsm8k_reversal", "test"): 777,
+}
+AUGMENTED = {("strategyqa", "train"), ("arc_challenge", "train"), ("anli", "train"), ("date_understanding", "train")}
+
+
+@lru_cache(maxsize=None)
+def _load(name, split, data_dir):
+    return load_dataset(name, split, data_dir=data_dir)
+
+
+# -----------------------------------------------------------------------------
+# the registry
+
+
+def test_registry_matches_the_paper():
+    assert ID_DATASETS == ("strategyqa", "commonsenseqa", "arc_challenge", "math", "gsm8k", "tabmwp", "anli",
+                           "date_understanding")
+    assert OOD_DATASETS == ("boolq", "openbookqa", "esnli", "gsm8k_reversal")
+    types = {n: s["answer_type"] for n, s in DATASETS.items()}
+    assert types == {"strategyqa": "yesno", "commonsenseqa": "choice", "arc_challenge": "choice", "math": "math",
+                     "gsm8k": "number", "tabmwp": "number", "anli": "choice", "date_understanding": "choice",
+                     "boolq": "yesno", "openbookqa": "choice", "esnli": "choice", "gsm8k_reversal": "number"}
+    assert {(n, s) for n, spec in DATASETS.items() for s in spec["files"]} == set(README_COUNTS)
+
+
+@pytest.mark.parametrize("answer_type", ANSWER_TYPES)
+def test_format_instruction_names_the_checked_phrase(answer_type):
+    assert "The answer is" in format_instruction(answer_type)
+
+
+def test_format_instruction_unknown_type():
+    with pytest.raises(ValueError, match="choice"):
+        format_instruction("letter")
+
+
+# -----------------------------------------------------------------------------
+# every split of the real data
+
+
+@pytest.mark.parametrize("name,split", sorted(README_COUNTS))
+def test_split_counts_and_records(shared_data, name, split):
+    rows = _load(name, split, shared_data)
+    assert len(rows) == README_COUNTS[name, split]
+    assert len({r["id"] for r in rows}) == len(rows)
+    for r in rows:
+        assert isinstance(r["question"], str) and r["question"].strip(), r["id"]
+        assert isinstance(r["answer"], str) and r["answer"], r["id"]
+        assert r["answer_type"] in ANSWER_TYPES and isinstance(r["reasoning"], str)
+        # the gold, written as a model would, is accepted by the record's own checker ...
+        assert is_correct(f"Let me think step by step. The answer is {r['answer']}.", r["answer"],
+                          r["answer_type"], r["question"]), r["id"]
+        # ... and repeating the question earns nothing
+        assert reward(r["question"], r["answer"], r["answer_type"], r["question"]) == 0.0, r["id"]
+        if (name, split) in AUGMENTED:  # RevThink's teacher reasoning, forward and backward
+            assert r["reasoning"] and r["backward_question"] and r["backward_reasoning"], r["id"]
+        else:
+            assert "backward_question" not in r
+
+
+def test_limit_and_test_split_default(shared_data):
+    rows = load_dataset("strategyqa", data_dir=shared_data, limit=5)
+    assert [r["id"] for r in rows] == [f"strategyqa-test-{i}" for i in range(5)]
+    assert {r["answer"] for r in _load("strategyqa", "test", shared_data)} == {"yes", "no"}
+
+
+def test_tabmwp_multiple_choice_rows_are_choice_records(shared_data):
+    rows = _load("tabmwp", "test", shared_data)
+    kinds = [r["answer_type"] for r in rows]
+    assert kinds.count("choice") == 1992 and kinds.count("number") == 7686 - 1992  # README: 1992 MC rows
+
+
+@pytest.mark.parametrize("name,split", sorted(k for k in README_COUNTS if DATASETS[k[0]]["answer_type"] == "choice"))
+def test_option_text_answers_are_accepted(shared_data, name, split):
+    """Answering with the gold option's text instead of its letter counts (when the text is unique)."""
+    checked = 0
+    for r in _load(name, split, shared_data):
+        options = _options(r["question"])
+        assert r["answer"] in options, r["id"]  # every gold label is one of the parsed options
+        text = options[r["answer"]]
+        if list(options.values()).count(text) == 1:  # a few CSQA rows repeat an option
+            assert is_correct(f"The answer is {text}.", r["answer"], "choice", r["question"]), r["id"]
+            checked += 1
+    assert checked >= 0.98 * README_COUNTS[name, split]
+
+
+def test_gsm8k_reference_solutions_are_accepted(shared_data):
+    lines = (shared_data / "gsm8k" / "test.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1319
+    for line in lines:
+        row = json.loads(line)
+        gold = row["answer"].split("#### ")[-1].strip()
+        assert is_correct(row["answer"], gold, "number", row["question"]), row["answer"][-80:]
+    # the loader's reasoning (calculator marks removed, 'The answer is N.') is accepted too
+    for r in _load("gsm8k", "test", shared_data):
+        assert "<<" not in r["reasoning"] and is_correct(r["reasoning"], r["answer"], "number", r["question"])
+
+
+def test_math500_answers_match_their_boxed_solution(shared_data):
+    lines = (shared_data / "math" / "math-evaluation-harness" / "math_oai" / "test.jsonl").read_text().splitlines()
+    assert len(lines) == 500
+    for line in lines:
+        row = json.loads(line)
+        boxed = _last_boxed(row["solution"])
+        assert boxed is not None, row["unique_id"]
+        assert is_correct(f"So we get $\\boxed{{{boxed}}}$.", row["answer"], "math", row["problem"]), row["unique_id"]
+
+
+# -----------------------------------------------------------------------------
+# error paths, on temporary data folders
+
+
+def _write_revthink(root, rows):
+    path = root / "strategyqa" / "revthink" / "test_data" / "SQA_test.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def test_missing_data_dir_names_the_flag_and_env_var(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    with pytest.raises(FileNotFoundError, match=ENV_VAR) as err:
+        load_dataset("gsm8k", data_dir=tmp_path / "nowhere")
+    assert "nowhere" in str(err.value) and "--data-dir" in str(err.value)
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "also_nowhere"))
+    with pytest.raises(FileNotFoundError, match="also_nowhere"):
+        load_dataset("gsm8k")
+
+
+def test_missing_dataset_file_names_the_expected_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"gsm8k[/\\]test\.jsonl") as err:
+        load_dataset("gsm8k", data_dir=tmp_path)
+    assert ENV_VAR in str(err.value)
+
+
+def test_unknown_dataset_and_split():
+    with pytest.raises(ValueError, match="strategyqa") as err:
+        load_dataset("sqa")
+    assert all(n in str(err.value) for n in DATASETS)
+    with pytest.raises(ValueError, match="test"):
+        load_dataset("boolq", "train")
+
+
+def test_malformed_rows_are_skipped_and_counted(tmp_path, monkeypatch, capsys):
+    _write_revthink(tmp_path, [
+        {"question": "Is water wet?", "gold_answer": "yes"},
+        {"gold_answer": "no"},                              # no question
+        {"question": "   ", "gold_answer": "no"},           # blank question
+        {"question": "Is fire cold?"},                      # no gold
+        {"question": "Is fire cold?", "gold_answer": None},
+        {"question": "Is fire cold?", "gold_answer": ""},
+        "not a row",
+        {"question": "Is ice cold?", "gold_answer": True},  # a bool gold becomes 'yes'
+    ])
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))  # the env var is the fallback for data_dir
+    rows = load_dataset("strategyqa")
+    assert [(r["id"], r["answer"]) for r in rows] == [("strategyqa-test-0", "yes"), ("strategyqa-test-7", "yes")]
+    err = capsys.readouterr().err
+    assert "skipped 6 malformed rows" in err and len(err.strip().splitlines()) == 1
+
+
+def test_malformed_gsm8k_lines_are_skipped_and_counted(tmp_path, capsys):
+    path = tmp_path / "gsm8k" / "test.jsonl"
+    path.parent.mkdir()
+    path.write_text("\n".join([
+        json.dumps({"question": "2+2?", "answer": "2+2=<<2+2=4>>4\n#### 4"}),
+        "{not json",
+        json.dumps({"question": "3+3?", "answer": "no final line"}),
+        "",
+        json.dumps({"question": "1,000+1?", "answer": "#### 1,001"}),
+    ]))
+    rows = load_dataset("gsm8k", data_dir=tmp_path)
+    assert [r["answer"] for r in rows] == ["4", "1,001"]
+    assert rows[0]["reasoning"] == "2+2=4\nThe answer is 4."
+    assert "skipped 2 malformed rows" in capsys.readouterr().err
