@@ -1,0 +1,396 @@
+"""Stage 1 (probes.py): the ten rules against an independent recomputation, the filters,
+bad input, the CLI and the hf: teacher smoke test. The endpoint teacher is in test_teachers.py."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import probes
+from data.synth import generate, op_sentence
+
+ROOT = Path(__file__).resolve().parent.parent
+TEN = ["counterfactual", "challenge", "decompose", "why", "cause_effect", "process", "compare",
+       "hypothesis", "reverse", "necessity"]
+
+# -----------------------------------------------------------------------------
+# an independent arithmetic: nothing here comes from probes.py or data/synth.py
+
+
+def walk(start, ops):
+    values = [start]
+    for kind, n in ops:
+        v = values[-1]
+        values.append(v + n if kind == "add" else v - n if kind == "sub" else v * n if kind == "mul" else v // n)
+    return values
+
+
+def back(end, ops):
+    """The start that ends at `end` through `ops`, or None when it is not a whole number."""
+    v = end
+    for kind, n in reversed(ops):
+        if kind == "mul" and v % n:
+            return None
+        v = v - n if kind == "add" else v + n if kind == "sub" else v // n if kind == "mul" else v * n
+    return v
+
+
+def expected(probe, p):
+    """The gold answer of a synthetic probe of problem p, from its spec, recomputed here."""
+    spec = probe["spec"]
+    q = spec["problem"]
+    v = walk(p["start"], p["ops"])
+    rule = probe["rule"]
+    if rule in ("counterfactual", "reverse"):
+        assert spec["ask"] == "final"
+        w = walk(q["start"], q["ops"])
+        assert all(x >= 1 for x in w)
+        return q["start"] if q["reverse"] else w[-1]
+    assert q == p  # every other rule asks about the original problem itself
+    i = spec.get("step")
+    if rule == "challenge":
+        a, kind, n, c = spec["claim"]
+        return "yes" if (a, kind, n, c) == (v[i - 1], p["ops"][i - 1][0], p["ops"][i - 1][1], v[i]) else "no"
+    if rule == "decompose":
+        assert 1 <= i < len(p["ops"])  # an intermediate amount, not the answer
+        return v[i]
+    if rule == "why":
+        return "yes" if list(spec["op"]) == list(p["ops"][i - 1]) else "no"
+    if rule == "cause_effect":
+        return abs(v[i] - v[i - 1])
+    if rule == "process":
+        steps = [j for j in range(1, len(v)) if (v[j - 1], v[j]) == (spec["from"], spec["to"])]
+        assert len(steps) == 1  # the transition must name one step
+        return steps[0]
+    if rule == "compare":
+        return "yes" if v[-1] > v[0] else "no"
+    if rule == "hypothesis":
+        return "yes" if v[i] == spec["claim"] else "no"
+    if rule == "necessity":
+        ops = [op for j, op in enumerate(p["ops"], 1) if j != i]
+        return back(v[-1], ops) if p["reverse"] else walk(p["start"], ops)[-1]
+    raise AssertionError(rule)
+
+
+def check_reasoning(text):
+    """Every 'a op n = b' line of an oracle answer is true arithmetic; returns the answer."""
+    for a, op, n, b in re.findall(r"(\d+) ([-+*/]) (\d+) = (\d+)\.", text):
+        a, n, b = int(a), int(n), int(b)
+        assert {"+": a + n, "-": a - n, "*": a * n, "/": a // n}[op] == b, text
+        assert op != "/" or a % n == 0, text
+    m = re.search(r"The answer is (\S+)\.$", text)
+    assert m, text
+    return m.group(1)
+
+
+# -----------------------------------------------------------------------------
+# the rules on the synthetic world
+
+
+def test_every_rule_agrees_with_independent_recompute_on_500_problems():
+    records = generate("train", 300, seed=5) + generate("test_ood", 200, seed=5)
+    assert sum(r["problem"]["reverse"] for r in records) > 20  # reversed problems are covered
+    seen = {r: 0 for r in TEN}
+    answers = {r: set() for r in TEN}
+    for rec in records:
+        p = rec["problem"]
+        for probe in probes.make_probes(rec):
+            rule = probe["rule"]
+            seen[rule] += 1
+            gold = str(expected(probe, p))
+            assert probe["answer"] == gold, (rule, rec["question"], probe["question"])
+            assert probe["answer_type"] == ("yesno" if gold in ("yes", "no") else "number")
+            answers[rule].add(gold)
+            # the oracle's reasoning: true arithmetic, ending "The answer is <gold>."
+            assert check_reasoning(probes.solve(probe["spec"])[1]) == gold
+            # self-contained: the probe restates every step of the problem
+            q = probe["question"]
+            for i in range(len(p["ops"])):
+                if rule != "counterfactual" or op_sentence(probe["spec"]["problem"], i) != op_sentence(p, i):
+                    assert op_sentence(p, i) in q, (rule, q)
+    assert all(seen[r] >= 450 for r in TEN), seen  # every rule applies almost everywhere
+    for rule in ("challenge", "why", "compare", "hypothesis"):
+        assert answers[rule] == {"yes", "no"}, rule  # both verdicts occur
+
+
+def test_counterfactual_changes_exactly_one_quantity():
+    for rec in generate("train", 200, seed=1) + generate("test_ood", 100, seed=1):
+        p, out = rec["problem"], probes.counterfactual(rec)
+        if not out:
+            continue
+        q = out[0]["spec"]["problem"]
+        changed = sum(a != b for a, b in zip(p["ops"], q["ops"]))
+        if p["reverse"]:  # the start is unknown: the end or one operand moves
+            end_moved = walk(p["start"], p["ops"])[-1] != walk(q["start"], q["ops"])[-1]
+            assert changed + end_moved == 1
+        else:
+            assert changed + (p["start"] != q["start"]) == 1
+        assert out[0]["answer"] != rec["answer"]  # the conclusion does change
+
+
+def test_reverse_inverts_the_question():
+    rec = generate("train", 1, seed=2)[0]
+    p = rec["problem"]
+    [probe] = probes.reverse(rec)
+    end = walk(p["start"], p["ops"])[-1]
+    assert f"In the end there are {end}" in probe["question"] and "at the start?" in probe["question"]
+    assert probe["answer"] == str(p["start"]) and probe["reveals_answer"] is True
+
+
+def test_rules_are_deterministic_and_seeded():
+    recs = generate("train", 50, seed=3)
+    assert [probes.make_probes(r) for r in recs] == [probes.make_probes(r) for r in recs]
+    assert [probes.make_probes(r, seed=1) for r in recs] != [probes.make_probes(r) for r in recs]
+
+
+def test_rule_docstrings_have_a_worked_example():
+    for name, fn in probes.RULES.items():
+        assert "Example:" in fn.__doc__ and "answer" in fn.__doc__, name
+    assert list(probes.RULES) == TEN
+
+
+# -----------------------------------------------------------------------------
+# the rules on text (templates)
+
+
+def test_text_rules_apply_or_say_they_do_not():
+    yesno = {"question": "Is the sea salty?", "answer": "yes", "answer_type": "yesno",
+             "reasoning": "Sea water holds dissolved salt from rocks. The answer is yes."}
+    number = {"question": "Tom has 12 apples and buys 30 more. How many apples does he have?",
+              "answer": "42", "answer_type": "number", "reasoning": ""}
+    choice = {"question": "Where are books kept? (A) bank (B) library (C) river", "answer": "B",
+              "answer_type": "choice", "reasoning": "Books are lent from libraries.",
+              "backward_question": "If books are kept there, the place is a _. (A) library (B) bank. "
+                                   "The correct answer is (A). \n"}
+    assert probes.compare(number) == []            # nothing to compare in a number question
+    assert probes.challenge(number) == []          # no teacher reasoning to challenge
+    [c] = probes.challenge(yesno)
+    assert "Sea water holds dissolved salt from rocks." in c["question"] and c["answer_type"] == "yesno"
+    [r] = probes.reverse(number)                   # a number of the question is hidden
+    assert r["answer"] in ("12", "30") and "x" in r["question"] and r["answer_type"] == "number"
+    assert r["answer"] not in r["question"].split("\n\n")[0].split()
+    [r] = probes.reverse(choice)                   # RevThink's backward question, its gold split off
+    assert r["answer"] == "A" and "correct answer" not in r["question"] and r["answer_type"] == "choice"
+    [cmp] = probes.compare(choice)
+    assert cmp["answer"] == ("yes" if "Is option (B)" in cmp["question"] else "no")
+    for ex in (yesno, number, choice):
+        for p in probes.make_probes(ex):
+            assert p["question"] and p["spec"] is None and p["answer_type"] in ("number", "yesno", "choice")
+            assert ex["question"].split("?")[0] in p["question"] or p["rule"] == "reverse"
+
+
+def test_parse_written_probe():
+    assert probes.parse_written_probe("Sure.\nProbe: What if Mia found 9 marbles?") == "What if Mia found 9 marbles?"
+    assert probes.parse_written_probe("NOT APPLICABLE") is None
+    assert probes.parse_written_probe("I cannot.") is None
+
+
+def test_teacher_probe_writer_uses_the_rule_docstring():
+    asked = []
+
+    def writer(messages, spec):
+        text = messages[-1]["content"]
+        asked.append(text)
+        if text.startswith("You write explanatory probes"):
+            return "NOT APPLICABLE" if "Rule: compare" in text else "Probe: Is 2 + 2 = 4 true?"
+        return "The answer is yes."
+    ex = {"id": "t", "question": "Is the sky blue?", "answer": "yes", "answer_type": "yesno", "reasoning": "It is."}
+    dei, stats = probes.build_dei([ex], probes.make_teacher(writer), rules=["counterfactual", "compare"],
+                                  probe_writer="teacher", progress=False)
+    assert inspect_doc_in(asked, probes.counterfactual)
+    assert [p["rule"] for p in dei[0]["probes"]] == ["counterfactual"]  # compare: not applicable
+    assert dei[0]["probes"][0]["question"] == "Is 2 + 2 = 4 true?" and dei[0]["kept"]
+    assert stats["rules"]["compare"]["not_applicable"] == 1
+
+
+def inspect_doc_in(prompts, fn):
+    first = fn.__doc__.strip().splitlines()[0]
+    return any(first in p for p in prompts)
+
+
+def test_oracle_refuses_text_probes():
+    ex = {"question": "Is the sky blue?", "answer": "yes", "answer_type": "yesno", "reasoning": "Yes."}
+    with pytest.raises(probes.TeacherError, match="only synthetic"):
+        probes.build_dei([ex], "oracle", progress=False)
+
+
+# -----------------------------------------------------------------------------
+# build_dei and the two filters
+
+
+def oracle_fn(wrong_q_when=None, wrong_probe_rule=None):
+    """A text-free teacher built on the oracle's answers, with chosen mistakes."""
+    def fn(messages, spec):
+        text = probes.solve(spec)[1]
+        if len(messages) == 3 and wrong_q_when and wrong_q_when in messages[0]["content"]:
+            return text.rsplit("The answer is", 1)[0] + "The answer is 99999."
+        if len(messages) == 1 and wrong_probe_rule and spec.get("ask") == wrong_probe_rule:
+            return "I think the answer is 77777."
+        return text
+    return fn
+
+
+def test_oracle_build_dei_keeps_every_probe():
+    dei, stats = probes.build_dei(generate("train", 40), "oracle", progress=False)
+    assert len(dei) == 40 and all(d["kept"] and d["reasoning_correct"] for d in dei)
+    assert all(p["consistent"] and p["answer_correct"] and p["kept"] for d in dei for p in d["probes"])
+    assert {p["rule"] for d in dei for p in d["probes"]} == set(TEN)
+    assert stats["questions"]["kept"] == 40
+
+
+def test_consistency_filter_drops_a_probe_after_which_the_teacher_answers_q_wrongly():
+    recs = generate("train", 10, seed=4)
+    # after a counterfactual probe, this teacher answers Q with the counterfactual's world
+    teacher = probes.make_teacher(oracle_fn(wrong_q_when="Suppose"))
+    dei, stats = probes.build_dei(recs, teacher, rules=["counterfactual", "decompose"], progress=False)
+    for d in dei:
+        for p in d["probes"]:
+            assert p["answer_correct"] is True  # it answered the probe itself right
+            assert p["consistent"] is (p["rule"] != "counterfactual") and p["kept"] is p["consistent"]
+    s = stats["rules"]
+    assert s["counterfactual"]["inconsistent"] == s["counterfactual"]["probes"] > 0
+    assert s["counterfactual"]["consistent"] == 0 and s["decompose"]["inconsistent"] == 0
+    # only counterfactual probes: every question loses its probes and is dropped
+    dei, stats = probes.build_dei(recs, teacher, rules=["counterfactual"], progress=False)
+    assert not any(d["kept"] for d in dei) and {d["drop_reason"] for d in dei} <= {"no_consistent_probe", "no_probe"}
+
+
+def test_wrong_probe_answer_is_dropped_before_the_consistency_call():
+    calls = []
+    fn = oracle_fn(wrong_probe_rule="value")  # wrong on every decomposition probe
+
+    def counting(messages, spec):
+        calls.append(len(messages))
+        return fn(messages, spec)
+    dei, stats = probes.build_dei(generate("train", 8), probes.make_teacher(counting),
+                                  rules=["decompose", "why"], progress=False)
+    dec = [p for d in dei for p in d["probes"] if p["rule"] == "decompose"]
+    assert dec and all(p["answer_correct"] is False and p["consistent"] is None and not p["kept"] for p in dec)
+    assert stats["rules"]["decompose"]["wrong_answer"] == len(dec)
+    assert calls.count(3) == stats["rules"]["why"]["probes"]  # no consistency call for a wrong probe
+
+
+def solver(correct_rules):
+    """A fake student: right on probes of the given rules, wrong on the rest."""
+    def student(convs):
+        out = []
+        for c in convs:
+            text = c[0]["content"]
+            rule = next(r for r, mark in MARKS.items() if mark in text)
+            gold = GOLD[text]
+            out.append(f"The answer is {gold if rule in correct_rules else 'banana'}.")
+        return out
+    return student
+
+
+MARKS = {"decompose": "Break the problem into steps", "why": "Why does the amount change",
+         "compare": "Compare the start and the end"}
+GOLD = {}
+
+
+def test_difficulty_filter_drops_too_easy_and_too_hard_questions():
+    recs = generate("train", 6, seed=7)
+    for r in recs:
+        for p in probes.make_probes(r, ["decompose", "why", "compare"]):
+            GOLD[probes.format_question(p["question"], p["answer_type"])] = p["answer"]
+    rules = ["decompose", "why", "compare"]
+    run = lambda student, tau: probes.build_dei(recs, "oracle", rules=rules, student=student,
+                                                tau_hard=tau, progress=False)
+    dei, stats = run(solver(set(rules)), 0.0)  # solves everything: nothing left to learn
+    assert not any(d["kept"] for d in dei) and stats["questions"]["too_easy"] == 6
+    dei, stats = run(solver(set()), 0.0)       # solves nothing: kept at tau 0
+    assert all(d["kept"] for d in dei) and all(d["n_student_correct"] == 0 for d in dei)
+    dei, stats = run(solver(set()), 0.25)      # ... but too hard at tau 0.25
+    assert stats["questions"]["too_hard"] == 6 and not any(d["kept"] for d in dei)
+    dei, stats = run(solver({"why"}), 0.25)    # 1 of 3 (or 4) solved: in the band
+    assert all(d["kept"] for d in dei), [d["n_student_correct"] for d in dei]
+    assert stats["rules"]["why"]["student_correct"] == 6 and stats["rules"]["compare"]["student_correct"] == 0
+    assert all(p["student_correct"] is (p["rule"] == "why") for d in dei for p in d["probes"])
+    with pytest.raises(ValueError, match="fraction"):
+        run(None, 2)
+
+
+def test_single_rule_ablation_keeps_only_that_rule():
+    dei, stats = probes.build_dei(generate("train", 20), "oracle", rules="counterfactual", progress=False)
+    assert {p["rule"] for d in dei for p in d["probes"]} == {"counterfactual"}
+    assert list(stats["rules"]) == ["counterfactual"]
+
+
+# -----------------------------------------------------------------------------
+# bad input
+
+
+def test_unknown_rule_is_a_clear_error():
+    with pytest.raises(ValueError) as e:
+        probes.parse_rules("counterfactual,telepathy")
+    assert "telepathy" in str(e.value) and all(r in str(e.value) for r in TEN)
+    r = subprocess.run([sys.executable, "probes.py", "--rules", "telepathy", "--limit", "2"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "telepathy" in r.stderr and "necessity" in r.stderr
+
+
+def test_rows_without_question_or_answer_are_counted_and_skipped(capsys):
+    good = generate("train", 3)
+    bad = [dict(good[0], question=""), dict(good[1], answer=None), {"id": "x", "answer": "3", "answer_type": "number"},
+           dict(good[2], answer="  ")]
+    dei, stats = probes.build_dei(good + bad, "oracle", progress=False)
+    assert len(dei) == 3 and stats["questions"]["skipped_bad_rows"] == 4 and stats["questions"]["rows"] == 7
+    assert "skipped 4 of 7 rows" in capsys.readouterr().err
+    assert "4 skipped" in probes.format_table(stats)
+
+
+# -----------------------------------------------------------------------------
+# the CLI and the file format
+
+
+def test_cli_synth_writes_dei_and_the_table(tmp_path):
+    out = tmp_path / "dei.jsonl"
+    r = subprocess.run([sys.executable, "probes.py", "--dataset", "synth", "--teacher", "oracle", "--limit", "25",
+                        "--out", str(out), "--no-progress"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for rule in TEN:
+        assert re.search(rf"^{rule} +25 ", r.stdout, re.MULTILINE) or rule in ("counterfactual", "process"), r.stdout
+    assert "25 kept" in r.stdout
+    dei = probes.load_dei(out)
+    assert len(dei) == 25 and dei[0]["probes"][0]["teacher_reasoning"].endswith(".")
+    rec = json.loads(out.read_text().splitlines()[0])
+    for key in ("id", "question", "answer", "answer_type", "problem", "reasoning", "probes", "kept", "drop_reason"):
+        assert key in rec
+    for key in ("rule", "question", "answer", "answer_type", "teacher_reasoning", "teacher_answer",
+                "consistent", "student_correct", "spec"):
+        assert key in rec["probes"][0]
+    stats = json.loads(out.with_suffix(".stats.json").read_text())
+    assert stats["questions"]["kept"] == 25 and set(stats["rules"]) == set(TEN)
+
+
+def test_load_dei_kept_only(tmp_path):
+    dei, _ = probes.build_dei(generate("train", 5), "oracle", rules=["counterfactual"],
+                              student=lambda convs: ["The answer is 0."] * len(convs), progress=False)
+    dei[0]["kept"] = False
+    probes.save_dei(tmp_path / "d.jsonl", dei)
+    assert len(probes.load_dei(tmp_path / "d.jsonl")) == sum(d["kept"] for d in dei)
+    assert len(probes.load_dei(tmp_path / "d.jsonl", kept_only=False)) == 5
+
+
+# -----------------------------------------------------------------------------
+# the hf: teacher and a real (tiny) student, once sample.py has them
+
+
+def test_hf_teacher_and_student_smoke(tmp_path):
+    sample = pytest.importorskip("sample")
+    if not hasattr(sample, "generate_text") or not hasattr(sample, "load_student"):
+        pytest.skip("sample.py has no generate_text / load_student yet")
+    teacher = probes.make_teacher("hf:tiny", cache_path=tmp_path / "cache.jsonl", max_new_tokens=8, batch_size=8)
+    recs = generate("train", 2)
+    dei, stats = probes.build_dei(recs, teacher, rules=["counterfactual", "why"], student="tiny",
+                                  student_max_tokens=8, progress=False)
+    probes_ = [p for d in dei for p in d["probes"]]
+    assert len(dei) == 2 and len(probes_) >= 3
+    assert all(isinstance(p["teacher_reasoning"], str) for p in probes_)
+    assert all(p["kept"] in (True, False) for p in probes_)
+    assert teacher.calls > 0 and len(teacher.cache) == teacher.calls
+    again = probes.make_teacher("hf:tiny", cache_path=tmp_path / "cache.jsonl", max_new_tokens=8, batch_size=8)
+    probes.build_dei(recs, again, rules=["counterfactual", "why"], progress=False)
+    assert again.calls == 0 and again.model is None  # all from the cache: the model never loads
