@@ -311,6 +311,79 @@ def generate_text(model, tokenizer, conversations, max_new_tokens=256, batch_siz
     prompts = [chat_ids(tokenizer, c) for c in conversations]
     return generate(model, tokenizer, prompts, 1, max_new_tokens, temperature, batch_size).texts
 
+def end_of_turn_id(tokenizer):
+    """The id that closes an assistant turn in the chat template (<|im_end|> for ChatML)."""
+    vocab = tokenizer.get_vocab()
+    for t in EOS_TOKEN_NAMES:
+        if t in vocab and t in (tokenizer.chat_template or ""):
+            return vocab[t]
+    return tokenizer.eos_token_id
+
+
+@dataclass
+class Dialogues:
+    ids: list          # N lists: the whole dialogue as token ids (prompt of turn 1 included)
+    student_mask: list  # N lists, same lengths: 1 on every token the student sampled, else 0
+    turns: list        # N lists of the student's decoded answers, one per turn
+    dialogues: list    # N lists of user turns (dialogue i repeated n times, contiguous)
+
+
+@torch.no_grad()
+def rollout_dialogues(model, tokenizer, dialogues, n=1, max_new_tokens=128, temperature=1.0,
+                      batch_size=64):
+    """Roll out multi-turn dialogues on-policy: the student answers user turn 1, sees its own
+    answer in the context, answers user turn 2, ... All dialogues advance together, one
+    batched generate() per turn; a dialogue with fewer turns simply drops out.
+
+    dialogues: list of lists of user-message strings, e.g. [[probe_1, probe_2, question]].
+    Sampled ids are kept as sampled (P5); a turn cut by max_new_tokens is closed with a
+    forced end-of-turn token that is not the student's (mask 0). The template text between
+    turns is tokenized separately (turn_glue_ids) and masked out too.
+    Example, one dialogue [p1, q], n = 1 (S = student token, . = not):
+        ids  = [<p1 prompt> a1 a1 <eot> <glue + q> a2 a2 <eot>]
+        mask = [ .  .  .    S  S   S     .  .  .   S  S   S  ]"""
+    if not dialogues or any(not d for d in dialogues):
+        raise ValueError("rollout_dialogues() needs a non-empty list of non-empty dialogues")
+    rows = [list(d) for d in dialogues for _ in range(n)]
+    ids = [chat_ids(tokenizer, [{"role": "user", "content": d[0]}]) for d in rows]
+    mask = [[0] * len(x) for x in ids]
+    turns = [[] for _ in rows]
+    eot = end_of_turn_id(tokenizer)
+    for t in range(max(len(d) for d in rows)):
+        active = [i for i, d in enumerate(rows) if t < len(d)]
+        gen = generate(model, tokenizer, [ids[i] for i in active], 1, max_new_tokens, temperature, batch_size)
+        for i, comp, text, done in zip(active, gen.completions, gen.texts, gen.finished):
+            ids[i] += comp
+            mask[i] += [1] * len(comp)
+            if not done:  # out of budget: close the turn for the template, not as the student
+                ids[i].append(eot)
+                mask[i].append(0)
+            turns[i].append(text)
+            if t + 1 < len(rows[i]):
+                history = [m for u, a in zip(rows[i][:t + 1], turns[i])
+                           for m in ({"role": "user", "content": u}, {"role": "assistant", "content": a})]
+                glue = turn_glue_ids(tokenizer, history, rows[i][t + 1])
+                ids[i] += glue
+                mask[i] += [0] * len(glue)
+    return Dialogues(ids, mask, turns, rows)
+
+
+def teacher_forced(tokenizer, turns):
+    """(ids, mask) of a dialogue written out in full, [(user, assistant), ...], with mask 1 on
+    the assistant tokens (their end-of-turn included): the input of SFT and of the auxiliary
+    SFT loss on the teacher's probe answers."""
+    ids, mask, history = [], [], []
+    eot = end_of_turn_id(tokenizer)
+    for j, (user, answer) in enumerate(turns):
+        prefix = (chat_ids(tokenizer, [{"role": "user", "content": user}]) if j == 0 else
+                  turn_glue_ids(tokenizer, history, user))
+        target = tokenizer(answer, add_special_tokens=False)["input_ids"] + [eot]
+        ids += prefix + target
+        mask += [0] * len(prefix) + [1] * len(target)
+        history += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    return ids, mask
+
+
 # -----------------------------------------------------------------------------
 # training batches and log-probs
 
