@@ -151,6 +151,10 @@ def load_student(name, dtype=None, device=None, seed=0):
         elif not Path(source).exists() and ("/" not in str(source) or str(source).startswith((".", "/"))):
             raise ValueError(f"unknown student {name!r}: not an alias ({', '.join(STUDENTS)}), "
                              f"and no folder at {Path(source).resolve()}")
+        if Path(source).is_dir() and not (Path(source) / "config.json").exists():
+            raise RuntimeError(f"could not load student {name!r}: the folder {source} holds no model "
+                               f"(no config.json); no model weights found there. Pass a folder written "
+                               f"by save_pretrained, an alias ({', '.join(STUDENTS)}) or a hub id.")
         try:
             tok = AutoTokenizer.from_pretrained(source)
             model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)

@@ -1,0 +1,108 @@
+"""train.py end to end on the tiny model: stages, checkpoints, kill + resume, bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--student", "tiny", "--train-n", "6", "--eval-n", "2", "--eval-max-new-tokens", "6",
+        "--sft-batch", "4", "--rl-questions", "1", "--G", "2", "--k", "2", "--max-new-tokens", "6",
+        "--save-every", "1"]
+
+
+def _metrics(run, stage):
+    rows = [json.loads(x) for x in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in rows if r["stage"] == stage]
+
+
+def test_tiny_run_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    train.main(TINY + ["--rl-steps", "2", "--out", str(out)])
+    res = json.loads((out / "results.json").read_text())
+    assert [row["stage"] for row in res["table"]] == ["zero-shot", "SFT warm-up", "ExGRPO"]
+    assert _metrics(out, "rl") == [0, 1]
+    n_sft = len(_metrics(out, "sft"))
+    assert n_sft >= 2 and _metrics(out, "sft") == list(range(n_sft))
+    # checkpoints load with plain transformers, and each stage changed the weights
+    from transformers import AutoModelForCausalLM
+    sft = AutoModelForCausalLM.from_pretrained(out / "sft" / "final")
+    rl = AutoModelForCausalLM.from_pretrained(out / "rl" / "final")
+    import sample
+    init = sample.tiny_model(sample.smollm2_tokenizer(), seed=0)
+    w = "model.layers.0.mlp.up_proj.weight"
+    assert not torch.equal(sft.state_dict()[w], init.state_dict()[w])
+    assert not torch.equal(rl.state_dict()[w], sft.state_dict()[w])
+    assert not (out / "rl" / "ckpt").exists()  # the step checkpoint is gone once the stage is final
+    # the D_EI of the run is kept beside it, with probes
+    dei = [json.loads(x) for x in (out / "dei.jsonl").read_text().splitlines()]
+    assert len(dei) == 6 and all(d["probes"] for d in dei)
+    # a finished run folder is never overwritten, and nothing in it is touched
+    before = (out / "results.json").read_text()
+    with pytest.raises(SystemExit, match="already holds a finished run"):
+        train.main(TINY + ["--out", str(out)])
+    with pytest.raises(SystemExit, match="finished run; nothing to resume"):
+        train.main(["--resume", str(out)])
+    assert (out / "results.json").read_text() == before
+
+
+def test_kill_and_resume_loses_and_repeats_no_step(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "train.py"] + TINY + ["--rl-steps", "5", "--out", str(out)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (out / "rl" / "ckpt" / "trainer.pt").exists():
+        assert proc.poll() is None, "the run ended before its first RL checkpoint"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # a crash: no cleanup, no final save
+    proc.wait()
+    assert not (out / "results.json").exists()
+    killed_at = _metrics(out, "rl")
+    assert len(killed_at) < 5
+    subprocess.run([sys.executable, "train.py", "--resume", str(out)], cwd=ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    assert _metrics(out, "rl") == [0, 1, 2, 3, 4]         # every step once, none lost, none repeated
+    state = json.loads((out / "state.json").read_text())
+    assert set(state["done"]) >= {"zero_shot", "ei", "sft", "eval_sft", "rl", "eval_rl"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--student", "no-such-model"], "unknown student 'no-such-model'"),
+    (["--student", "/no/such/folder"], "no folder at"),
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["--k", "0"], "must be >= 1"),
+])
+def test_bad_flags_exit_with_a_clear_message(tmp_path, argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(argv + ["--out", str(tmp_path / "run")])
+    assert message in str(e.value) + capsys.readouterr().err
+    assert not (tmp_path / "run").exists()   # nothing written for a run that never started
+
+
+def test_folder_without_a_model_is_a_clear_error(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match="no model weights found"):
+        train.main(["--student", str(empty), "--out", str(tmp_path / "run")])
+
+
+def test_dataset_with_zero_usable_rows(tmp_path):
+    d = tmp_path / "data" / "strategyqa" / "revthink"
+    (d / "training_data").mkdir(parents=True)
+    (d / "test_data").mkdir(parents=True)
+    (d / "training_data" / "SQA.json").write_text(json.dumps([{"question": "", "gold_answer": "yes"},
+                                                              {"gold_answer": "no"}]))
+    (d / "test_data" / "SQA_test.json").write_text(json.dumps([{"question": "Is it?", "gold_answer": "yes"}]))
+    with pytest.raises(SystemExit, match="zero usable training rows"):
+        train.main(["--student", "tiny", "--dataset", "strategyqa", "--data-dir", str(tmp_path / "data"),
+                    "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,628 @@
+"""
+The whole method, three stages: Explanatory Inversion -> SFT warm-up -> ExGRPO.
+
+    python train.py                                   # embedded default: synthetic world, oracle
+                                                      # teacher, SmolLM2-135M on the CPU
+    python train.py --student tiny                    # every stage end to end in ~2 minutes
+    python train.py --no-probes                       # plain GRPO on the original questions
+    python train.py --resume runs/smollm2-135m-20261125-031500   # continue a killed run
+    python train.py --student qwen2.5-7b --dataset strategyqa --G 8 --k 5 \
+        --teacher-url http://localhost:8000/v1 --teacher-model gemini-1.5-pro
+
+What happens (DESIGN.md section 1):
+  0. zero-shot: greedy accuracy of the untouched student on the evaluation splits
+  1. EI: probes.py turns every training question into explanatory probes, the teacher
+     answers them, two filters keep the useful ones -> D_EI (cached in the run folder)
+  2. SFT warm-up: next-token loss on the teacher's answers (the original questions and the
+     probes; prompts masked). The result is the reference policy pi_ref of stage 3.
+  3. ExGRPO: per question, k probes drawn without replacement; Scenario A = all k probes
+     then the question, Scenario B = the first k' < k probes then the question; G on-policy
+     rollouts of each; R_base on the final answer, + delta for correct A rollouts when
+     P_full > nu * P_partial (DSU); group advantages per scenario; clipped surrogate on every
+     student token + beta * KL(pi || pi_ref) + lambda * NLL of the teacher's probe answers.
+  4. the final table: accuracy per stage on each evaluation split, and each stage's time.
+
+Design decisions and simplifications, stated once:
+  - one optimizer step per rollout batch, so pi_old = pi_theta.detach() and the PPO ratio is
+    1 at the update (the clip only matters with --ppo-epochs > 1);
+  - the auxiliary SFT loss uses one teacher-forced dialogue per question: the same k probes
+    as Scenario A, each followed by the teacher's answer (ours: the paper says "given the
+    probe and the dialogue so far", and we use the teacher's dialogue, not the student's);
+  - everything runs in one process; checkpoints (save_pretrained + optimizer/RNG/step) make
+    any stage resumable, and a run folder is never overwritten.
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import data
+import evaluate
+import exgrpo
+import rewards
+import sample
+
+# -----------------------------------------------------------------------------
+# defaults: the CPU preset (SmolLM2-135M, 2 cores, about 20 minutes in all)
+
+STUDENT = "smollm2-135m"
+DATASET = "synth"
+TRAIN_N = 240            # training questions (synthetic world)
+EVAL_N = 40              # questions per evaluation split
+EVAL_MAX_NEW_TOKENS = 128
+# stage 1: EI
+TEACHER = "oracle"
+RULES = None             # None = all ten
+TAU_HARD = 0.0
+PROBES_PER_Q_SFT = 1     # teacher probe answers per question added to the SFT data
+# stage 2: SFT
+SFT_EPOCHS = 1
+SFT_BATCH = 8
+SFT_MICRO = 8
+SFT_LR = 1e-4
+SFT_WARMUP = 3
+# stage 3: ExGRPO (DESIGN.md section 1 defaults, scaled down for the CPU where marked)
+RL_STEPS = 6             # CPU preset; a GPU run wants hundreds
+RL_QUESTIONS = 2         # questions per step (CPU preset)
+G = 4                    # rollouts per scenario (paper/ours: 8; CPU preset 4)
+K = 2                    # probes in Scenario A (paper: 5; CPU preset 2)
+DELTA = 0.5              # DSU bonus
+NU = 1.0                 # DSU margin: bonus iff P_full > nu * P_partial
+BETA = exgrpo.BETA       # KL weight 0.04
+CLIP_EPS = exgrpo.CLIP_EPS
+AUX_WEIGHT = exgrpo.AUX_WEIGHT
+AGG = "token"
+RL_LR = 1e-5
+RL_MICRO = 8
+RL_MAX_NEW_TOKENS = 96
+TEMPERATURE = 1.0
+PPO_EPOCHS = 1
+GRAD_CLIP = 1.0
+SAVE_EVERY = 5           # optimizer steps between checkpoints (both stages)
+SEED = 0
+
+STAGES = ("zero_shot", "ei", "sft", "eval_sft", "rl", "eval_rl")
+
+# --student tiny (a random 2-layer model) learns nothing worth waiting for: a preset that runs
+# every stage end to end in about two minutes, for smoke tests and quick checks
+PRESETS = {"tiny": dict(train_n=24, eval_n=8, eval_max_new_tokens=24, sft_batch=8, rl_steps=2,
+                        max_new_tokens=24, save_every=1)}
+
+# -----------------------------------------------------------------------------
+# command line
+
+
+def get_args(argv=None):
+    ap = argparse.ArgumentParser(description="EI -> SFT warm-up -> ExGRPO", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = ap.add_argument_group("run")
+    g.add_argument("--out", default=None, help="run folder (default runs/<student>-<time>); never overwritten")
+    g.add_argument("--resume", default=None, metavar="RUN", help="continue a killed run from its last checkpoint")
+    g.add_argument("--seed", type=int, default=SEED)
+    g.add_argument("--save-every", type=int, default=SAVE_EVERY)
+    g = ap.add_argument_group("model")
+    g.add_argument("--student", default=STUDENT, help=f"alias ({', '.join(sample.STUDENTS)}), folder or hub id")
+    g.add_argument("--dtype", default=None, choices=["bf16", "fp32", "fp16"], help="default: bf16 on CUDA, fp32 on CPU")
+    g.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    g = ap.add_argument_group("data")
+    g.add_argument("--dataset", default=DATASET, help=f"one of {', '.join(data.DATASETS)}")
+    g.add_argument("--data-dir", default=None, help="real datasets (default $EXGRPO_DATA_DIR or ../shared/data)")
+    g.add_argument("--train-n", type=int, default=TRAIN_N, help="training questions (0 = all)")
+    g.add_argument("--data-fraction", type=float, default=1.0, help="use this fraction of the training questions")
+    g.add_argument("--eval-n", type=int, default=EVAL_N, help="questions per evaluation split")
+    g.add_argument("--eval-max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS)
+    g = ap.add_argument_group("stage 1: explanatory inversion")
+    g.add_argument("--teacher", default=TEACHER,
+                   help="oracle | hf:<path-or-id> | openai (with --teacher-url) | none (skip EI; implies --no-probes)")
+    g.add_argument("--teacher-url", default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
+    g.add_argument("--teacher-model", default=None)
+    g.add_argument("--probe-writer", default="template", choices=["template", "teacher"])
+    g.add_argument("--rules", default=RULES, help="comma-separated subset of the ten rules")
+    g.add_argument("--tau-hard", type=float, default=TAU_HARD)
+    g.add_argument("--difficulty-student", default="none", help="student for the difficulty filter (none = skip)")
+    g.add_argument("--sft-probes", type=int, default=PROBES_PER_Q_SFT, help="probe answers per question in SFT")
+    g = ap.add_argument_group("stage 2: SFT warm-up")
+    g.add_argument("--no-sft", action="store_true", help="RL from cold start (paper's ablation)")
+    g.add_argument("--sft-epochs", type=int, default=SFT_EPOCHS)
+    g.add_argument("--sft-batch", type=int, default=SFT_BATCH)
+    g.add_argument("--sft-micro", type=int, default=SFT_MICRO)
+    g.add_argument("--sft-lr", type=float, default=SFT_LR)
+    g.add_argument("--sft-warmup", type=int, default=SFT_WARMUP)
+    g = ap.add_argument_group("stage 3: ExGRPO")
+    g.add_argument("--no-rl", action="store_true", help="stop after SFT")
+    g.add_argument("--no-probes", action="store_true", help="plain GRPO on the original questions")
+    g.add_argument("--no-dsu", action="store_true", help="no Dialogue Structure Utility bonus")
+    g.add_argument("--no-aux", action="store_true", help="no auxiliary SFT loss on teacher probe answers")
+    g.add_argument("--rl-steps", type=int, default=RL_STEPS)
+    g.add_argument("--rl-questions", type=int, default=RL_QUESTIONS, help="questions per step")
+    g.add_argument("--G", type=int, default=G, help="rollouts per scenario")
+    g.add_argument("--k", type=int, default=K, help="probes in Scenario A")
+    g.add_argument("--k-partial", type=int, default=None, help="probes in Scenario B (default uniform in [1, k-1])")
+    g.add_argument("--delta", type=float, default=DELTA)
+    g.add_argument("--nu", type=float, default=NU)
+    g.add_argument("--beta", type=float, default=BETA)
+    g.add_argument("--clip-eps", type=float, default=CLIP_EPS)
+    g.add_argument("--aux-weight", type=float, default=AUX_WEIGHT)
+    g.add_argument("--agg", default=AGG, choices=exgrpo.AGG_MODES)
+    g.add_argument("--rl-lr", type=float, default=RL_LR)
+    g.add_argument("--rl-micro", type=int, default=RL_MICRO)
+    g.add_argument("--max-new-tokens", type=int, default=RL_MAX_NEW_TOKENS, help="per student turn")
+    g.add_argument("--temperature", type=float, default=TEMPERATURE)
+    g.add_argument("--ppo-epochs", type=int, default=PPO_EPOCHS)
+    g.add_argument("--grad-clip", type=float, default=GRAD_CLIP)
+    pre, _ = ap.parse_known_args(argv)
+    ap.set_defaults(**PRESETS.get(pre.student, {}))  # flags given on the command line still win
+    args = ap.parse_args(argv)
+    if args.dataset not in data.DATASETS:
+        ap.error(f"unknown dataset {args.dataset!r}; choose one of {', '.join(data.DATASETS)}")
+    if not 0 < args.data_fraction <= 1:
+        ap.error("--data-fraction must be in (0, 1]")
+    if args.k < 1 or args.G < 1 or args.rl_questions < 1:
+        ap.error("--k, --G and --rl-questions must be >= 1")
+    if args.teacher == "none":
+        args.no_probes = True
+    if args.k_partial is not None and not 0 <= args.k_partial < args.k:
+        ap.error("--k-partial must be in [0, k-1]")
+    return args
+
+# -----------------------------------------------------------------------------
+# the run folder: config, state, metrics, checkpoints
+
+
+class Run:
+    """A run folder: config.json (the args), state.json (finished stages and their results),
+    metrics.jsonl (one line per optimizer step), <stage>/ckpt and <stage>/final checkpoints."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.state_path = self.path / "state.json"
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"done": {}}
+
+    def finished(self, stage):
+        return stage in self.state["done"]
+
+    def finish(self, stage, result):
+        self.state["done"][stage] = result
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, indent=2))
+        os.replace(tmp, self.state_path)  # atomic: a crash leaves the old state, never half a file
+
+    def log(self, row):
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def trim_log(self, stage, from_step):
+        """Drop log lines of `stage` at or after `from_step`: they are redone after a resume."""
+        path = self.path / "metrics.jsonl"
+        if path.exists():
+            rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+            keep = [r for r in rows if not (r.get("stage") == stage and r["step"] >= from_step)]
+            path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+
+    def save(self, stage, name, model, tok, trainer_state=None):
+        """save_pretrained (loadable by AutoModelForCausalLM.from_pretrained) + trainer state,
+        written to a temp folder and renamed, so the previous checkpoint survives a crash."""
+        target = self.path / stage / name
+        tmp = target.with_name(name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / "trainer.pt")
+        old = target.with_name(name + ".old")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def checkpoint(self, stage):
+        ckpt = self.path / stage / "ckpt"
+        return ckpt if (ckpt / "trainer.pt").exists() else None
+
+
+def resolve_run(args):
+    """(args, run folder path): a new folder, or the one named by --resume (its saved config
+    wins). Checked before anything is loaded or written: a folder is never overwritten."""
+    if args.resume:
+        path = Path(args.resume)
+        if not (path / "config.json").exists():
+            sys.exit(f"error: {path} holds no run to resume (no config.json)")
+        if (path / "results.json").exists():
+            sys.exit(f"error: {path} holds a finished run; nothing to resume")
+        saved = json.loads((path / "config.json").read_text())
+        return argparse.Namespace(**{**saved, "resume": args.resume}), path
+    path = Path(args.out or f"runs/{Path(args.student).name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if path.exists() and any(path.iterdir()):
+        what = "a finished run" if (path / "results.json").exists() else "an unfinished run"
+        sys.exit(f"error: {path} already holds {what}; pick another --out, or --resume {path}")
+    return args, path
+
+
+def open_run(args, path):
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / "config.json").exists():
+        (path / "config.json").write_text(json.dumps(vars(args), indent=2))
+    run = Run(path)
+    if args.resume:
+        print(f"resuming {path}: done = {', '.join(run.state['done']) or 'nothing yet'}")
+    return run
+
+# -----------------------------------------------------------------------------
+# data
+
+
+def load_data(args):
+    """Training records, and the evaluation splits {name: records}."""
+    train_split = "train"
+    limit = args.train_n or None
+    train = data.load(args.dataset, train_split, limit=limit, seed=args.seed, data_dir=args.data_dir)
+    if args.data_fraction < 1:
+        train = random.Random(args.seed).sample(train, max(1, int(len(train) * args.data_fraction)))
+    if not train:
+        raise ValueError(f"dataset {args.dataset!r} has zero usable training rows")
+    if args.dataset == "synth":
+        evals = {s: data.load("synth", s, limit=args.eval_n, seed=args.seed) for s in ("test_id", "test_ood")}
+    else:
+        evals = {args.dataset: data.load(args.dataset, "test", limit=args.eval_n, data_dir=args.data_dir)}
+    return train, evals
+
+
+def build_dei(args, run, train):
+    """Stage 1: D_EI from the training records (probes.py), cached in the run folder."""
+    import probes
+    out = run.path / "dei.jsonl"
+    teacher = probes.make_teacher(args.teacher, url=args.teacher_url, model=args.teacher_model,
+                                  cache_path=run.path / "teacher_cache.jsonl")
+    dei, stats = probes.build_dei(train, teacher, rules=args.rules, tau_hard=args.tau_hard,
+                                  student=args.difficulty_student, probe_writer=args.probe_writer,
+                                  seed=args.seed, cache_path=run.path / "teacher_cache.jsonl")
+    probes.save_dei(out, dei)
+    (run.path / "dei.stats.json").write_text(json.dumps(stats, indent=2))
+    print(probes.format_table(stats))
+    return probes.load_dei(out)
+
+
+def kept_probes(record):
+    """The probes of a D_EI record that passed both filters (synthetic records: all have answers)."""
+    return [p for p in record.get("probes", []) if p.get("kept")]
+
+
+def probe_message(p):
+    return data.user_message({"question": p["question"], "answer_type": p["answer_type"]})
+
+# -----------------------------------------------------------------------------
+# stage 2: SFT warm-up
+
+
+def sft_examples(args, train, dei):
+    """(ids, mask) pairs: each question with the teacher's reasoning, plus up to --sft-probes
+    probes of it with the teacher's answers. Loss only on the teacher's tokens."""
+    rng = random.Random(args.seed)
+    pairs = []
+    source = dei if dei is not None else train
+    for r in source:
+        if r.get("reasoning"):
+            pairs.append([(data.user_message(r), r["reasoning"])])
+        if dei is not None:
+            ps = [p for p in kept_probes(r) if p.get("teacher_reasoning")]
+            for p in rng.sample(ps, min(args.sft_probes, len(ps))):
+                pairs.append([(probe_message(p), p["teacher_reasoning"])])
+    if not pairs:
+        raise ValueError("no SFT examples: the training records carry no teacher reasoning")
+    return pairs
+
+
+def sft_stage(args, run, model, tok, train, dei, device):
+    turns = sft_examples(args, train, dei)
+    tf = [sample.teacher_forced(tok, t) for t in turns]
+    steps_per_epoch = (len(tf) + args.sft_batch - 1) // args.sft_batch
+    total = steps_per_epoch * args.sft_epochs
+    opt = make_optimizer(model, args.sft_lr)
+    start = resume_trainer(run, "sft", model, opt)
+    model.train()
+    bar = tqdm(range(start, total), desc="SFT", initial=start, total=total)
+    for step in bar:
+        epoch, i = divmod(step, steps_per_epoch)
+        order = random.Random(args.seed * 1000 + epoch).sample(range(len(tf)), len(tf))  # same order on resume
+        rows = [tf[j] for j in order[i * args.sft_batch:(i + 1) * args.sft_batch]]
+        lr = exgrpo.cosine_lr(step, total, args.sft_lr, args.sft_warmup)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        t0 = time.time()
+        batch = sample.pack([[]] * len(rows), [r[0] for r in rows], tok.pad_token_id, [r[1] for r in rows])
+        n_tok = int(batch.loss_mask.sum())
+        loss_total = 0.0
+        for s in range(0, len(rows), args.sft_micro):
+            sl = slice(s, s + args.sft_micro)
+            lp = sample.token_logprobs(model, batch.ids[sl].to(device), batch.attn[sl].to(device),
+                                       batch.loss_mask[sl].to(device), vocab_limit=sample.vocab_limit_of(model, tok))
+            loss = exgrpo.aggregate(exgrpo.aux_sft_nll(lp), batch.loss_mask[sl].to(device), "token", num_tokens=n_tok)
+            loss.backward()
+            loss_total += loss.item()
+        gnorm = update(model, opt, args.grad_clip)
+        run.log({"stage": "sft", "step": step, "loss": loss_total, "lr": lr, "grad_norm": gnorm,
+                 "tokens": n_tok, "step_seconds": round(time.time() - t0, 3)})
+        bar.set_postfix(loss=f"{loss_total:.3f}")
+        if (step + 1) % args.save_every == 0 and step + 1 < total:
+            save_trainer(run, "sft", model, tok, opt, step + 1)
+    run.save("sft", "final", model, tok)
+    shutil.rmtree(run.path / "sft" / "ckpt", ignore_errors=True)
+
+# -----------------------------------------------------------------------------
+# stage 3: ExGRPO
+
+
+def rl_step_rollouts(args, model, tok, questions, step):
+    """Roll out one step's dialogues. Returns the flat rollouts (ids, masks), rewards
+    (num_groups, G), and the per-question aux dialogues (teacher answers to the same probes)."""
+    rng = random.Random(args.seed * 100_003 + step)  # the same draws after a resume
+    dialogues, groups, aux = [], [], []
+    for q in questions:
+        qmsg = data.user_message(q)
+        ps = [] if args.no_probes else kept_probes(q)
+        if not ps:
+            dialogues.append([qmsg])
+            groups.append(("plain", q))
+            continue
+        drawn = rng.sample(ps, min(args.k, len(ps)))
+        k = len(drawn)
+        k_part = args.k_partial if args.k_partial is not None else (rng.randint(1, k - 1) if k > 1 else 0)
+        k_part = min(k_part, k - 1)
+        dialogues.append([probe_message(p) for p in drawn] + [qmsg])            # Scenario A
+        groups.append(("full", q))
+        dialogues.append([probe_message(p) for p in drawn[:k_part]] + [qmsg])   # Scenario B
+        groups.append(("partial", q))
+        if not args.no_aux:
+            aux.append([(probe_message(p), p["teacher_reasoning"]) for p in drawn if p.get("teacher_reasoning")])
+    roll = sample.rollout_dialogues(model, tok, dialogues, n=args.G, max_new_tokens=args.max_new_tokens,
+                                    temperature=args.temperature, batch_size=max(len(dialogues) * args.G, 1))
+    r = torch.tensor([rewards.reward(roll.turns[i][-1], groups[i // args.G][1]["answer"],
+                                     groups[i // args.G][1]["answer_type"], groups[i // args.G][1]["question"])
+                      for i in range(len(roll.ids))]).view(len(groups), args.G)
+    return roll, r, groups, [a for a in aux if a]
+
+
+def rl_step(args, model, ref, tok, opt, questions, step, device):
+    """One ExGRPO step: roll out, reward, one optimizer update. Returns the metrics row."""
+    t0 = time.time()
+    limit = sample.vocab_limit_of(model, tok)
+    roll, r_base, groups, aux = rl_step_rollouts(args, model, tok, questions, step)
+    t_gen = time.time() - t0
+    # --- rewards: R_base, plus the DSU bonus for full dialogues that beat partial ones
+    r = r_base.clone()
+    fired, p_full, p_part = [], [], []
+    for gi, (kind, q) in enumerate(groups):
+        if kind == "full":   # groups[gi + 1] is the same question's Scenario B
+            bonus = torch.zeros(args.G) if args.no_dsu else torch.tensor(
+                rewards.dsu_bonus(r_base[gi].tolist(), r_base[gi + 1].tolist(), args.delta, args.nu))
+            r[gi] += bonus
+            fired.append(float(bonus.abs().sum() > 0))
+            p_full.append(r_base[gi].mean().item())
+            p_part.append(r_base[gi + 1].mean().item())
+    adv = exgrpo.group_advantages(r).flatten()           # one group per scenario per question
+    # --- the batch: every student token of every turn is in the loss mask
+    batch = sample.pack([[]] * len(roll.ids), roll.ids, tok.pad_token_id, roll.student_mask)
+    norm = {"num_tokens": int(batch.loss_mask.sum()), "num_seqs": len(roll.ids),
+            "max_len": int(batch.loss_mask.sum(-1).max())}
+    aux_batch = None
+    if aux:
+        tf = [sample.teacher_forced(tok, a) for a in aux]
+        aux_batch = sample.pack([[]] * len(tf), [x[0] for x in tf], tok.pad_token_id, [x[1] for x in tf])
+        norm["aux_tokens"] = int(aux_batch.loss_mask.sum())
+    micro = [slice(s, s + args.rl_micro) for s in range(0, len(roll.ids), args.rl_micro)]
+    on = lambda t, sl: t[sl].to(device)
+
+    def logp(m, sl, temperature=args.temperature):
+        return sample.token_logprobs(m, on(batch.ids, sl), on(batch.attn, sl), on(batch.loss_mask, sl),
+                                     temperature, limit)
+    use_ref = ref is not None and args.beta > 0
+    with torch.no_grad():   # reference (and old-policy) log-probs: once per rollout batch
+        ref_lp = [logp(ref, sl) if use_ref else None for sl in micro]
+        old_lp = [logp(model, sl) for sl in micro] if args.ppo_epochs > 1 else None
+    model.train()
+    sums, skipped, gnorm = {}, 0, 0.0
+    for epoch in range(args.ppo_epochs):
+        sums = {}
+        for mi, sl in enumerate(micro):
+            mask = on(batch.loss_mask, sl)
+            lp = logp(model, sl)
+            old = old_lp[mi] if old_lp is not None else lp.detach()   # one step per batch: pi_old = pi_theta
+            refl = ref_lp[mi] if use_ref else lp.detach()
+            aux_kw = {}
+            if aux_batch is not None and mi == 0:   # the aux loss rides on the first micro-batch
+                aux_kw = dict(aux_logp=sample.token_logprobs(model, aux_batch.ids.to(device), aux_batch.attn.to(device),
+                                                             aux_batch.loss_mask.to(device), 1.0, limit),
+                              aux_mask=aux_batch.loss_mask.to(device), aux_weight=args.aux_weight)
+            loss, m = exgrpo.exgrpo_loss(lp, old, refl, adv[sl].to(device), mask, args.clip_eps,
+                                         args.beta if use_ref else 0.0, args.agg, norm=norm, **aux_kw)
+            if not exgrpo.is_finite_loss(loss):
+                skipped += 1   # P6: a NaN/inf micro-batch is dropped, not applied
+                continue
+            loss.backward()
+            share = mask.sum().item() / max(norm["num_tokens"], 1)   # token-weighted means
+            for key, v in m.items():
+                sums[key] = sums.get(key, 0.0) + (v if key in ("loss", "pg_loss", "aux_nll") else v * share)
+            # entropy, estimated by the mean -log p of the sampled tokens
+            sums["entropy"] = sums.get("entropy", 0.0) + float(-(lp.detach() * mask).sum()) / max(norm["num_tokens"], 1)
+        gnorm = update(model, opt, args.grad_clip)
+    turn_lens = [sum(m) for m in roll.student_mask]
+    return {"reward": r_base.mean().item(), "reward_with_bonus": r.mean().item(),
+            "accuracy": r_base[[i for i, g in enumerate(groups) if g[0] != "partial"]].mean().item(),
+            "dsu_rate": sum(fired) / len(fired) if fired else 0.0,
+            "P_full": sum(p_full) / len(p_full) if p_full else None,
+            "P_partial": sum(p_part) / len(p_part) if p_part else None,
+            "zero_var_groups": exgrpo.zero_variance_fraction(r), "grad_norm": gnorm, "skipped_micro": skipped,
+            "student_tokens_per_rollout": sum(turn_lens) / len(turn_lens),
+            "gen_tokens_per_s": norm["num_tokens"] / max(t_gen, 1e-9), "gen_seconds": round(t_gen, 2),
+            "step_seconds": round(time.time() - t0, 2), **sums}
+
+
+def rl_stage(args, run, model, ref, tok, pool, device):
+    opt = make_optimizer(model, args.rl_lr)
+    start = resume_trainer(run, "rl", model, opt)
+    bar = tqdm(range(start, args.rl_steps), desc="GRPO" if args.no_probes else "ExGRPO",
+               initial=start, total=args.rl_steps)
+    for step in bar:
+        questions = random.Random(args.seed * 7 + step).sample(pool, min(args.rl_questions, len(pool)))
+        row = rl_step(args, model, ref, tok, opt, questions, step, device)
+        run.log({"stage": "rl", "step": step, **row})
+        bar.set_postfix(reward=f"{row['reward']:.2f}", kl=f"{row.get('kl', 0):.4f}")
+        if (step + 1) % args.save_every == 0 and step + 1 < args.rl_steps:
+            save_trainer(run, "rl", model, tok, opt, step + 1)
+    run.save("rl", "final", model, tok)
+    shutil.rmtree(run.path / "rl" / "ckpt", ignore_errors=True)
+
+# -----------------------------------------------------------------------------
+# optimizer, checkpoints
+
+
+def make_optimizer(model, lr):
+    """AdamW with fp32 master weights when the model is not fp32 (P10)."""
+    return exgrpo.MasterWeightAdamW(model.parameters(), lr=lr, weight_decay=0.0)
+
+
+def update(model, opt, grad_clip):
+    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip).item() if grad_clip else 0.0
+    if torch.isfinite(torch.tensor(gnorm)):
+        opt.step()
+    opt.zero_grad()
+    return gnorm
+
+
+def save_trainer(run, stage, model, tok, opt, next_step):
+    run.save(stage, "ckpt", model, tok, {"step": next_step, "optimizer": opt.state_dict(),
+                                         "torch_rng": torch.get_rng_state(),
+                                         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None})
+
+
+def resume_trainer(run, stage, model, opt):
+    """The step to start from: 0, or the step after the last checkpoint (weights, optimizer and
+    RNG restored; metric lines logged after that checkpoint are dropped and redone)."""
+    ckpt = run.checkpoint(stage)
+    if ckpt is None:
+        run.trim_log(stage, 0)
+        return 0
+    from transformers import AutoModelForCausalLM
+    state = torch.load(ckpt / "trainer.pt", weights_only=False)
+    saved = AutoModelForCausalLM.from_pretrained(ckpt, dtype=next(model.parameters()).dtype)
+    model.load_state_dict(saved.state_dict())
+    opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    run.trim_log(stage, state["step"])
+    print(f"{stage}: resumed at step {state['step']} from {ckpt}")
+    return state["step"]
+
+# -----------------------------------------------------------------------------
+# main
+
+
+def eval_all(args, run, stage, model, tok, evals):
+    res = {}
+    for name, records in evals.items():
+        out = evaluate.evaluate(model, tok, records, max_new_tokens=args.eval_max_new_tokens,
+                                predictions_path=run.path / stage / f"predictions_{name}.jsonl", desc=f"{stage}/{name}")
+        res[name] = out["accuracy"]
+        print(f"{stage:>10} {name:>10}: {100 * out['accuracy']:5.1f}% ± {100 * out['stderr']:.1f} "
+              f"({out['correct']}/{out['n']})")
+    return res
+
+
+def main(argv=None):
+    args, path = resolve_run(get_args(argv))
+    torch.manual_seed(args.seed)
+    try:  # bad input fails here, before the run folder is touched
+        train, evals = load_data(args)
+        model, tok = sample.load_student(args.student, args.dtype, args.device, seed=args.seed)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    run = open_run(args, path)
+    device = next(model.parameters()).device
+    print(f"run folder {run.path}; student {args.student} on {device}; {len(train)} training questions")
+    timing = run.state.setdefault("timing", {})
+
+    def stage(name, fn):
+        if run.finished(name):
+            return run.state["done"][name]
+        t0 = time.time()
+        result = fn()
+        timing[name] = round(time.time() - t0, 1) + timing.get(name, 0.0)
+        run.finish(name, result)
+        return result
+
+    stage("zero_shot", lambda: eval_all(args, run, "zero_shot", model, tok, evals))
+    dei = None
+    if args.teacher != "none":   # --teacher none: no EI, SFT on the dataset's own reasoning
+        try:
+            stage("ei", lambda: {"kept": len(build_dei(args, run, train))})
+        except Exception as e:  # a teacher that fails after its retries: the cache keeps what arrived
+            sys.exit(f"error in stage 1 (EI): {e}")
+        import probes
+        dei = probes.load_dei(run.path / "dei.jsonl")
+        if not dei:
+            sys.exit("error: no question survived the EI filters (see dei.stats.json)")
+    if not args.no_sft:
+        if not run.finished("sft"):
+            stage("sft", lambda: sft_stage(args, run, model, tok, train, dei, device) or {"done": True})
+        load_weights(model, run.path / "sft" / "final")
+        stage("eval_sft", lambda: eval_all(args, run, "sft", model, tok, evals))
+    if not args.no_rl:
+        ref_path = run.path / "sft" / "final"
+        if args.beta and ref_path.exists():
+            ref, _ = sample.load_student(str(ref_path), args.dtype, args.device)
+            ref.eval().requires_grad_(False)
+        elif args.beta:  # cold start: the reference is the untouched student
+            ref, _ = sample.load_student(args.student, args.dtype, args.device, seed=args.seed)
+            ref.eval().requires_grad_(False)
+        else:
+            ref = None
+        pool = dei if dei is not None else train
+        if not run.finished("rl"):
+            stage("rl", lambda: rl_stage(args, run, model, ref, tok, pool, device) or {"done": True})
+        load_weights(model, run.path / "rl" / "final")
+        del ref
+        stage("eval_rl", lambda: eval_all(args, run, "rl", model, tok, evals))
+    report(args, run, evals)
+
+
+def load_weights(model, path):
+    from transformers import AutoModelForCausalLM
+    saved = AutoModelForCausalLM.from_pretrained(path, dtype=next(model.parameters()).dtype)
+    model.load_state_dict(saved.state_dict())
+
+
+def report(args, run, evals):
+    done, timing = run.state["done"], run.state.get("timing", {})
+    names = list(evals)
+    rows = [("zero-shot", "zero_shot", "zero_shot"), ("SFT warm-up", "eval_sft", "sft"),
+            ("GRPO" if args.no_probes else "ExGRPO", "eval_rl", "rl")]
+    table = []
+    lines = ["| stage | " + " | ".join(names) + " | train time (s) | eval time (s) |",
+             "|---|" + "---|" * (len(names) + 2)]
+    for label, key, train_key in rows:
+        if key not in done and not (key == "zero_shot" and "zero_shot" in done):
+            continue
+        accs = done[key]
+        train_s = timing.get(train_key, 0.0) if train_key != "zero_shot" else 0.0
+        if train_key == "sft":
+            train_s += timing.get("ei", 0.0)
+        lines.append(f"| {label} | " + " | ".join(f"{100 * accs[n]:.1f}" for n in names) +
+                     f" | {train_s:.0f} | {timing.get(key, 0.0):.0f} |")
+        table.append({"stage": label, **{n: accs[n] for n in names}})
+    text = "\n".join(lines)
+    print("\n" + text + f"\n\nEI took {timing.get('ei', 0):.0f}s; accuracy in % on {args.eval_n} questions per split; "
+          f"run folder {run.path}")
+    (run.path / "results.md").write_text(text + "\n")
+    (run.path / "results.json").write_text(json.dumps({"table": table, "timing": timing}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
