@@ -1,0 +1,139 @@
+"""ExGRPO proper: the DSU bonus, dialogue masks, one ExGRPO step, batched dialogue rollouts."""
+import argparse
+
+import pytest
+import torch
+
+import exgrpo
+import rewards
+import sample
+import train
+from data import synth
+
+
+# --- the Dialogue Structure Utility bonus ----------------------------------------
+
+def test_dsu_fires_only_for_correct_full_rollouts():
+    # P_full = 0.75 > 1.0 * P_partial = 0.25 -> +delta on the three correct A rollouts
+    assert rewards.dsu_bonus([1, 1, 0, 1], [1, 0, 0, 0], delta=0.5, nu=1.0) == [0.5, 0.5, 0.0, 0.5]
+
+
+@pytest.mark.parametrize("full, partial, nu, fires", [
+    ([1, 0, 1, 0], [0, 1, 1, 0], 1.0, False),   # equal rates: P_full is not greater
+    ([1, 1, 0, 0], [1, 0, 0, 0], 2.0, False),   # 0.5 > 2.0 * 0.25 is false: the margin holds it back
+    ([1, 1, 1, 0], [1, 0, 0, 0], 2.0, True),    # 0.75 > 0.5
+    ([0, 0, 0, 0], [0, 0, 0, 0], 1.0, False),   # nothing correct: nothing to reward
+    ([1, 0, 0, 0], [0, 0, 0, 0], 1.0, True),    # 0.25 > 0
+])
+def test_dsu_condition_and_margin(full, partial, nu, fires):
+    bonus = rewards.dsu_bonus(full, partial, delta=0.3, nu=nu)
+    assert bonus == ([0.3 if f else 0.0 for f in full] if fires else [0.0] * len(full))
+
+
+def test_dsu_rejects_bad_input():
+    with pytest.raises(ValueError):
+        rewards.dsu_bonus([], [1])
+    with pytest.raises(ValueError, match="nu"):
+        rewards.dsu_bonus([1], [0], nu=0.5)
+
+
+# --- masks ------------------------------------------------------------------------
+
+def test_dialogue_masks_cover_exactly_the_students_tokens(tiny, tok):
+    probe, question = "Probe: what is 3 + 4?", "Question: what is 7 - 2?"
+    roll = sample.rollout_dialogues(tiny, tok, [[probe, question]], n=1, max_new_tokens=5, temperature=1.0)
+    ids, mask = roll.ids[0], roll.student_mask[0]
+    assert len(ids) == len(mask) and len(roll.turns[0]) == 2
+    student = [t for t, m in zip(ids, mask) if m]
+    others = tok.decode([t for t, m in zip(ids, mask) if not m])
+    # the masked-in tokens are exactly the two sampled turns, in order
+    assert tok.decode(student, skip_special_tokens=True) == roll.turns[0][0] + roll.turns[0][1]
+    # the prompt and both user turns are out of the mask
+    assert probe in others and question in others and "<|im_start|>user" in others
+    assert probe not in tok.decode(student) and question not in tok.decode(student)
+    # the policy loss's gradient reaches exactly the masked tokens
+    logp = torch.zeros(1, len(ids), requires_grad=True)
+    m = torch.tensor([mask])
+    loss, _ = exgrpo.exgrpo_loss(logp, logp.detach(), logp.detach(), torch.tensor([1.0]), m, beta=0.04)
+    loss.backward()
+    assert torch.equal(logp.grad[0] != 0, m[0].bool())
+
+
+def test_aux_mask_covers_exactly_the_teachers_answers(tok):
+    turns = [("Probe one?", "Teacher says 7. The answer is 7."), ("Probe two?", "Then 5. The answer is 5.")]
+    ids, mask = sample.teacher_forced(tok, turns)
+    target = tok.decode([t for t, m in zip(ids, mask) if m])
+    assert target == "Teacher says 7. The answer is 7.<|im_end|>Then 5. The answer is 5.<|im_end|>"
+    rest = tok.decode([t for t, m in zip(ids, mask) if not m])
+    assert "Probe one?" in rest and "Probe two?" in rest and "Teacher" not in rest
+
+
+# --- one ExGRPO step on the tiny model --------------------------------------------------
+
+def _args(**kw):
+    a = dict(no_probes=False, no_dsu=False, no_aux=False, k=2, k_partial=None, G=2, delta=0.5, nu=1.0,
+             beta=0.04, clip_eps=0.2, aux_weight=0.1, agg="token", rl_micro=3, max_new_tokens=6,
+             temperature=1.0, ppo_epochs=1, grad_clip=1.0, seed=0)
+    a.update(kw)
+    return argparse.Namespace(**a)
+
+
+def _dei_question():
+    import probes
+    r = synth.generate("train", 1, seed=5)[0]
+    dei, _ = probes.build_dei([r], "oracle", progress=False)
+    return dei[0]
+
+
+def test_one_exgrpo_step_changes_every_parameter(tiny, tok):
+    q = _dei_question()
+    ref = sample.tiny_model(tok, seed=0).eval().requires_grad_(False)
+    before = {n: p.detach().clone() for n, p in tiny.named_parameters()}
+    opt = train.make_optimizer(tiny, 1e-3)
+    row = train.rl_step(_args(), tiny, ref, tok, opt, [q], step=0, device="cpu")
+    assert all(torch.isfinite(torch.tensor(v)) for v in (row["loss"], row["kl"], row["aux_nll"]))
+    assert row["skipped_micro"] == 0 and row["P_full"] is not None
+    for n, p in tiny.named_parameters():
+        assert not torch.equal(p.detach(), before[n]), f"{n} did not move"
+
+
+def test_positive_advantage_dialogue_becomes_more_likely(tiny, tok):
+    torch.manual_seed(0)
+    roll = sample.rollout_dialogues(tiny, tok, [["What is 1 + 1?", "And 2 + 2?"]], n=2, max_new_tokens=5)
+    batch = sample.pack([[]] * 2, roll.ids, tok.pad_token_id, roll.student_mask)
+    lp = lambda: sample.token_logprobs(tiny, batch.ids, batch.attn, batch.loss_mask)
+    old = lp().detach()
+    # train on rollout 0 alone, with a positive advantage
+    loss, _ = exgrpo.exgrpo_loss(lp()[:1], old[:1], old[:1], torch.tensor([1.0]), batch.loss_mask[:1], beta=0.0)
+    loss.backward()
+    with torch.no_grad():
+        for p in tiny.parameters():
+            p -= 0.1 * p.grad
+    new = lp().detach()
+    m = batch.loss_mask[0].bool()
+    assert new[0][m].sum() > old[0][m].sum() + 0.1
+
+
+# --- batched rollouts = one at a time ------------------------------------------------------
+
+def test_batched_dialogues_equal_one_at_a_time_greedy(tiny, tok):
+    dialogues = [["Probe A?", "Probe B is longer than A?", "Question one?"],
+                 ["Only the question?"],
+                 ["One probe here?", "Question two, please?"]]
+    together = sample.rollout_dialogues(tiny, tok, dialogues, n=1, max_new_tokens=6, temperature=0)
+    for i, d in enumerate(dialogues):
+        alone = sample.rollout_dialogues(tiny, tok, [d], n=1, max_new_tokens=6, temperature=0)
+        assert together.ids[i] == alone.ids[0]
+        assert together.student_mask[i] == alone.student_mask[0]
+    assert [len(t) for t in together.turns] == [3, 1, 2]
+
+
+def test_scenarios_share_their_probes_and_partial_is_shorter(tiny, tok):
+    q = _dei_question()
+    roll, r, groups, aux = train.rl_step_rollouts(_args(k=3, G=2), tiny, tok, [q], step=0)
+    assert [g[0] for g in groups] == ["full", "partial"] and r.shape == (2, 2)
+    full, part = roll.dialogues[0], roll.dialogues[2]
+    assert len(full) == 4 and 2 <= len(part) <= 3           # k = 3 probes; k' in [1, 2]
+    assert part[:-1] == full[:len(part) - 1] and part[-1] == full[-1]   # same first probes, same Q
+    assert len(aux) == 1 and len(aux[0]) == 3               # the teacher's answers to the same 3 probes
+    assert len(set(full[:-1])) == 3                          # drawn without replacement
