@@ -817,6 +817,10 @@ class HFTeacher(Teacher):
             yield from enumerate(texts, s)
 
 
+class _Stopped(Exception):
+    """A request skipped because another one already ended the run."""
+
+
 def _retry_after(headers, cap):
     """Seconds a 429/503 asks us to wait (Retry-After: seconds), or None."""
     try:
@@ -863,11 +867,15 @@ class EndpointTeacher(Teacher):
             raise ValueError(f"malformed reply: content is {content!r}")
         return content
 
-    def request(self, messages):
-        """One chat completion, with retries and exponential backoff."""
+    def request(self, messages, stop=None):
+        """One chat completion, with retries and exponential backoff; gives up early once
+        `stop` (a threading.Event) is set, i.e. another request hit an error that ends the run."""
         last = None
         for attempt in range(self.retries + 1):
-            wait = min(self.max_backoff, self.backoff * 2 ** attempt)
+            if stop is not None and stop.is_set():
+                raise _Stopped()
+            # jitter so that many clients do not retry in step; Retry-After is a floor, never jittered
+            wait = min(self.max_backoff, self.backoff * 2 ** attempt) * random.uniform(0.8, 1.0)
             try:
                 return self._post(messages)
             except urllib.error.HTTPError as e:
@@ -876,6 +884,8 @@ class EndpointTeacher(Teacher):
                 except Exception:  # the body itself may be cut off
                     detail = ""
                 if e.code not in (408, 429) and e.code < 500:
+                    if stop is not None:  # set here, in the worker, before it can pick up the next prompt
+                        stop.set()
                     raise TeacherError(
                         f"teacher endpoint {self.url} answered HTTP {e.code} {e.reason}: {detail.strip()}\n"
                         f"Not retried: a {e.code} will not improve. Check --teacher-url, --teacher-model "
@@ -886,23 +896,26 @@ class EndpointTeacher(Teacher):
                 # refused, reset, timed out, cut short, or a reply that is not chat-completions JSON
                 last = f"{type(e).__name__}: {getattr(e, 'reason', None) or e}"
             if attempt < self.retries:
-                time.sleep(wait * random.uniform(0.8, 1.0) if wait > 0 else 0)  # jitter: no herd
+                time.sleep(wait)
+        if stop is not None:
+            stop.set()
         raise TeacherError(f"could not get an answer from teacher endpoint {self.url} after "
                            f"{self.retries + 1} tries (last error: {last})")
 
     def _stream(self, convs, specs):
-        pool = ThreadPoolExecutor(max_workers=self.concurrency)
-        futures = {pool.submit(self.request, c): j for j, c in enumerate(convs)}
+        pool, stop = ThreadPoolExecutor(max_workers=self.concurrency), threading.Event()
+        futures = {pool.submit(self.request, c, stop): j for j, c in enumerate(convs)}
         error = None
         try:
             for f in as_completed(futures):
                 try:
                     text = f.result()
-                except CancelledError:
+                except (CancelledError, _Stopped):
                     continue
-                except TeacherError as e:  # stop asking; still keep what is in flight
+                except TeacherError as e:  # ask nothing new; answers already in flight still count
                     if error is None:
                         error = e
+                        stop.set()
                         for g in futures:
                             g.cancel()
                     continue
@@ -1200,7 +1213,10 @@ def main(argv=None):
     g.add_argument("--rules", default=None, help=f"comma-separated subset of: {','.join(RULES)}")
     g.add_argument("--probe-writer", default=PROBE_WRITER, choices=("template", "teacher"))
     g.add_argument("--student", default=STUDENT, help="difficulty-filter student (none, tiny, smollm2-135m, a path)")
-    g.add_argument("--tau-hard", type=float, default=TAU_HARD)
+    g.add_argument("--student-max-tokens", type=int, default=STUDENT_MAX_TOKENS)
+    g.add_argument("--student-batch-size", type=int, default=16)
+    g.add_argument("--tau-hard", type=float, default=TAU_HARD,
+                   help="keep Q only if the student solves at least this fraction of its consistent probes")
     g.add_argument("--chunk", type=int, default=CHUNK)
     g.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -1218,7 +1234,8 @@ def main(argv=None):
         teacher = make_teacher(args.teacher, args.teacher_url, args.teacher_model,
                                cache_path=None if args.cache == "none" else args.cache, **kw)
         dei, stats = build_dei(records, teacher, rules, args.student, args.tau_hard, None, args.probe_writer,
-                               args.seed, args.chunk, not args.no_progress)
+                               args.seed, args.chunk, not args.no_progress, args.student_max_tokens,
+                               args.student_batch_size)
     except TeacherError as e:
         print(f"probes.py: error: {e}", file=sys.stderr)
         return 1

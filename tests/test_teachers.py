@@ -1,0 +1,274 @@
+"""Teachers and the teacher cache: the OpenAI-compatible endpoint against a real local HTTP
+server with injected faults, a CLI killed mid-run and resumed, 4xx and unreachable endpoints,
+a cache whose last line was cut short, and the CLI on StrategyQA."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+import zlib
+from pathlib import Path
+
+import pytest
+
+import probes
+from data.synth import generate, oracle_solution
+from fake_openai_server import FakeOpenAI
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = dict(timeout=1.5, retries=4, backoff=0.01, concurrency=4)  # short waits: tests, not production
+HANG = 2.0  # a hung request outlasts the client timeout
+
+
+def oracle_table(records, rules=None):
+    """prompt text -> the oracle's answer, for every probe and question of the records."""
+    table = {}
+    for r in records:
+        table[probes.format_question(r["question"], r["answer_type"])] = oracle_solution(r["problem"])
+        for p in probes.make_probes(r, rules):
+            table[probes.format_question(p["question"], p["answer_type"])] = probes.solve(p["spec"])[1]
+    return table
+
+
+def answer_from(table):
+    # a consistency dialogue ends with Q, so the last user turn is always the one to answer
+    return lambda messages: table[messages[-1]["content"]]
+
+
+def every_fault_once(messages, attempt):
+    """First attempt of each prompt: one of six faults (or none), picked by a hash of the prompt;
+    a few prompts fail twice in a row."""
+    h = zlib.crc32(json.dumps(messages).encode())
+    fault = [None, "500", "429", "hang", "malformed", "reset", "503"][h % 7]
+    if attempt == 1 or (attempt == 2 and h % 5 == 0):
+        return fault
+    return None
+
+
+def dead_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# -----------------------------------------------------------------------------
+# the endpoint teacher
+
+
+def test_endpoint_survives_faults_and_never_asks_twice(tmp_path):
+    recs = generate("train", 8, seed=11)
+    table = oracle_table(recs, ["counterfactual", "decompose", "why"])
+    prompts = list(table)
+    special = prompts[0]  # this one is rate limited with Retry-After: 1 (backoff alone is 0.01 s)
+
+    def faults(messages, attempt):
+        if messages[-1]["content"] == special:
+            return "429-wait" if attempt == 1 else None
+        return every_fault_once(messages, attempt)
+
+    cache = tmp_path / "cache.jsonl"
+    with FakeOpenAI(answer_from(table), faults, hang_s=HANG) as srv:
+        teacher = probes.make_teacher(url=srv.url, model="fake", key="sk-test", cache_path=cache, **FAST)
+        out = teacher.answer(prompts + prompts[:5])  # repeats within one call are asked once
+        assert out == [table[p] for p in prompts + prompts[:5]]
+        assert set(srv.answered.values()) == {1} and len(srv.answered) == len(prompts)
+        for f in ("500", "503", "429", "429-wait", "hang", "malformed", "reset"):
+            assert srv.faults[f] >= 1, srv.faults  # every fault really happened
+        times = [t for k, t, _ in srv.requests if json.loads(k)[-1]["content"] == special]
+        assert len(times) == 2 and times[1] - times[0] >= 0.9  # Retry-After honoured
+        assert all(auth == "Bearer sk-test" for _, _, auth in srv.requests)
+        assert len(cache.read_text().splitlines()) == len(prompts)
+        n = len(srv.requests)
+        again = probes.make_teacher(url=srv.url, model="fake", cache_path=cache, **FAST)
+        assert again.answer(prompts) == out[:len(prompts)]
+        assert len(srv.requests) == n and again.calls == 0 and again.cache_hits == len(prompts)
+
+
+def test_endpoint_4xx_is_a_clear_error_without_retries(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXGRPO_TEACHER_KEY", "sk-wrong")
+    with FakeOpenAI(lambda m: "unused", lambda m, a: "401") as srv:
+        teacher = probes.make_teacher(url=srv.url, model="fake", cache_path=tmp_path / "c.jsonl",
+                                      **dict(FAST, retries=5, backoff=0.2))
+        t0 = time.time()
+        with pytest.raises(probes.TeacherError) as e:
+            teacher.answer([f"question {i}" for i in range(40)])
+        assert time.time() - t0 < 1.0  # no backoff waits at all
+        msg = str(e.value)
+        assert "401" in msg and "Incorrect API key" in msg and "EXGRPO_TEACHER_KEY" in msg and "Not retried" in msg
+        assert max(srv.attempts.values()) == 1  # no prompt tried twice
+        assert len(srv.requests) <= FAST["concurrency"]  # and no storm of new prompts after the error
+        assert srv.requests[0][2] == "Bearer sk-wrong"  # the key came from the environment
+    with FakeOpenAI(lambda m: "unused", lambda m, a: "404") as srv:
+        with pytest.raises(probes.TeacherError, match="404"):
+            probes.make_teacher(url=srv.url, model="nope", **FAST).answer(["q"])
+        assert len(srv.requests) == 1
+
+
+def test_unreachable_endpoint_errors_after_retries_and_keeps_the_cache(tmp_path):
+    cache = tmp_path / "cache.jsonl"
+    with FakeOpenAI(lambda m: f"The answer is {len(m[-1]['content'])}.") as srv:
+        probes.make_teacher(url=srv.url, model="fake", cache_path=cache, **FAST).answer(["a", "bb", "ccc"])
+    before = cache.read_bytes()
+    url = f"http://127.0.0.1:{dead_port()}/v1"
+    teacher = probes.make_teacher(url=url, model="fake", cache_path=cache, **dict(FAST, retries=2))
+    with pytest.raises(probes.TeacherError) as e:
+        teacher.answer(["a", "bb", "ccc", "dddd"])
+    msg = str(e.value)
+    assert "could not get an answer" in msg and "after 3 tries" in msg and url in msg and str(cache) in msg
+    assert cache.read_bytes() == before  # intact: nothing lost, nothing half-written
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a clean file: no corrupt-line warning
+        offline = probes.make_teacher(url=url, model="fake", cache_path=cache, **FAST)
+    assert offline.answer(["ccc", "a"]) == ["The answer is 3.", "The answer is 1."]  # no network needed
+
+
+def test_endpoint_needs_url_and_model():
+    with pytest.raises(probes.TeacherError, match="teacher-model"):
+        probes.make_teacher(url="http://127.0.0.1:1/v1")
+    with pytest.raises(probes.TeacherError, match="teacher-url"):
+        probes.make_teacher("openai")
+    with pytest.raises(probes.TeacherError, match="unknown teacher"):
+        probes.make_teacher("gpt-9")
+
+
+# -----------------------------------------------------------------------------
+# the cache
+
+
+def test_cache_skips_a_corrupt_last_line_and_appends_cleanly(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    c = probes.TeacherCache(path)
+    for i in range(3):
+        c.put(f"k{i}", "t", [{"role": "user", "content": str(i)}], f"answer {i}")
+    c.close()
+    with open(path, "ab") as f:
+        f.write(b'{"key": "k3", "teacher": "t", "answ')  # killed mid-write
+    with pytest.warns(UserWarning, match="line 4 is corrupt"):
+        c = probes.TeacherCache(path)
+    assert len(c) == 3 and c.get("k2") == "answer 2" and "k3" not in c
+    c.put("k3", "t", [], "answer 3")
+    c.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = probes.TeacherCache(path)
+    assert len(c) == 4 and c.get("k3") == "answer 3"
+    assert all(json.loads(line) for line in path.read_text().splitlines())
+
+
+def test_cache_key_covers_teacher_prompt_and_sampling():
+    m = [{"role": "user", "content": "2+2?"}]
+    k = probes.cache_key("openai:a", m, {"temperature": 0})
+    assert k == probes.cache_key("openai:a", [dict(m[0])], {"temperature": 0})
+    assert k != probes.cache_key("openai:b", m, {"temperature": 0})
+    assert k != probes.cache_key("openai:a", [{"role": "user", "content": "2+3?"}], {"temperature": 0})
+    assert k != probes.cache_key("openai:a", m, {"temperature": 1})
+
+
+def test_function_teacher_reruns_from_the_cache(tmp_path):
+    calls = []
+
+    def fn(messages, spec):
+        calls.append(messages)
+        return probes.solve(spec)[1]
+    recs = generate("train", 5)
+    dei1, _ = probes.build_dei(recs, probes.make_teacher(fn, cache_path=tmp_path / "c.jsonl"), progress=False)
+    n = len(calls)
+    assert n > 50
+    dei2, stats = probes.build_dei(recs, probes.make_teacher(fn, cache_path=tmp_path / "c.jsonl"), progress=False)
+    assert len(calls) == n and stats["teacher"]["cache_hits"] == n and dei1 == dei2
+
+
+# -----------------------------------------------------------------------------
+# the CLI: killed mid-run, then resumed
+
+
+def cli(*args):
+    return [sys.executable, "probes.py", "--no-progress", *args]
+
+
+def test_cli_killed_mid_run_resumes_without_repeating_a_call(tmp_path):
+    rules = "counterfactual,decompose,why"
+    recs = generate("train", 12, seed=0)
+    table = oracle_table(recs, rules.split(","))
+    cache, out = tmp_path / "cache.jsonl", tmp_path / "dei.jsonl"
+    args = cli("--dataset", "synth", "--limit", "12", "--rules", rules, "--out", str(out), "--cache", str(cache),
+               "--teacher-model", "fake", "--concurrency", "4", "--timeout", "30", "--backoff", "0.01")
+    with FakeOpenAI(answer_from(table), block_after=20) as srv:
+        proc = subprocess.Popen(args + ["--teacher-url", srv.url], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 30
+        while time.time() < deadline:  # wait until 20+ answers were given and all are cached
+            n = srv.total_answered
+            lines = len(cache.read_text().splitlines()) if cache.exists() else 0
+            if n >= 20 and lines == n and len(srv.requests) > n:
+                break
+            time.sleep(0.05)
+        else:
+            proc.kill()
+            pytest.fail(f"the CLI did not get going: {proc.communicate()}")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not out.exists()  # it really died mid-run
+        first = srv.total_answered
+        srv.block_after = None
+        srv.gate.set()  # the requests that were blocked end without an answer
+        r = subprocess.run(args + ["--teacher-url", srv.url], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert max(srv.answered.values()) == 1  # zero repeated successful calls across the kill
+        assert f"{first} from the cache" in r.stdout
+    dei = probes.load_dei(out, kept_only=False)
+    assert len(dei) == 12 and all(d["kept"] for d in dei)
+    assert all(p["teacher_reasoning"] == table[probes.format_question(p["question"], p["answer_type"])]
+               for d in dei for p in d["probes"])
+
+
+def test_cli_reports_a_teacher_error_cleanly(tmp_path):
+    url = f"http://127.0.0.1:{dead_port()}/v1"
+    r = subprocess.run(cli("--limit", "2", "--rules", "why", "--teacher-url", url, "--teacher-model", "m",
+                           "--retries", "1", "--backoff", "0.01", "--cache", str(tmp_path / "c.jsonl"),
+                           "--out", str(tmp_path / "d.jsonl")), cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 1 and "could not get an answer" in r.stderr and "Traceback" not in r.stderr
+
+
+# -----------------------------------------------------------------------------
+# a real dataset through the CLI, with the endpoint teacher
+
+
+def test_cli_strategyqa_with_endpoint_teacher(shared_data, tmp_path):
+    from data.real import load_dataset
+    recs = load_dataset("strategyqa", "train", data_dir=shared_data, limit=5)
+    gold = {probes.format_question(r["question"], r["answer_type"]): r["answer"] for r in recs}
+
+    def canned(messages):
+        last = messages[-1]["content"]
+        if last in gold:
+            return f"Thinking about the facts. The answer is {gold[last]}."
+        if "(X)" in last:
+            return "Working backwards. The answer is (A)."
+        return "Weighing it up. The answer is yes."
+
+    out = tmp_path / "dei.jsonl"
+    with FakeOpenAI(canned, every_fault_once, hang_s=HANG) as srv:
+        r = subprocess.run(cli("--dataset", "strategyqa", "--limit", "5", "--data-dir", str(shared_data),
+                               "--teacher-url", srv.url, "--teacher-model", "fake", "--timeout", str(FAST["timeout"]),
+                               "--backoff", "0.01", "--cache", str(tmp_path / "c.jsonl"), "--out", str(out)),
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert max(srv.answered.values()) == 1
+        dialogues = [json.loads(k) for k, _, _ in srv.requests if len(json.loads(k)) == 3]
+        assert dialogues and all([m["role"] for m in d] == ["user", "assistant", "user"] for d in dialogues)
+        assert all(d[-1]["content"] in gold for d in dialogues)  # ... and each ends with the original Q
+    dei = probes.load_dei(out, kept_only=False)
+    assert len(dei) == 5 and all(d["reasoning_source"] == "dataset" for d in dei)  # Gemini's reasoning shipped
+    assert any(d["kept"] for d in dei)
+    rules = {p["rule"] for d in dei for p in d["probes"]}
+    assert rules == set(probes.RULES) - {"compare"} or rules == set(probes.RULES)
+    assert all(p["teacher_reasoning"] for d in dei for p in d["probes"])
+    assert "strategyqa" not in r.stderr or "error" not in r.stderr.lower()
+    for rule in probes.RULES:
+        assert rule in r.stdout
