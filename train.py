@@ -70,8 +70,8 @@ SFT_MICRO = 8
 SFT_LR = 1e-4
 SFT_WARMUP = 3
 # stage 3: ExGRPO (DESIGN.md section 1 defaults, scaled down for the CPU where marked)
-RL_STEPS = 6             # CPU preset; a GPU run wants hundreds
-RL_QUESTIONS = 2         # questions per step (CPU preset)
+RL_STEPS = 4             # CPU preset: a demonstration; a GPU run wants hundreds
+RL_QUESTIONS = 1         # questions per step (CPU preset; each brings 2 scenarios x G dialogues)
 G = 4                    # rollouts per scenario (paper/ours: 8; CPU preset 4)
 K = 2                    # probes in Scenario A (paper: 5; CPU preset 2)
 DELTA = 0.5              # DSU bonus
@@ -81,12 +81,13 @@ CLIP_EPS = exgrpo.CLIP_EPS
 AUX_WEIGHT = exgrpo.AUX_WEIGHT
 AGG = "token"
 RL_LR = 1e-5
-RL_MICRO = 8
-RL_MAX_NEW_TOKENS = 96
+RL_MICRO = 4              # rollouts per forward/backward (activation memory)
+RL_MAX_NEW_TOKENS = 80   # per student turn
 TEMPERATURE = 1.0
 PPO_EPOCHS = 1
 GRAD_CLIP = 1.0
-SAVE_EVERY = 5           # optimizer steps between checkpoints (both stages)
+SAVE_EVERY = 0           # optimizer steps between checkpoints (0: use SAVE_MINUTES)
+SAVE_MINUTES = 5.0       # checkpoint a stage at least this often (a crash loses at most this much)
 SEED = 0
 
 STAGES = ("zero_shot", "ei", "sft", "eval_sft", "rl", "eval_rl")
@@ -106,7 +107,9 @@ def get_args(argv=None):
     g.add_argument("--out", default=None, help="run folder (default runs/<student>-<time>); never overwritten")
     g.add_argument("--resume", default=None, metavar="RUN", help="continue a killed run from its last checkpoint")
     g.add_argument("--seed", type=int, default=SEED)
-    g.add_argument("--save-every", type=int, default=SAVE_EVERY)
+    g.add_argument("--save-every", type=int, default=SAVE_EVERY, help="checkpoint every N steps (0 = by time)")
+    g.add_argument("--save-minutes", type=float, default=SAVE_MINUTES, help="checkpoint at least this often")
+    g.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot evaluation")
     g = ap.add_argument_group("model")
     g.add_argument("--student", default=STUDENT, help=f"alias ({', '.join(sample.STUDENTS)}), folder or hub id")
     g.add_argument("--dtype", default=None, choices=["bf16", "fp32", "fp16"], help="default: bf16 on CUDA, fp32 on CPU")
@@ -130,6 +133,8 @@ def get_args(argv=None):
     g.add_argument("--sft-probes", type=int, default=PROBES_PER_Q_SFT, help="probe answers per question in SFT")
     g = ap.add_argument_group("stage 2: SFT warm-up")
     g.add_argument("--no-sft", action="store_true", help="RL from cold start (paper's ablation)")
+    g.add_argument("--sft-from", default=None, metavar="FOLDER",
+                   help="reuse a finished warm-up (e.g. runs/x/sft/final) as the start and pi_ref; ablations share one")
     g.add_argument("--sft-epochs", type=int, default=SFT_EPOCHS)
     g.add_argument("--sft-batch", type=int, default=SFT_BATCH)
     g.add_argument("--sft-micro", type=int, default=SFT_MICRO)
@@ -168,6 +173,8 @@ def get_args(argv=None):
         ap.error("--k, --G and --rl-questions must be >= 1")
     if args.teacher == "none":
         args.no_probes = True
+    if args.sft_from and not (Path(args.sft_from) / "config.json").exists():
+        ap.error(f"--sft-from {args.sft_from}: no checkpoint there (no config.json)")
     if args.k_partial is not None and not 0 <= args.k_partial < args.k:
         ap.error("--k-partial must be in [0, k-1]")
     return args
@@ -237,7 +244,8 @@ def resolve_run(args):
         if (path / "results.json").exists():
             sys.exit(f"error: {path} holds a finished run; nothing to resume")
         saved = json.loads((path / "config.json").read_text())
-        return argparse.Namespace(**{**saved, "resume": args.resume}), path
+        # flags added since the run started take their defaults
+        return argparse.Namespace(**{**vars(args), **saved, "resume": args.resume}), path
     path = Path(args.out or f"runs/{Path(args.student).name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if path.exists() and any(path.iterdir()):
         what = "a finished run" if (path / "results.json").exists() else "an unfinished run"
@@ -289,9 +297,11 @@ def build_dei(args, run, train):
     return probes.load_dei(out)
 
 
-def kept_probes(record):
-    """The probes of a D_EI record that passed both filters (synthetic records: all have answers)."""
-    return [p for p in record.get("probes", []) if p.get("kept")]
+def kept_probes(record, for_rl=False):
+    """The probes of a D_EI record that passed both filters. For RL dialogues, also drop the
+    probes that state the original answer (a reverse probe gives the end amount): a student
+    could copy it into its final turn instead of reasoning."""
+    return [p for p in record.get("probes", []) if p.get("kept") and not (for_rl and p.get("reveals_answer"))]
 
 
 def probe_message(p):
@@ -350,7 +360,7 @@ def sft_stage(args, run, model, tok, train, dei, device):
         run.log({"stage": "sft", "step": step, "loss": loss_total, "lr": lr, "grad_norm": gnorm,
                  "tokens": n_tok, "step_seconds": round(time.time() - t0, 3)})
         bar.set_postfix(loss=f"{loss_total:.3f}")
-        if (step + 1) % args.save_every == 0 and step + 1 < total:
+        if due(args, step, total):
             save_trainer(run, "sft", model, tok, opt, step + 1)
     run.save("sft", "final", model, tok)
     shutil.rmtree(run.path / "sft" / "ckpt", ignore_errors=True)
@@ -366,7 +376,7 @@ def rl_step_rollouts(args, model, tok, questions, step):
     dialogues, groups, aux = [], [], []
     for q in questions:
         qmsg = data.user_message(q)
-        ps = [] if args.no_probes else kept_probes(q)
+        ps = [] if args.no_probes else kept_probes(q, for_rl=True)
         if not ps:
             dialogues.append([qmsg])
             groups.append(("plain", q))
@@ -474,7 +484,7 @@ def rl_stage(args, run, model, ref, tok, pool, device):
         row = rl_step(args, model, ref, tok, opt, questions, step, device)
         run.log({"stage": "rl", "step": step, **row})
         bar.set_postfix(reward=f"{row['reward']:.2f}", kl=f"{row.get('kl', 0):.4f}")
-        if (step + 1) % args.save_every == 0 and step + 1 < args.rl_steps:
+        if due(args, step, args.rl_steps):
             save_trainer(run, "rl", model, tok, opt, step + 1)
     run.save("rl", "final", model, tok)
     shutil.rmtree(run.path / "rl" / "ckpt", ignore_errors=True)
@@ -496,7 +506,20 @@ def update(model, opt, grad_clip):
     return gnorm
 
 
+_last_save = [time.time()]
+
+
+def due(args, step, total):
+    """Checkpoint after this step? Every --save-every steps, or when --save-minutes have passed."""
+    if step + 1 >= total:
+        return False   # the stage's final save follows
+    if args.save_every:
+        return (step + 1) % args.save_every == 0
+    return time.time() - _last_save[0] > 60 * args.save_minutes
+
+
 def save_trainer(run, stage, model, tok, opt, next_step):
+    _last_save[0] = time.time()
     run.save(stage, "ckpt", model, tok, {"step": next_step, "optimizer": opt.state_dict(),
                                          "torch_rng": torch.get_rng_state(),
                                          "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None})
@@ -558,7 +581,8 @@ def main(argv=None):
         run.finish(name, result)
         return result
 
-    stage("zero_shot", lambda: eval_all(args, run, "zero_shot", model, tok, evals))
+    if not args.no_zero_shot:
+        stage("zero_shot", lambda: eval_all(args, run, "zero_shot", model, tok, evals))
     dei = None
     if args.teacher != "none":   # --teacher none: no EI, SFT on the dataset's own reasoning
         try:
@@ -569,14 +593,16 @@ def main(argv=None):
         dei = probes.load_dei(run.path / "dei.jsonl")
         if not dei:
             sys.exit("error: no question survived the EI filters (see dei.stats.json)")
+    ref_path = Path(args.sft_from) if args.sft_from else run.path / "sft" / "final"
     if not args.no_sft:
-        if not run.finished("sft"):
-            stage("sft", lambda: sft_stage(args, run, model, tok, train, dei, device) or {"done": True})
-        load_weights(model, run.path / "sft" / "final")
-        stage("eval_sft", lambda: eval_all(args, run, "sft", model, tok, evals))
+        if not args.sft_from:
+            if not run.finished("sft"):
+                stage("sft", lambda: sft_stage(args, run, model, tok, train, dei, device) or {"done": True})
+        load_weights(model, ref_path)
+        if not args.sft_from:
+            stage("eval_sft", lambda: eval_all(args, run, "sft", model, tok, evals))
     if not args.no_rl:
-        ref_path = run.path / "sft" / "final"
-        if args.beta and ref_path.exists():
+        if args.beta and not args.no_sft:
             ref, _ = sample.load_student(str(ref_path), args.dtype, args.device)
             ref.eval().requires_grad_(False)
         elif args.beta:  # cold start: the reference is the untouched student
