@@ -1,0 +1,213 @@
+"""evaluate.py: predictions, accuracy, --resume, clear errors, the multi-row table, EI-Test.
+
+Generation is replaced by a fake that answers from the prompt's text wherever the test
+needs known outputs; one test runs the tiny random model for real."""
+import json
+
+import pytest
+
+import evaluate
+import sample
+from sample import Generation
+
+# -----------------------------------------------------------------------------
+# helpers
+
+
+def fake_generate(tok, answer_for, calls=None):
+    """A stand-in for sample.generate: answer_for(prompt text) -> the completion text;
+    every prompt it is asked is appended to `calls`."""
+    def generate(model, tokenizer, prompts, n=1, max_new_tokens=128, temperature=1.0, batch_size=64):
+        texts = [answer_for(tok.decode(p)) for p in prompts]
+        if calls is not None:
+            calls.extend(texts)
+        return Generation(list(prompts), [[2]] * len(prompts), texts, [True] * len(prompts))
+    return generate
+
+
+def records3():
+    """Three questions; the fake below gets the first two right and the third wrong."""
+    return [{"id": f"q{i}", "question": f"What is {i} plus {i}?", "answer": str(2 * i),
+             "answer_type": "number", "reasoning": ""} for i in (1, 2, 3)]
+
+
+def answer_two_of_three(prompt):
+    for i in (1, 2, 3):
+        if f"What is {i} plus {i}?" in prompt:
+            return f"{i} + {i} = {2 * i if i < 3 else 7}. The answer is {2 * i if i < 3 else 7}."
+    return "I do not know."
+
+
+def write_strategyqa(root, rows):
+    path = root / "strategyqa" / "revthink" / "test_data" / "SQA_test.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(rows))
+    return root
+
+# -----------------------------------------------------------------------------
+# scoring
+
+
+def test_predictions_rows_and_fields_with_the_tiny_model(tok, tiny, tmp_path):
+    import data
+    records = data.load("synth", "test_id", limit=3)
+    path = tmp_path / "p.jsonl"
+    res = evaluate.evaluate(tiny, tok, records, batch_size=2, max_new_tokens=4, predictions_path=path)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in records)
+    for row in rows:
+        assert {"id", "question", "gold", "answer_type", "generated", "finished", "extracted", "correct"} <= set(row)
+        assert isinstance(row["generated"], str) and isinstance(row["correct"], bool)
+    assert res["n"] == 3 and res["generated"] == 3
+    assert res["accuracy"] == sum(r["correct"] for r in rows) / 3
+
+
+def test_accuracy_of_a_hand_made_case(tok, tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(sample, "generate", fake_generate(tok, answer_two_of_three))
+    res = evaluate.evaluate(tiny, tok, records3(), predictions_path=tmp_path / "p.jsonl")
+    assert (res["correct"], res["n"]) == (2, 3) and res["accuracy"] == pytest.approx(2 / 3)
+    assert res["stderr"] == pytest.approx((2 / 3 * 1 / 3 / 3) ** 0.5)
+    rows = {r["id"]: r for r in map(json.loads, (tmp_path / "p.jsonl").read_text().splitlines())}
+    assert rows["q1"]["extracted"] == "2" and rows["q3"]["extracted"] == "7" and not rows["q3"]["correct"]
+
+
+def test_resume_skips_scored_ids_and_rescores_stale_ones(tok, tiny, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(sample, "generate", fake_generate(tok, answer_two_of_three, calls))
+    path = tmp_path / "p.jsonl"
+    evaluate.evaluate(tiny, tok, records3()[:2], predictions_path=path)
+    assert len(calls) == 2
+    with open(path, "a") as f:
+        f.write('{"id": "q3", "quest')  # a line cut by a crash
+    res = evaluate.evaluate(tiny, tok, records3(), predictions_path=path, resume=True)
+    assert len(calls) == 3 and res["generated"] == 1 and res["correct"] == 2
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["q1", "q2", "q3"]
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[0]["correct"] = False  # a stale verdict: resumed texts are scored again
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = evaluate.evaluate(tiny, tok, records3(), predictions_path=path, resume=True)
+    assert len(calls) == 3 and res["generated"] == 0 and res["accuracy"] == pytest.approx(2 / 3)
+    changed = records3()
+    changed[0]["question"] = "What is 1 plus 1? (reworded)"  # same id, another question: asked again
+    evaluate.evaluate(tiny, tok, changed, predictions_path=path, resume=True)
+    assert len(calls) == 4
+    evaluate.evaluate(tiny, tok, records3(), predictions_path=path)  # no --resume: all asked again
+    assert len(calls) == 7
+
+
+def test_means_need_every_dataset_of_their_group():
+    from data.real import ID_DATASETS, OOD_DATASETS
+    scores = {n: 0.5 for n in ID_DATASETS} | {OOD_DATASETS[0]: 1.0}
+    row = evaluate.with_means(scores)
+    assert row["ID mean"] == pytest.approx(0.5) and "OOD mean" not in row
+    cols = evaluate.ordered_columns({"a": row})
+    assert cols == [*ID_DATASETS, "ID mean", OOD_DATASETS[0]]
+
+# -----------------------------------------------------------------------------
+# command line: errors, malformed rows, the table
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--datasets", "strategyqa,nosuchset"], "unknown dataset nosuchset"),
+    (["--datasets", "gsm8k", "--data-dir", "/nonexistent/exgrpo-data"], "data directory not found: /nonexistent/exgrpo-data"),
+    (["--ei-test", "/nonexistent/dei.jsonl", "--datasets", "none"], "no D_EI file at /nonexistent/dei.jsonl"),
+    (["--datasets", "none"], "nothing to evaluate"),
+])
+def test_bad_arguments_exit_with_a_clear_message(argv, expected, tmp_path, monkeypatch):
+    monkeypatch.setattr(sample, "load_student", lambda *a, **k: pytest.fail("model loaded before the data"))
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--student", "tiny", "--out", str(tmp_path), *argv])
+    assert isinstance(e.value.code, str) and expected in e.value.code
+
+
+def test_missing_dataset_file_names_the_expected_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(sample, "load_student", lambda *a, **k: pytest.fail("model loaded before the data"))
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--student", "tiny", "--datasets", "boolq", "--data-dir", str(tmp_path), "--out", str(tmp_path)])
+    assert str(tmp_path / "boolq" / "revthink" / "test_data" / "BoolQ_test.json") in e.value.code
+
+
+def test_malformed_rows_are_counted_and_skipped(tok, tiny, tmp_path, monkeypatch, capsys):
+    root = write_strategyqa(tmp_path / "data", [
+        {"question": "Is the sky blue?", "gold_answer": True}, {"question": "", "gold_answer": True},
+        {"gold_answer": False}, "not a row", {"question": "Is fire cold?", "gold_answer": False}])
+    monkeypatch.setattr(sample, "load_student", lambda *a, **k: (tiny, tok))
+    monkeypatch.setattr(sample, "generate", fake_generate(tok, lambda p: "The answer is yes."))
+    evaluate.main(["--student", "tiny", "--datasets", "strategyqa", "--data-dir", str(root), "--out", str(tmp_path / "o")])
+    captured = capsys.readouterr()
+    assert "skipped 3 malformed rows" in captured.err
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert res["rows"]["tiny"]["strategyqa"] == pytest.approx(0.5) and res["details"]["tiny"]["strategyqa"]["n"] == 2
+
+
+def test_rows_merge_into_one_table(tok, tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(sample, "load_student", lambda *a, **k: (tiny, tok))
+    right = fake_generate(tok, lambda p: "The answer is yes." if "sky" in p else "The answer is no.")
+    root = write_strategyqa(tmp_path / "data", [{"question": "Is the sky blue?", "gold_answer": True},
+                                                {"question": "Is fire cold?", "gold_answer": False}])
+    out = tmp_path / "o"
+    common = ["--student", "tiny", "--data-dir", str(root), "--out", str(out), "--limit", "2"]
+    monkeypatch.setattr(sample, "generate", fake_generate(tok, lambda p: "The answer is yes."))
+    evaluate.main(common + ["--datasets", "strategyqa", "--name", "zero-shot"])
+    monkeypatch.setattr(sample, "generate", right)
+    evaluate.main(common + ["--datasets", "strategyqa", "--name", "exgrpo"])
+    evaluate.main(common + ["--datasets", "synth", "--name", "exgrpo", "--max-new-tokens", "4"])  # fills its row
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["rows"]) == ["zero-shot", "exgrpo"]
+    assert res["rows"]["zero-shot"] == {"strategyqa": 0.5}
+    assert res["rows"]["exgrpo"]["strategyqa"] == 1.0 and "synth/test_id" in res["rows"]["exgrpo"]
+    assert (out / "zero-shot" / "predictions_strategyqa.jsonl").exists()
+    assert (out / "exgrpo" / "predictions_synth_test_ood.jsonl").exists()
+    md = (out / "results.md").read_text().splitlines()
+    assert md[0] == "| method | synth/test_id | synth/test_ood | strategyqa |"
+    assert md[2] == "| zero-shot | - | - | 50.0 |" and md[3].startswith("| exgrpo |") and md[3].endswith("| 100.0 |")
+    # --table merges several results.json files
+    other = tmp_path / "other"
+    evaluate.write_results(other, evaluate.merge_results(evaluate.empty_results(),
+                                                         {"rows": {"sft": {"strategyqa": 0.25}}}))
+    merged = evaluate.merge_tables([out / "results.json", other / "results.json"], tmp_path / "merged")
+    assert list(merged["rows"]) == ["zero-shot", "exgrpo", "sft"]
+    assert "| sft | - | - | 25.0 |" in (tmp_path / "merged" / "results.md").read_text()
+
+# -----------------------------------------------------------------------------
+# EI-Test
+
+
+def test_ei_test_on_synthetic_probes(tok, tiny, tmp_path, monkeypatch):
+    import probes
+    records = probes.load_records("synth", "test_id", limit=2)
+    dei, _ = probes.build_dei(records, "oracle", rules="reverse,decompose,why", progress=False)
+    gold = {p["question"]: p["answer"] for d in dei for p in d["probes"] if p["kept"]}
+    assert gold, "the oracle keeps synthetic probes"
+
+    recs = evaluate.ei_probe_records(dei)
+    assert {r["rule"] for r in recs} <= {"reverse", "decompose", "why"}
+    assert all(r["answer"] == gold[r["question"]] for r in recs)
+
+    monkeypatch.setattr(sample, "load_student", lambda *a, **k: (tiny, tok))
+    calls = []
+    by_q = {r["question"]: r["rule"] for r in recs}
+    monkeypatch.setattr(sample, "generate", fake_generate(
+        tok, lambda p: next((f"The answer is {gold[q]}." for q, rule in by_q.items()
+                             if q in p and rule != "why"), "I cannot say."), calls))
+    path = tmp_path / "dei_test.jsonl"
+    probes.save_dei(path, dei)
+    out = tmp_path / "o"
+    evaluate.main(["--student", "tiny", "--datasets", "none", "--ei-test", str(path), "--out", str(out)])
+    res = json.loads((out / "results.json").read_text())
+    per_rule = res["details"]["tiny"]["EI-Test"]["per_rule"]
+    assert len(calls) == len(recs)
+    assert per_rule["why"]["accuracy"] == 0.0
+    assert all(per_rule[r]["accuracy"] == 1.0 for r in per_rule if r != "why")
+    n_right = sum(s["correct"] for s in per_rule.values())
+    assert res["rows"]["tiny"]["EI-Test"] == pytest.approx(n_right / len(recs))
+    assert res["ei_rules"]["tiny"]["why"] == 0.0
+    assert "EI-Test, accuracy per probe rule" in (out / "results.md").read_text()
+
+    # on the fly: the oracle builds the probes of synthetic test questions
+    calls.clear()
+    evaluate.main(["--student", "tiny", "--datasets", "none", "--ei-test", "synth", "--limit", "2",
+                   "--rules", "reverse,decompose,why", "--out", str(out), "--name", "fly"])
+    res = json.loads((out / "results.json").read_text())
+    assert res["rows"]["fly"]["EI-Test"] == pytest.approx(res["rows"]["tiny"]["EI-Test"])
+    assert (out / "fly" / "dei_test_id.jsonl").exists() and len(calls) == len(recs)
