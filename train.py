@@ -94,7 +94,7 @@ STAGES = ("zero_shot", "ei", "sft", "eval_sft", "rl", "eval_rl")
 
 # --student tiny (a random 2-layer model) learns nothing worth waiting for: a preset that runs
 # every stage end to end in about two minutes, for smoke tests and quick checks
-PRESETS = {"tiny": dict(train_n=24, eval_n=8, eval_max_new_tokens=24, sft_batch=8, rl_steps=2,
+PRESETS = {"tiny": dict(train_n=16, eval_n=8, eval_max_new_tokens=16, sft_batch=8, rl_steps=2,
                         max_new_tokens=24, save_every=1)}
 
 # -----------------------------------------------------------------------------
