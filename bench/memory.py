@@ -1,0 +1,387 @@
+"""
+Memory model of full-parameter ExGRPO training on one GPU, checked against measured peaks on CPU.
+
+    python bench/memory.py                 # the table: gemma-7b, qwen2.5-7b, as the code is and fitted
+    python bench/memory.py --validate      # modelled vs measured peak memory, tiny + SmolLM2 on CPU (~4 min)
+    python bench/memory.py --validate --only tiny
+
+What one ExGRPO step holds on the GPU (DESIGN.md section 1; train.rl_step):
+  persistent   the student's weights, its optimizer state (Adam m, v; fp32 master weights in
+               the MasterWeightAdamW scheme), the frozen reference model pi_ref
+  generation   the KV cache of the batched multi-turn rollouts (all 2 x G dialogues of one
+               question together: Scenario A and B), plus one layer's prefill temporaries
+  training     per micro-batch: the activations autograd saves (or, with gradient
+               checkpointing, each layer's input plus one layer recomputed in backward), the
+               fp32 log-softmax of every loss position (sample.token_logprobs saves one
+               (n, V) fp32 block per chunk for backward), and the gradients (all of them
+               until the step, or only the tensor being updated when the step is fused
+               into backward; a tied embedding's gradient lives through the whole backward)
+  peak = persistent + max(generation, training); reference log-probs are computed under
+  no_grad, once per rollout batch, and never add more than a training micro-batch.
+
+Every coefficient below is read off the code (HF Llama/Gemma/Qwen2 layers under torch
+autograd, SDPA attention with a padding mask, so k and v are repeated to all heads) and
+checked on CPU: --validate runs one configuration per fresh subprocess, resets the peak
+RSS (/proc/self/clear_refs) after the setup and a warm-up step, and compares VmHWM minus
+the RSS after imports with this model for the same configuration. glibc is told to give
+freed blocks back (MALLOC_MMAP_THRESHOLD_), so RSS follows live tensors the way
+torch.cuda.max_memory_allocated does; the allocator's slack on a GPU is budgeted apart.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# -----------------------------------------------------------------------------
+# model configs (from each model's config.json; no download)
+
+CONFIGS = {
+    "gemma-7b": dict(arch="gemma", vocab=256000, hidden=3072, layers=28, heads=16, kv_heads=16, head_dim=256,
+                     intermediate=24576, tied=True, qkv_bias=False),
+    "qwen2.5-7b": dict(arch="qwen2", vocab=152064, hidden=3584, layers=28, heads=28, kv_heads=4, head_dim=128,
+                       intermediate=18944, tied=False, qkv_bias=True),
+    "smollm2-135m": dict(arch="llama", vocab=49152, hidden=576, layers=30, heads=9, kv_heads=3, head_dim=64,
+                         intermediate=1536, tied=True, qkv_bias=False),
+    "tiny": dict(arch="llama", vocab=49152, hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16,
+                 intermediate=128, tied=True, qkv_bias=False),   # sample.TINY_CONFIG + SmolLM2 tokenizer
+}
+GPU_BYTES = 80e9          # "80 GB" (an H100 80GB reports 85.0e9 bytes: the difference is slack)
+GPU_RESERVE = 1.5e9       # CUDA context, cuBLAS workspaces, allocator slack
+LOGPROB_CHUNK = 1024      # = sample.LOGPROB_CHUNK
+OPT_CHUNK = 1 << 22       # = exgrpo.SR_CHUNK
+
+# the ExGRPO step of the issue: G = 8 per scenario, 1,024 tokens per dialogue, one question per step
+G, DIALOGUE_TOKENS, QUESTIONS, PROMPT_TOKENS = 8, 1024, 1, 128
+
+
+def param_count(c):
+    H, d = c["hidden"], c["head_dim"]
+    q, kv = c["heads"] * d, c["kv_heads"] * d
+    attn = H * q + 2 * H * kv + q * H + ((q + 2 * kv) if c["qkv_bias"] else 0)
+    layer = attn + 3 * H * c["intermediate"] + 2 * H
+    return c["vocab"] * H * (1 if c["tied"] else 2) + c["layers"] * layer + H
+
+
+def build_meta_model(name):
+    """The real transformers architecture of a config, on the meta device (no memory, no weights)."""
+    import torch
+    from transformers import AutoModelForCausalLM, GemmaConfig, LlamaConfig, Qwen2Config
+    c = CONFIGS[name]
+    cls = {"gemma": GemmaConfig, "qwen2": Qwen2Config, "llama": LlamaConfig}[c["arch"]]
+    cfg = cls(vocab_size=c["vocab"], hidden_size=c["hidden"], num_hidden_layers=c["layers"],
+              num_attention_heads=c["heads"], num_key_value_heads=c["kv_heads"], head_dim=c["head_dim"],
+              intermediate_size=c["intermediate"], tie_word_embeddings=c["tied"])
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(cfg)
+
+# -----------------------------------------------------------------------------
+# the model
+
+
+@dataclass
+class Setup:
+    """One configuration of the training step."""
+    dtype_bytes: int = 2          # 2 = bf16 weights (GPU default), 4 = fp32 (CPU default)
+    optimizer: str = "bf16"       # "master": exgrpo.MasterWeightAdamW; "bf16": exgrpo.BF16AdamW
+    fused: bool = True            # optimizer step inside backward (BF16AdamW(fused=True))
+    ckpt: bool = True             # gradient checkpointing (activation_checkpointing_enable)
+    ref: bool = True              # a frozen reference model (beta > 0)
+    micro_seqs: int = 2           # sequences in the largest micro-batch (train.rl_step: the aux
+                                  # teacher dialogue rides on the first micro-batch)
+    seq_len: int = DIALOGUE_TOKENS
+    loss_frac: float = 1.0        # share of a sequence's tokens in a loss mask (upper bound 1)
+    gen_rows: int = 2 * G * QUESTIONS
+    gen_batch: int = 0            # rows per generate() call (rollout_dialogues' batch_size); 0 = all
+    gen_prompt: int = DIALOGUE_TOKENS - 128   # the last turn's prefill (the whole dialogue so far)
+    gen_len: int = DIALOGUE_TOKENS
+
+
+def layer_saved_bytes(c, wb):
+    """Bytes autograd saves per token in one decoder layer (no checkpointing):
+    per RMSNorm: its fp32 input, rsqrt, and the normed output twice in the model dtype (the
+    weight multiply and the next Linear; Gemma multiplies in fp32 first: + 4H); attention:
+    q, k, v (repeated to all heads), the output, fp32 log-sum-exp per head; MLP: gate,
+    act(gate), up, act * up (4 I)."""
+    H, I, q = c["hidden"], c["intermediate"], c["heads"] * c["head_dim"]
+    norm = 4 * H + 4 + 2 * H * wb + (4 * H if c["arch"] == "gemma" else 0)
+    return 2 * norm + 4 * q * wb + 4 * c["heads"] + 4 * I * wb
+
+
+def estimate(c, s):
+    """Bytes of each part and the two phase peaks, for config c and Setup s."""
+    P, V, H, L = param_count(c), c["vocab"], c["hidden"], c["layers"]
+    wb = s.dtype_bytes
+    largest = V * H                                     # the embedding is the largest tensor
+    out = {"parameters": P * wb, "reference model": P * wb if s.ref else 0}
+    if s.optimizer == "master":                         # fp32 m, v; fp32 master copy + its grads
+        out["optimizer state (m, v)"] = 8 * P
+        out["master weights"] = 4 * P if wb != 4 else 0
+    else:
+        out["optimizer state (m, v)"] = 2 * P * wb
+        out["master weights"] = 0
+    persistent = sum(out.values())
+
+    # --- generation: KV cache of the rows generated together, one layer's prefill temporaries,
+    # sampling over V (left padding: every row is as long as the longest)
+    rows = min(s.gen_batch or s.gen_rows, s.gen_rows)
+    kv_per_token = 2 * L * c["kv_heads"] * c["head_dim"] * wb
+    out["KV cache (generation)"] = rows * s.gen_len * kv_per_token
+    # one layer's prefill under no_grad: the MLP's act(gate), up and their product (3 I) or attention's
+    # q, k, v, out (4 heads x head_dim), whichever is larger, beside the residual stream (2 H)
+    width = max(3 * c["intermediate"], 4 * c["heads"] * c["head_dim"]) + 2 * H
+    prefill = rows * s.gen_prompt * width * wb
+    prefill += rows * s.gen_prompt ** 2 * wb            # the (B, 1, T, T) padding mask
+    gen = out["KV cache (generation)"] + prefill + 4 * rows * V * 4
+
+    # --- training: one micro-batch
+    tokens = s.micro_seqs * s.seq_len
+    n_loss = int(tokens * s.loss_frac)
+    chunk = LOGPROB_CHUNK
+    fixed = tokens * (4 * H + 4 + 2 * H * wb + 8) + s.micro_seqs * s.seq_len ** 2 * wb  # final norm, ids, mask
+    layer = tokens * layer_saved_bytes(c, wb)
+    # sample.token_logprobs saves each chunk's fp32 log_softmax output (n, V) for backward; the
+    # backward of chunk i (they run last to first) holds the saved blocks up to i plus two more of
+    # its size (the gather's grad and log_softmax's grad); the forward peaks the same way (the
+    # previous chunk's logits, the new logits and their / T)
+    sizes = [min(chunk, n_loss - s) for s in range(0, n_loss, chunk)] or [0]
+    logits_peak = max(sum(sizes[:i + 1]) + 2 * n for i, n in enumerate(sizes)) * V * 4
+    logits_saved = n_loss * V * 4
+    logits_bwd = logits_peak - logits_saved
+    head_grad = V * H * wb                              # lm_head / tied embedding gradient
+    if s.ckpt:
+        acts = L * tokens * H * wb + fixed              # each layer's input
+        recompute = layer + tokens * (2 * c["intermediate"] + 2 * H) * wb   # + its backward temporaries
+    else:
+        acts = L * layer + fixed
+        recompute = 0
+    grads_all = P * wb
+    if s.optimizer == "master":
+        step = grads_all + P * 4 * (wb != 4) + largest * 4     # grads, fp32 master grads, one temp
+    elif s.fused:
+        step = 7 * 4 * min(OPT_CHUNK, largest) + (head_grad if c["tied"] else 0)
+    else:
+        step = grads_all + 7 * 4 * min(OPT_CHUNK, largest)
+    # start of backward: everything saved + the logit temporaries + the head's gradient; late in
+    # backward: the gradients (unfused: nearly all; fused: a tied embedding's and one MLP matrix)
+    # and the last layer's activations (recomputed, with checkpointing); at the step: see above
+    start = acts + logits_saved + logits_bwd + head_grad
+    grads_late = grads_all if not s.fused else (head_grad if c["tied"] else 0) + H * c["intermediate"] * wb
+    late = (acts + recompute if s.ckpt else layer + fixed) + grads_late
+    train = max(start, late, step)
+    out["activations + logits (training)"] = acts + logits_saved + logits_bwd
+    out["gradients"] = 0 if s.fused else grads_all
+    out["_persistent"], out["_generation"], out["_training"] = persistent, gen, train
+    out["_peak"] = persistent + max(gen, train)
+    return out
+
+# -----------------------------------------------------------------------------
+# the table for the 7B students
+
+
+def scheme(name):
+    """'as is': train.py today (MasterWeightAdamW, no checkpointing, --rl-micro 8 rollouts + aux);
+    'fitted': BF16AdamW fused into backward, checkpointing, --rl-micro 1 (+ the aux dialogue);
+    'fitted, rollouts by 8': the same, generating G = 8 rows per generate() call, not 2 G."""
+    if name == "as is":
+        return Setup(optimizer="master", fused=False, ckpt=False, micro_seqs=9)
+    if name == "fitted, rollouts by 8":
+        return Setup(gen_batch=8)
+    return Setup()
+
+
+def table():
+    gb = lambda b: f"{b / 1e9:6.1f}"
+    rows = ["parameters", "reference model", "optimizer state (m, v)", "master weights", "gradients",
+            "activations + logits (training)", "KV cache (generation)"]
+    cols = [("gemma-7b", "as is"), ("gemma-7b", "fitted"), ("gemma-7b", "fitted, rollouts by 8"),
+            ("qwen2.5-7b", "as is"), ("qwen2.5-7b", "fitted")]
+    est = {k: estimate(CONFIGS[k[0]], scheme(k[1])) for k in cols}
+    budget = GPU_BYTES - GPU_RESERVE
+    lines = [f"ExGRPO step: G = {G} per scenario (2 x {G} dialogues of one question rolled out together), "
+             f"{DIALOGUE_TOKENS} tokens per dialogue, bf16 weights, reference model on the GPU.",
+             f"Budget: {GPU_BYTES / 1e9:.0f} GB - {GPU_RESERVE / 1e9:.1f} GB reserve = {budget / 1e9:.1f} GB. "
+             f"GB = 1e9 bytes.", "",
+             "| GB | " + " | ".join(f"{m} {sch}" for m, sch in cols) + " |",
+             "|---|" + "---:|" * len(cols)]
+    for r in rows:
+        lines.append(f"| {r} | " + " | ".join(gb(est[k][r]) for k in cols) + " |")
+    for r, key in (("peak in generation", "_generation"), ("peak in training", "_training")):
+        lines.append(f"| **{r}** | " + " | ".join(gb(est[k]["_persistent"] + est[k][key]) for k in cols) + " |")
+    lines.append("| **fits in 80 GB** | " + " | ".join(
+        "yes" if est[k]["_peak"] <= budget else "no" for k in cols) + " |")
+    lines += ["", "Largest G per scenario that fits (fitted scheme; all 2 x G dialogues generated at once):", "",
+              "| tokens per dialogue | " + " | ".join(m for m in ("gemma-7b", "qwen2.5-7b")) + " |", "|---:|---:|---:|"]
+    for T in (512, 1024, 2048, 4096, 8192):
+        cells = []
+        for m in ("gemma-7b", "qwen2.5-7b"):
+            best = 0
+            for g in range(1, 513):
+                s = replace(Setup(), seq_len=T, gen_len=T, gen_prompt=T - 128, gen_rows=2 * g)
+                if estimate(CONFIGS[m], s)["_peak"] <= budget:
+                    best = g
+            cells.append(f"{best} ({2 * best * T:,} tokens)" if best else "none")
+        lines.append(f"| {T} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+# -----------------------------------------------------------------------------
+# validation on CPU: one configuration per fresh subprocess
+
+
+VALIDATION = [  # (model, dtype, optimizer, fused, ckpt, rows, seq_len, prompt, phase)
+    ("tiny", "fp32", "master", False, False, 8, 512, 64, "train"),
+    ("tiny", "bf16", "bf16", True, True, 8, 512, 64, "train"),
+    ("tiny", "fp32", None, None, None, 64, 320, 256, "generate"),
+    ("smollm2-135m", "fp32", "master", False, False, 4, 256, 32, "train"),
+    ("smollm2-135m", "bf16", "bf16", True, True, 4, 256, 32, "train"),
+    ("smollm2-135m", "fp32", None, None, None, 16, 160, 128, "generate"),
+]
+
+
+def _status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def _phase(spec, tok, mini=False):
+    """Build one VALIDATION configuration and return the function that runs its phase once.
+    mini=True: the same code path on a 2-layer model with a 256-token vocabulary (for the baseline)."""
+    import torch
+    import exgrpo
+    import sample
+    name, dtype, opt_name, fused, ckpt, rows, T, prompt, phase = spec
+
+    def load():
+        if mini:
+            m = sample.tiny_model(tok, vocab_size=256).to({"fp32": torch.float32, "bf16": torch.bfloat16}[dtype])
+        else:
+            m = sample.load_student(name, dtype=dtype, device="cpu")[0]
+        with torch.no_grad():   # own every weight in anonymous memory (a load may leave file-backed pages)
+            for p in m.parameters():
+                p.data = p.data.clone()
+        return m
+    model = load()
+    vocab = model.config.vocab_size
+    if phase == "generate":
+        cfg = sample.generation_config(tok, T - prompt, 1.0)
+        cfg.min_new_tokens = T - prompt     # the full length every time: the worst case sample.generate meets
+        cfg.eos_token_id = [e for e in cfg.eos_token_id if e < vocab]
+        ids = torch.randint(3, vocab, (rows, prompt))
+
+        def run():
+            model.eval()
+            with torch.no_grad():
+                model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=cfg)
+        return run
+    ref = load().eval().requires_grad_(False)
+    if ckpt:
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    model.train()
+    opt = (exgrpo.MasterWeightAdamW(model.parameters(), lr=1e-6) if opt_name == "master" else
+           exgrpo.BF16AdamW(model.parameters(), lr=1e-6, fused=fused))
+    ids = torch.randint(3, vocab, (rows, T))
+    attn = torch.ones_like(ids)
+    mask = attn.clone()
+    mask[:, :prompt] = 0
+    adv = torch.randn(rows)
+
+    def run():   # train.rl_step's update on one micro-batch
+        with torch.no_grad():
+            ref_lp = sample.token_logprobs(ref, ids, attn, mask)
+        lp = sample.token_logprobs(model, ids, attn, mask)
+        loss, _ = exgrpo.exgrpo_loss(lp, lp.detach(), ref_lp, adv, mask)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return run
+
+
+def measure(spec):
+    """Runs inside a fresh subprocess: the peak bytes of one phase above the RSS after imports.
+
+    "After imports" includes what the phase imports lazily (transformers' generation and
+    masking modules, kernels): the same phase first runs on a mini model, which is dropped."""
+    import gc
+    import torch
+    sys.path.insert(0, str(ROOT))
+    import sample
+    torch.manual_seed(0)
+    tok = sample.smollm2_tokenizer()
+    run = _phase(spec, tok, mini=True)
+    run()
+    run()
+    del run
+    gc.collect()
+    base = _status("VmRSS")
+    run = _phase(spec, tok)
+    run()                    # warm-up: optimizer state exists, kernels are initialized
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")         # reset the peak RSS (VmHWM) to the current RSS
+    held = _status("VmRSS") - base
+    t0 = time.time()
+    run()
+    return {"peak_bytes": _status("VmHWM") - base, "held_bytes": held, "seconds": time.time() - t0}
+
+
+def predict(spec):
+    """(modelled bytes held between steps, modelled peak) for one VALIDATION row."""
+    name, dtype, opt_name, fused, ckpt, rows, T, prompt, phase = spec
+    c, wb = CONFIGS[name], {"fp32": 4, "bf16": 2}[dtype]
+    if phase == "generate":
+        s = Setup(dtype_bytes=wb, ref=False, optimizer="bf16", gen_rows=rows, gen_prompt=prompt, gen_len=T)
+        e = estimate(c, s)
+        return e["parameters"], e["parameters"] + e["_generation"]
+    s = Setup(dtype_bytes=wb, optimizer=opt_name, fused=fused, ckpt=ckpt, micro_seqs=rows, seq_len=T,
+              loss_frac=(T - prompt) / T, gen_rows=0)
+    e = estimate(c, s)
+    return e["_persistent"], e["_persistent"] + e["_training"]
+
+
+def validate(only=None):
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0", MALLOC_ARENA_MAX="2",
+               HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    lines = ["| model | dtype | optimizer | ckpt | phase | batch | held MB (model / measured) | "
+             "peak MB, modelled | peak MB, measured | measured / modelled |",
+             "|---|---|---|---|---|---|---:|---:|---:|---:|"]
+    worst = 0.0
+    for spec in VALIDATION:
+        if only and spec[0] != only:
+            continue
+        proc = subprocess.run([sys.executable, __file__, "--measure", json.dumps(spec)], env=env,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"measuring {spec} failed:\n{proc.stderr[-3000:]}")
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        got, held = res["peak_bytes"], res["held_bytes"]
+        want_held, want = predict(spec)
+        name, dtype, opt_name, fused, ckpt, rows, T, prompt, phase = spec
+        worst = max(worst, abs(got / want - 1))
+        opt = "-" if phase == "generate" else (opt_name + (" fused" if fused else ""))
+        lines.append(f"| {name} | {dtype} | {opt} | {'yes' if ckpt else 'no'} | {phase} | {rows} x {T} | "
+                     f"{want_held / 1e6:,.0f} / {held / 1e6:,.0f} | {want / 1e6:,.0f} | {got / 1e6:,.0f} | {got / want:.3f} |")
+        print(lines[-1], flush=True)
+    lines.append(f"\nlargest deviation: {100 * worst:.1f}%")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    ap.add_argument("--validate", action="store_true", help="measure peaks on CPU and compare")
+    ap.add_argument("--only", default=None, help="validate one model (tiny, smollm2-135m)")
+    ap.add_argument("--measure", default=None, help=argparse.SUPPRESS)   # internal: one subprocess
+    args = ap.parse_args()
+    if args.measure:
+        print(json.dumps(measure(json.loads(args.measure))))
+    elif args.validate:
+        print(validate(args.only))
+    else:
+        print(table())
