@@ -2,7 +2,7 @@
 Memory model of full-parameter ExGRPO training on one GPU, checked against measured peaks on CPU.
 
     python bench/memory.py                 # the table: gemma-7b, qwen2.5-7b, as the code is and fitted
-    python bench/memory.py --validate      # modelled vs measured peak memory, tiny + SmolLM2 on CPU (~4 min)
+    python bench/memory.py --validate      # modelled vs measured peak memory, tiny + SmolLM2 on CPU (10+ min: bf16 is slow on CPU)
     python bench/memory.py --validate --only tiny
 
 What one ExGRPO step holds on the GPU (DESIGN.md section 1; train.rl_step):

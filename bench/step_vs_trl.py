@@ -163,7 +163,7 @@ def main():
           f"{args.reps} timed steps each (TRL {trl.__version__}, {torch.get_num_threads()} threads)")
     print("| | step (median s) | generation tok/s | generated tokens per step |\n|---|---:|---:|---:|")
     for k, name in (("ours", "this project (train.rl_step)"), ("trl", "TRL GRPOTrainer")):
-        print(f"| {name} | {med[k]:.2f} | {tps[k]:.0f} | {toks[k]:.0f} |")
+        print(f"| {name} | {med[k]:.2f} | {tps[k]:.1f} | {toks[k]:.0f} |")
     print(f"\nours / TRL, one step: {med['ours'] / med['trl']:.2f}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
