@@ -113,6 +113,13 @@ def get_args(argv=None):
     g = ap.add_argument_group("model")
     g.add_argument("--student", default=STUDENT, help=f"alias ({', '.join(sample.STUDENTS)}), folder or hub id")
     g.add_argument("--dtype", default=None, choices=["bf16", "fp32", "fp16"], help="default: bf16 on CUDA, fp32 on CPU")
+    g = ap.add_argument_group("memory (a 7B student + reference on one 80 GB GPU: see bench/memory.py)")
+    g.add_argument("--optimizer", default="master", choices=["master", "bf16", "bf16-fused"],
+                   help="master: fp32 master weights + fp32 Adam (16-20 B/param); bf16: bf16 weights and Adam "
+                        "states with stochastic rounding (6 B/param + grads); bf16-fused: its step inside "
+                        "backward, no gradient buffer (each micro-batch is then one optimizer step)")
+    g.add_argument("--grad-checkpointing", action="store_true", help="recompute each layer's activations in backward")
+    g.add_argument("--rollout-batch", type=int, default=0, help="rows per generate() call in RL rollouts (0 = all)")
     g.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     g = ap.add_argument_group("data")
     g.add_argument("--dataset", default=DATASET, help=f"one of {', '.join(data.DATASETS)}")
@@ -334,7 +341,7 @@ def sft_stage(args, run, model, tok, train, dei, device):
     tf = [sample.teacher_forced(tok, t) for t in turns]
     steps_per_epoch = (len(tf) + args.sft_batch - 1) // args.sft_batch
     total = steps_per_epoch * args.sft_epochs
-    opt = make_optimizer(model, args.sft_lr)
+    opt = make_optimizer(model, args.sft_lr, args.optimizer)
     start = resume_trainer(run, "sft", model, opt)
     model.train()
     bar = tqdm(range(start, total), desc="SFT", initial=start, total=total)
@@ -353,7 +360,8 @@ def sft_stage(args, run, model, tok, train, dei, device):
             sl = slice(s, s + args.sft_micro)
             lp = sample.token_logprobs(model, batch.ids[sl].to(device), batch.attn[sl].to(device),
                                        batch.loss_mask[sl].to(device), vocab_limit=sample.vocab_limit_of(model, tok))
-            loss = exgrpo.aggregate(exgrpo.aux_sft_nll(lp), batch.loss_mask[sl].to(device), "token", num_tokens=n_tok)
+            n_norm = int(batch.loss_mask[sl].sum()) if getattr(opt, "fused", False) else n_tok  # fused: one step each
+            loss = exgrpo.aggregate(exgrpo.aux_sft_nll(lp), batch.loss_mask[sl].to(device), "token", num_tokens=n_norm)
             loss.backward()
             loss_total += loss.item()
         gnorm = update(model, opt, args.grad_clip)
@@ -364,6 +372,8 @@ def sft_stage(args, run, model, tok, train, dei, device):
             save_trainer(run, "sft", model, tok, opt, step + 1)
     run.save("sft", "final", model, tok)
     shutil.rmtree(run.path / "sft" / "ckpt", ignore_errors=True)
+    if hasattr(opt, "remove_hooks"):   # a fused optimizer steps inside backward until unhooked
+        opt.remove_hooks()
 
 # -----------------------------------------------------------------------------
 # stage 3: ExGRPO
@@ -392,7 +402,8 @@ def rl_step_rollouts(args, model, tok, questions, step):
         if not args.no_aux:
             aux.append([(probe_message(p), p["teacher_reasoning"]) for p in drawn if p.get("teacher_reasoning")])
     roll = sample.rollout_dialogues(model, tok, dialogues, n=args.G, max_new_tokens=args.max_new_tokens,
-                                    temperature=args.temperature, batch_size=max(len(dialogues) * args.G, 1))
+                                    temperature=args.temperature,
+                                    batch_size=args.rollout_batch or max(len(dialogues) * args.G, 1))
     r = torch.tensor([rewards.reward(roll.turns[i][-1], groups[i // args.G][1]["answer"],
                                      groups[i // args.G][1]["answer_type"], groups[i // args.G][1]["question"])
                       for i in range(len(roll.ids))]).view(len(groups), args.G)
@@ -433,9 +444,10 @@ def rl_step(args, model, ref, tok, opt, questions, step, device):
         return sample.token_logprobs(m, on(batch.ids, sl), on(batch.attn, sl), on(batch.loss_mask, sl),
                                      temperature, limit)
     use_ref = ref is not None and args.beta > 0
+    fused = getattr(opt, "fused", False)   # each backward() is an optimizer step: pi_old must be frozen
     with torch.no_grad():   # reference (and old-policy) log-probs: once per rollout batch
         ref_lp = [logp(ref, sl) if use_ref else None for sl in micro]
-        old_lp = [logp(model, sl) for sl in micro] if args.ppo_epochs > 1 else None
+        old_lp = [logp(model, sl) for sl in micro] if args.ppo_epochs > 1 or (fused and len(micro) > 1) else None
     model.train()
     sums, skipped, gnorm = {}, 0, 0.0
     for epoch in range(args.ppo_epochs):
@@ -450,8 +462,11 @@ def rl_step(args, model, ref, tok, opt, questions, step, device):
                 aux_kw = dict(aux_logp=sample.token_logprobs(model, aux_batch.ids.to(device), aux_batch.attn.to(device),
                                                              aux_batch.loss_mask.to(device), 1.0, limit),
                               aux_mask=aux_batch.loss_mask.to(device), aux_weight=args.aux_weight)
+            mnorm = norm if not fused else {   # a fused micro-batch is a whole step: its own normalizers
+                "num_tokens": int(mask.sum()), "num_seqs": mask.shape[0], "max_len": int(mask.sum(-1).max()),
+                "aux_tokens": norm.get("aux_tokens")}
             loss, m = exgrpo.exgrpo_loss(lp, old, refl, adv[sl].to(device), mask, args.clip_eps,
-                                         args.beta if use_ref else 0.0, args.agg, norm=norm, **aux_kw)
+                                         args.beta if use_ref else 0.0, args.agg, norm=mnorm, **aux_kw)
             if not exgrpo.is_finite_loss(loss):
                 skipped += 1   # P6: a NaN/inf micro-batch is dropped, not applied
                 continue
@@ -475,7 +490,7 @@ def rl_step(args, model, ref, tok, opt, questions, step, device):
 
 
 def rl_stage(args, run, model, ref, tok, pool, device):
-    opt = make_optimizer(model, args.rl_lr)
+    opt = make_optimizer(model, args.rl_lr, args.optimizer)
     start = resume_trainer(run, "rl", model, opt)
     bar = tqdm(range(start, args.rl_steps), desc="GRPO" if args.no_probes else "ExGRPO",
                initial=start, total=args.rl_steps)
@@ -493,12 +508,17 @@ def rl_stage(args, run, model, ref, tok, pool, device):
 # optimizer, checkpoints
 
 
-def make_optimizer(model, lr):
-    """AdamW with fp32 master weights when the model is not fp32 (P10)."""
-    return exgrpo.MasterWeightAdamW(model.parameters(), lr=lr, weight_decay=0.0)
+def make_optimizer(model, lr, kind="master"):
+    """AdamW that moves bf16 weights at lr 1e-6 (P10): fp32 master weights, or bf16 weights and
+    states with stochastic rounding (exgrpo.BF16AdamW), optionally fused into backward."""
+    if kind == "master":
+        return exgrpo.MasterWeightAdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    return exgrpo.BF16AdamW(model.parameters(), lr=lr, weight_decay=0.0, fused=kind == "bf16-fused")
 
 
 def update(model, opt, grad_clip):
+    if getattr(opt, "fused", False):   # the step already ran inside backward(); no global clip possible
+        return opt.grad_norm()
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip).item() if grad_clip else 0.0
     if torch.isfinite(torch.tensor(gnorm)):
         opt.step()
@@ -567,6 +587,8 @@ def main(argv=None):
         model, tok = sample.load_student(args.student, args.dtype, args.device, seed=args.seed)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
+    if args.grad_checkpointing:   # training only: generation runs in eval() and keeps its KV cache
+        model.activation_checkpointing_enable({"use_reentrant": False})
     run = open_run(args, path)
     device = next(model.parameters()).device
     print(f"run folder {run.path}; student {args.student} on {device}; {len(train)} training questions")

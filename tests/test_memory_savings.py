@@ -180,3 +180,72 @@ def test_state_dict_round_trip_continues_bit_identically(tok):
 def test_memory_model_parameter_counts_match_transformers(name):
     model = memory.build_meta_model(name)     # the real architecture on the meta device: no weights
     assert memory.param_count(memory.CONFIGS[name]) == sum(p.numel() for p in model.parameters())
+
+# -----------------------------------------------------------------------------
+# the wiring in train.py: --optimizer bf16-fused, --grad-checkpointing, --rollout-batch
+
+
+def _rl_args(**kw):
+    import argparse
+    a = dict(no_probes=False, no_dsu=False, no_aux=False, k=2, k_partial=None, G=2, delta=0.5, nu=1.0,
+             beta=0.04, clip_eps=0.2, aux_weight=0.1, agg="token", rl_micro=64, max_new_tokens=6,
+             temperature=1.0, ppo_epochs=1, grad_clip=0.0, seed=0, rollout_batch=0)
+    a.update(kw)
+    return argparse.Namespace(**a)
+
+
+def _rl_question():
+    import probes
+    from data import synth
+    dei, _ = probes.build_dei(synth.generate("train", 1, seed=5), "oracle", progress=False)
+    return dei[0]
+
+
+def _rl_step(model, tok, kind, q, **kw):
+    import train
+    ref = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = train.make_optimizer(model, 1e-3, kind)
+    torch.manual_seed(0)   # the same rollouts for every optimizer
+    row = train.rl_step(_rl_args(**kw), model, ref, tok, opt, [q], step=0, device="cpu")
+    return opt, row
+
+
+def test_fused_rl_step_equals_the_plain_rl_step(tok):
+    # one micro-batch per rollout batch: the fused optimizer takes exactly the plain step
+    # (fp32 weights: BF16AdamW is then plain AdamW; grad_clip 0 because fused cannot clip globally)
+    q = _rl_question()
+    base = sample.tiny_model(tok, seed=0)
+    plain, fused = copy.deepcopy(base), copy.deepcopy(base)
+    opt_p, row_p = _rl_step(plain, tok, "bf16", q)
+    opt_f, row_f = _rl_step(fused, tok, "bf16-fused", q)
+    assert row_p["loss"] == pytest.approx(row_f["loss"], rel=1e-6)
+    assert row_p["grad_norm"] == 0.0 or row_p["grad_norm"] == pytest.approx(row_f["grad_norm"], rel=1e-5)
+    for (name, p), f, b in zip(plain.named_parameters(), fused.parameters(), base.parameters()):
+        torch.testing.assert_close(p, f, rtol=0, atol=1e-7, msg=name)
+        assert not torch.equal(p, b), f"{name} did not move"
+    assert set(opt_f.steps) == {1} and all(p.grad is None for p in fused.parameters())
+
+
+def test_fused_rl_step_takes_one_step_per_micro_batch(tok):
+    # 2 scenarios x G=4 = 8 rollouts in micro-batches of 3 -> 3 steps, each a finite PPO mini-batch
+    q = _rl_question()
+    model = sample.tiny_model(tok, seed=0)
+    model.activation_checkpointing_enable({"use_reentrant": False})
+    opt, row = _rl_step(model, tok, "bf16-fused", q, G=4, rl_micro=3, rollout_batch=3)
+    assert set(opt.steps) == {3}
+    assert row["skipped_micro"] == 0 and all(torch.isfinite(torch.tensor(row[k])) for k in ("loss", "kl"))
+    assert row["grad_norm"] > 0
+
+
+def test_train_runs_end_to_end_with_every_memory_saving(tmp_path):
+    import json
+    import train
+    out = tmp_path / "run"
+    train.main(["--student", "tiny", "--train-n", "4", "--eval-n", "2", "--eval-max-new-tokens", "4",
+                "--sft-batch", "4", "--sft-micro", "2", "--rl-steps", "1", "--rl-questions", "1", "--G", "2",
+                "--k", "2", "--max-new-tokens", "4", "--rl-micro", "2", "--rollout-batch", "2",
+                "--optimizer", "bf16-fused", "--grad-checkpointing", "--no-zero-shot", "--out", str(out)])
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    rl = [r for r in rows if r["stage"] == "rl"]
+    assert len(rl) == 1 and rl[0]["grad_norm"] > 0 and rl[0]["skipped_micro"] == 0
+    assert (out / "rl" / "final").is_dir()
