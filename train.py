@@ -55,7 +55,7 @@ import sample
 
 STUDENT = "smollm2-135m"
 DATASET = "synth"
-TRAIN_N = 240            # training questions (synthetic world)
+TRAIN_N = 160            # training questions (synthetic world; 240 made SFT alone 15 min here)
 EVAL_N = 40              # questions per evaluation split
 EVAL_MAX_NEW_TOKENS = 128
 # stage 1: EI
@@ -336,9 +336,28 @@ def sft_examples(args, train, dei):
     return pairs
 
 
+def length_grouped_batches(lengths, batch_size, seed, window=8):
+    """One epoch of batches: shuffle, sort each window of `window` batches by length, cut, then
+    shuffle the batches. Each example once; rows of a batch have similar lengths, so less of the
+    compute goes to padding (about 20% less on the default SFT set), and no batch is sorted.
+
+    Tiny example: lengths [5, 50, 6, 49], batch_size 2 -> [[1, 3], [0, 2]] or [[0, 2], [1, 3]]
+    (never a 5 padded up to 50)."""
+    rng = random.Random(seed)
+    order = rng.sample(range(len(lengths)), len(lengths))
+    span = batch_size * window
+    batches = []
+    for s in range(0, len(order), span):
+        chunk = sorted(order[s:s + span], key=lambda j: lengths[j])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
 def sft_stage(args, run, model, tok, train, dei, device):
     turns = sft_examples(args, train, dei)
     tf = [sample.teacher_forced(tok, t) for t in turns]
+    lengths = [len(ids) for ids, _ in tf]
     steps_per_epoch = (len(tf) + args.sft_batch - 1) // args.sft_batch
     total = steps_per_epoch * args.sft_epochs
     opt = make_optimizer(model, args.sft_lr, args.optimizer)
@@ -347,8 +366,8 @@ def sft_stage(args, run, model, tok, train, dei, device):
     bar = tqdm(range(start, total), desc="SFT", initial=start, total=total)
     for step in bar:
         epoch, i = divmod(step, steps_per_epoch)
-        order = random.Random(args.seed * 1000 + epoch).sample(range(len(tf)), len(tf))  # same order on resume
-        rows = [tf[j] for j in order[i * args.sft_batch:(i + 1) * args.sft_batch]]
+        batches = length_grouped_batches(lengths, args.sft_batch, args.seed * 1000 + epoch)  # same on resume
+        rows = [tf[j] for j in batches[i]]
         lr = exgrpo.cosine_lr(step, total, args.sft_lr, args.sft_warmup)
         for group in opt.param_groups:
             group["lr"] = lr

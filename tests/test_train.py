@@ -106,3 +106,17 @@ def test_dataset_with_zero_usable_rows(tmp_path):
         train.main(["--student", "tiny", "--dataset", "strategyqa", "--data-dir", str(tmp_path / "data"),
                     "--out", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()
+
+
+def test_length_grouped_batches_cover_each_example_once_with_less_padding():
+    import random
+    assert sorted(map(sorted, train.length_grouped_batches([5, 50, 6, 49], 2, seed=0))) == [[0, 2], [1, 3]]
+    lengths = [random.Random(i).randint(10, 300) for i in range(200)]
+    batches = train.length_grouped_batches(lengths, 8, seed=3)
+    assert sorted(j for b in batches for j in b) == list(range(200))          # each example once
+    assert batches == train.length_grouped_batches(lengths, 8, seed=3)        # same on resume
+    assert batches != train.length_grouped_batches(lengths, 8, seed=4)        # a new order each epoch
+    padded = sum(len(b) * max(lengths[j] for j in b) for b in batches)
+    order = random.Random(3).sample(range(200), 200)
+    padded_random = sum(8 * max(lengths[j] for j in order[i:i + 8]) for i in range(0, 200, 8))
+    assert padded < 0.85 * padded_random
