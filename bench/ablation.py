@@ -4,6 +4,8 @@ The paper's ablation on the synthetic world: five variants x several seeds, one 
     python bench/ablation.py                                   # 3 seeds, the default CPU preset
     python bench/ablation.py --seeds 0 --extra "--rl-steps 20"  # one seed, longer RL
     python bench/ablation.py --table-only                      # re-print the table from disk
+    python bench/ablation.py --sft-run runs/ablation-sft \      # one warm-up shared by every seed
+        --extra "--student small --rl-steps 16"
 
 Variants (each a train.py flag, DESIGN.md section 1):
     SFT only               --no-rl
@@ -13,7 +15,9 @@ Variants (each a train.py flag, DESIGN.md section 1):
     RL from cold start     --no-sft
 
 The four warm-started variants of a seed share that seed's SFT checkpoint (--sft-from),
-so the only difference between them is the RL stage. Each run is a subprocess with its
+so the only difference between them is the RL stage. With --sft-run RUN, every seed starts
+from that one finished train.py run's warm-up instead (the seed then varies the RL stage
+only, and "SFT only" is that run's single evaluation). Each run is a subprocess with its
 own run folder under --out; a finished run is skipped, so a killed ablation resumes.
 Writes <out>/ablation.md and <out>/ablation.json: mean +- std over seeds of the accuracy on
 test_id and test_ood, and the mean standard error of a single run's accuracy.
@@ -67,12 +71,12 @@ def accuracies(path):
     return {s: (stage[s], cfg["eval_n"]) for s in SPLITS}
 
 
-def table(out, seeds):
+def table(out, seeds, sft_run=None):
     rows, lines = {}, []
     for name in VARIANTS:
         per_split = {s: [] for s in SPLITS}
-        for seed in seeds:
-            path = run_dir(out, seed, name)
+        for seed in ([None] if sft_run and name == "SFT only" else seeds):
+            path = Path(sft_run) if seed is None else run_dir(out, seed, name)
             if (path / "results.json").exists():
                 for s, (acc, n) in accuracies(path).items():
                     per_split[s].append((acc, n))
@@ -104,6 +108,8 @@ def main():
     ap.add_argument("--extra", default="", help="more train.py flags for every run, e.g. '--rl-steps 20'")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--sft-run", default=None, metavar="RUN",
+                    help="a finished train.py run (--no-rl) whose warm-up every seed shares")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     chosen = [v.strip() for v in args.variants.split(",")]
@@ -111,6 +117,8 @@ def main():
     if unknown:
         sys.exit(f"error: unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     extra = shlex.split(args.extra)
+    if args.sft_run and not (Path(args.sft_run) / "sft" / "final").is_dir():
+        sys.exit(f"error: --sft-run {args.sft_run} holds no sft/final checkpoint (run train.py --no-rl first)")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     log = Path(args.out) / "ablation.log"
     t0 = time.time()
@@ -119,14 +127,18 @@ def main():
             sft = None
             for name in chosen:
                 flags = list(VARIANTS[name])
-                if name != "SFT only" and "--no-sft" not in flags:
+                if args.sft_run and name == "SFT only":
+                    continue   # its row is the shared run's evaluation
+                if args.sft_run and "--no-sft" not in flags:
+                    flags += ["--sft-from", str(Path(args.sft_run) / "sft" / "final"), "--no-zero-shot"]
+                elif name != "SFT only" and "--no-sft" not in flags:
                     # the shared warm-up: the SFT-only run of this seed
                     sft = launch(args.out, seed, "SFT only", VARIANTS["SFT only"], extra, log)
                     flags += ["--sft-from", str(sft / "sft" / "final"), "--no-zero-shot"]
                 elif name != "SFT only":
                     flags += ["--no-zero-shot"]
                 launch(args.out, seed, name, flags, extra, log)
-    print(table(args.out, seeds))
+    print(table(args.out, seeds, args.sft_run))
     print(f"wall time {time.time() - t0:.0f}s; runs under {args.out}/")
 
 

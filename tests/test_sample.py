@@ -180,3 +180,14 @@ def test_turn_glue_appends_a_user_turn(tok):
     answer = tok("A1", add_special_tokens=False)["input_ids"] + [2]
     full = chat_ids(tok, msgs + [{"role": "user", "content": "Q2"}])
     assert first + answer + glue == full
+
+
+@pytest.mark.parametrize("alias, layers, width", [("tiny", 2, 64), ("small", 4, 256)])
+def test_random_students_are_seeded_llamas_with_the_tokenizers_vocabulary(alias, layers, width):
+    a, tok = sample.load_student(alias, "fp32", "cpu", seed=1)
+    b, _ = sample.load_student(alias, "fp32", "cpu", seed=1)
+    c, _ = sample.load_student(alias, "fp32", "cpu", seed=2)
+    assert (a.config.num_hidden_layers, a.config.hidden_size) == (layers, width)
+    assert a.config.vocab_size == len(tok) and a.config.tie_word_embeddings
+    w = "model.layers.0.mlp.up_proj.weight"
+    assert torch.equal(a.state_dict()[w], b.state_dict()[w]) and not torch.equal(a.state_dict()[w], c.state_dict()[w])
