@@ -199,7 +199,7 @@ class MasterWeightAdamW:
 
     def state_dict(self):
         return {"opt": self.opt.state_dict(),
-                "master": [m.detach().clone() if m is not p else None
+                "master": [m.detach().to("cpu", copy=True) if m is not p else None
                            for p, m in zip(self.params, self.master)]}
 
     def load_state_dict(self, state):
@@ -361,7 +361,9 @@ class BF16AdamW:
 
     def state_dict(self):
         return {"param_groups": [dict(g) for g in self.param_groups], "steps": list(self.steps),
-                "m": [x.detach().clone() for x in self.m], "v": [x.detach().clone() for x in self.v],
+                # on the CPU: a 7B model's moments are 34 GB that the GPU does not have twice
+                "m": [x.detach().to("cpu", copy=True) for x in self.m],
+                "v": [x.detach().to("cpu", copy=True) for x in self.v],
                 "seed": self.seed}
 
     def load_state_dict(self, state):

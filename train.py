@@ -24,7 +24,10 @@ What happens (DESIGN.md section 1):
 
 Design decisions and simplifications, stated once:
   - one optimizer step per rollout batch, so pi_old = pi_theta.detach() and the PPO ratio is
-    1 at the update (the clip only matters with --ppo-epochs > 1);
+    1 at the update (the clip only matters with --ppo-epochs > 1). Exception: --optimizer
+    bf16-fused steps inside every backward, so each micro-batch is its own step (pi_old = the
+    rollout policy, computed up front; the auxiliary loss rides on the first micro-batch's step;
+    no global grad clipping). Use --rl-micro >= rollouts per step to keep one step per batch;
   - the auxiliary SFT loss uses one teacher-forced dialogue per question: the same k probes
     as Scenario A, each followed by the teacher's answer (ours: the paper says "given the
     probe and the dialogue so far", and we use the teacher's dialogue, not the student's);
@@ -382,7 +385,8 @@ def sft_stage(args, run, model, tok, train, dei, device):
             n_norm = int(batch.loss_mask[sl].sum()) if getattr(opt, "fused", False) else n_tok  # fused: one step each
             loss = exgrpo.aggregate(exgrpo.aux_sft_nll(lp), batch.loss_mask[sl].to(device), "token", num_tokens=n_norm)
             loss.backward()
-            loss_total += loss.item()
+            # fused: each micro-batch was normalized on its own -> weight it by its token share
+            loss_total += loss.item() * (n_norm / max(n_tok, 1))
         gnorm = update(model, opt, args.grad_clip)
         run.log({"stage": "sft", "step": step, "loss": loss_total, "lr": lr, "grad_norm": gnorm,
                  "tokens": n_tok, "step_seconds": round(time.time() - t0, 3)})
@@ -482,8 +486,8 @@ def rl_step(args, model, ref, tok, opt, questions, step, device):
                                                              aux_batch.loss_mask.to(device), 1.0, limit),
                               aux_mask=aux_batch.loss_mask.to(device), aux_weight=args.aux_weight)
             mnorm = norm if not fused else {   # a fused micro-batch is a whole step: its own normalizers
-                "num_tokens": int(mask.sum()), "num_seqs": mask.shape[0], "max_len": int(mask.sum(-1).max()),
-                "aux_tokens": norm.get("aux_tokens")}
+                "num_tokens": int(mask.sum()), "num_seqs": mask.shape[0], "max_len": norm["max_len"],
+                "aux_tokens": norm.get("aux_tokens")}   # (max_len stays global: "constant" stays constant)
             loss, m = exgrpo.exgrpo_loss(lp, old, refl, adv[sl].to(device), mask, args.clip_eps,
                                          args.beta if use_ref else 0.0, args.agg, norm=mnorm, **aux_kw)
             if not exgrpo.is_finite_loss(loss):
@@ -491,11 +495,18 @@ def rl_step(args, model, ref, tok, opt, questions, step, device):
                 continue
             loss.backward()
             share = mask.sum().item() / max(norm["num_tokens"], 1)   # token-weighted means
+            # loss terms already carry the full-batch normalizer, except in fused mode
+            summed = ("aux_nll",) if fused else ("loss", "pg_loss", "aux_nll")
+            if fused and "aux_nll" in m:   # the aux term is the first micro-step's alone: not shared
+                aux_part = args.aux_weight * m["aux_nll"]
+                m["loss"] = (m["loss"] - aux_part) + aux_part / share
             for key, v in m.items():
-                sums[key] = sums.get(key, 0.0) + (v if key in ("loss", "pg_loss", "aux_nll") else v * share)
+                sums[key] = sums.get(key, 0.0) + (v if key in summed else v * share)
             # entropy, estimated by the mean -log p of the sampled tokens
             sums["entropy"] = sums.get("entropy", 0.0) + float(-(lp.detach() * mask).sum()) / max(norm["num_tokens"], 1)
         gnorm = update(model, opt, args.grad_clip)
+        if fused:   # sqrt(sum over the micro-steps) -> the root mean square of one step's norm
+            gnorm /= len(micro) ** 0.5
     turn_lens = [sum(m) for m in roll.student_mask]
     return {"reward": r_base.mean().item(), "reward_with_bonus": r.mean().item(),
             "accuracy": r_base[[i for i, g in enumerate(groups) if g[0] != "partial"]].mean().item(),
@@ -572,7 +583,7 @@ def resume_trainer(run, stage, model, opt):
         run.trim_log(stage, 0)
         return 0
     from transformers import AutoModelForCausalLM
-    state = torch.load(ckpt / "trainer.pt", weights_only=False)
+    state = torch.load(ckpt / "trainer.pt", weights_only=False, map_location="cpu")  # copied onto the device below
     saved = AutoModelForCausalLM.from_pretrained(ckpt, dtype=next(model.parameters()).dtype)
     model.load_state_dict(saved.state_dict())
     opt.load_state_dict(state["optimizer"])
@@ -598,6 +609,17 @@ def eval_all(args, run, stage, model, tok, evals):
     return res
 
 
+def fused_notes(args):
+    """What --optimizer bf16-fused changes, said once at the start (see the module docstring)."""
+    if args.grad_clip:
+        print(f"note: --optimizer bf16-fused steps inside backward and cannot clip the global gradient "
+              f"norm; --grad-clip {args.grad_clip} is not applied (the norm is logged)")
+    rollouts = args.rl_questions * args.G * (1 if args.no_probes else 2)
+    if args.rl_micro < rollouts and not args.no_rl:
+        print(f"note: --optimizer bf16-fused: each of the {-(-rollouts // args.rl_micro)} micro-batches of "
+              f"a rollout batch ({rollouts} rollouts, --rl-micro {args.rl_micro}) is its own optimizer step")
+
+
 def main(argv=None):
     args, path = resolve_run(get_args(argv))
     torch.manual_seed(args.seed)
@@ -608,6 +630,8 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     if args.grad_checkpointing:   # training only: generation runs in eval() and keeps its KV cache
         model.activation_checkpointing_enable({"use_reentrant": False})
+    if args.optimizer == "bf16-fused":
+        fused_notes(args)
     run = open_run(args, path)
     device = next(model.parameters()).device
     print(f"run folder {run.path}; student {args.student} on {device}; {len(train)} training questions")

@@ -63,11 +63,11 @@ def launch(out, seed, name, flags, extra, log):
     return path
 
 
-def accuracies(path):
-    """{split: (accuracy, n)} of the last evaluated stage of a finished run."""
+def accuracies(path, stage=None):
+    """{split: (accuracy, n)} of `stage`, or of the last evaluated stage, of a finished run."""
     state = json.loads((path / "state.json").read_text())["done"]
     cfg = json.loads((path / "config.json").read_text())
-    stage = state.get("eval_rl") or state.get("eval_sft")
+    stage = state[stage] if stage else (state.get("eval_rl") or state.get("eval_sft"))
     return {s: (stage[s], cfg["eval_n"]) for s in SPLITS}
 
 
@@ -78,7 +78,7 @@ def table(out, seeds, sft_run=None):
         for seed in ([None] if sft_run and name == "SFT only" else seeds):
             path = Path(sft_run) if seed is None else run_dir(out, seed, name)
             if (path / "results.json").exists():
-                for s, (acc, n) in accuracies(path).items():
+                for s, (acc, n) in accuracies(path, "eval_sft" if name == "SFT only" else None).items():
                     per_split[s].append((acc, n))
         if not per_split[SPLITS[0]]:
             continue
@@ -93,7 +93,8 @@ def table(out, seeds, sft_run=None):
     head = "| variant | seeds | test_id (%) | test_ood (%) |\n|---|---|---|---|\n"
     body = "".join(
         f"| {name} | {r['test_id']['seeds']} | " + " | ".join(
-            f"{100 * r[s]['mean']:.1f} ± {100 * r[s]['std']:.1f} (se {100 * r[s]['stderr']:.1f})" for s in SPLITS) + " |\n"
+            f"{100 * r[s]['mean']:.1f} ± " + (f"{100 * r[s]['std']:.1f}" if r[s]["seeds"] > 1 else "–") +
+            f" (se {100 * r[s]['stderr']:.1f})" for s in SPLITS) + " |\n"
         for name, r in rows.items())
     text = head + body + "\nmean ± std over seeds; se = mean standard error of one run's accuracy.\n"
     (Path(out) / "ablation.md").write_text(text)

@@ -219,20 +219,27 @@ def test_fused_rl_step_equals_the_plain_rl_step(tok):
     opt_p, row_p = _rl_step(plain, tok, "bf16", q)
     opt_f, row_f = _rl_step(fused, tok, "bf16-fused", q)
     assert row_p["loss"] == pytest.approx(row_f["loss"], rel=1e-6)
-    assert row_p["grad_norm"] == 0.0 or row_p["grad_norm"] == pytest.approx(row_f["grad_norm"], rel=1e-5)
+    assert opt_p.grad_norm() == pytest.approx(row_f["grad_norm"], rel=1e-5) and row_f["grad_norm"] > 0
     for (name, p), f, b in zip(plain.named_parameters(), fused.parameters(), base.parameters()):
         torch.testing.assert_close(p, f, rtol=0, atol=1e-7, msg=name)
         assert not torch.equal(p, b), f"{name} did not move"
     assert set(opt_f.steps) == {1} and all(p.grad is None for p in fused.parameters())
 
 
-def test_fused_rl_step_takes_one_step_per_micro_batch(tok):
+def test_fused_rl_step_takes_one_step_per_micro_batch(tok, monkeypatch):
     # 2 scenarios x G=4 = 8 rollouts in micro-batches of 3 -> 3 steps, each a finite PPO mini-batch
+    # whose pi_old is the rollout policy: after the first step, pi_theta != pi_old
     q = _rl_question()
     model = sample.tiny_model(tok, seed=0)
     model.activation_checkpointing_enable({"use_reentrant": False})
+    seen, loss_fn = [], exgrpo.exgrpo_loss
+    monkeypatch.setattr(exgrpo, "exgrpo_loss", lambda lp, old, *a, **k: seen.append(
+        (lp.detach().clone(), old.clone(), a[2].clone())) or loss_fn(lp, old, *a, **k))
     opt, row = _rl_step(model, tok, "bf16-fused", q, G=4, rl_micro=3, rollout_batch=3)
-    assert set(opt.steps) == {3}
+    assert set(opt.steps) == {3} and len(seen) == 3
+    torch.testing.assert_close(seen[0][0], seen[0][1], rtol=0, atol=1e-6)   # step 0: ratio 1
+    for lp, old, mask in seen[1:]:                                           # later: ratio != 1
+        assert (lp - old)[mask.bool()].abs().max() > 1e-6
     assert row["skipped_micro"] == 0 and all(torch.isfinite(torch.tensor(row[k])) for k in ("loss", "kl"))
     assert row["grad_norm"] > 0
 
