@@ -35,20 +35,26 @@ AGG_MODES = ("token", "sequence", "constant")
 # -----------------------------------------------------------------------------
 # advantages
 
-def group_advantages(rewards, eps=ADV_EPS):
+def group_advantages(rewards, eps=ADV_EPS, scale=True):
     """A_i = (r_i - mean(r_group)) / (std(r_group) + eps), and exactly 0 for a group whose
     rewards are all equal (P2: the rounded mean would otherwise leak tiny fake advantages).
+    scale=False leaves out the division (Dr. GRPO): A_i = r_i - mean(r_group).
 
     rewards: (num_groups, G) -> (num_groups, G).
     Example: [[1, 0, 0, 1]] -> mean 0.5, std 0.5774 -> [[0.8659, -0.8659, -0.8659, 0.8659]]
-             [[0.3, 0.3, 0.3]] -> [[0, 0, 0]]"""
+             [[1, 0, 0, 1]], scale=False -> [[0.5, -0.5, -0.5, 0.5]]
+             [[0.3, 0.3, 0.3]] -> [[0, 0, 0]]
+    Note: dividing by the std makes A invariant to r -> c * r. With binary rewards the DSU
+    bonus (+delta on every correct rollout of a full-dialogue group) is exactly such a
+    rescaling, [1, 0, 0, 1] -> [1.5, 0, 0, 1.5], so under scale=True it changes nothing;
+    with scale=False the correct rollouts' advantage grows from 0.5 to 0.75."""
     rewards = rewards.float()
     if rewards.dim() != 2:
         raise ValueError(f"rewards must be (num_groups, G), got shape {tuple(rewards.shape)}")
     G = rewards.shape[1]
     mean = rewards.mean(dim=1, keepdim=True)
     std = rewards.std(dim=1, keepdim=True, correction=1) if G > 1 else torch.zeros_like(mean)
-    adv = (rewards - mean) / (std + eps)
+    adv = (rewards - mean) / (std + eps) if scale else rewards - mean
     constant = (rewards == rewards[:, :1]).all(dim=1, keepdim=True)
     return torch.where(constant, torch.zeros_like(adv), adv)
 

@@ -83,6 +83,7 @@ BETA = exgrpo.BETA       # KL weight 0.04
 CLIP_EPS = exgrpo.CLIP_EPS
 AUX_WEIGHT = exgrpo.AUX_WEIGHT
 AGG = "token"
+ADV_NORM = "std"         # (r - mean) / std per group; "none" = r - mean (see --adv-norm)
 RL_LR = 1e-5
 RL_MICRO = 4              # rollouts per forward/backward (activation memory)
 RL_MAX_NEW_TOKENS = 80   # per student turn
@@ -166,6 +167,9 @@ def get_args(argv=None):
     g.add_argument("--clip-eps", type=float, default=CLIP_EPS)
     g.add_argument("--aux-weight", type=float, default=AUX_WEIGHT)
     g.add_argument("--agg", default=AGG, choices=exgrpo.AGG_MODES)
+    g.add_argument("--adv-norm", default=ADV_NORM, choices=["std", "none"],
+                   help="std: (r - mean) / std per group (DESIGN.md); none: r - mean (Dr. GRPO). With binary "
+                        "rewards the std division cancels the DSU bonus exactly; 'none' keeps it")
     g.add_argument("--rl-lr", type=float, default=RL_LR)
     g.add_argument("--rl-micro", type=int, default=RL_MICRO)
     g.add_argument("--max-new-tokens", type=int, default=RL_MAX_NEW_TOKENS, help="per student turn")
@@ -450,7 +454,9 @@ def rl_step(args, model, ref, tok, opt, questions, step, device):
             fired.append(float(bonus.abs().sum() > 0))
             p_full.append(r_base[gi].mean().item())
             p_part.append(r_base[gi + 1].mean().item())
-    adv = exgrpo.group_advantages(r).flatten()           # one group per scenario per question
+    # one group per scenario per question; --adv-norm none keeps the DSU bonus visible (see
+    # exgrpo.group_advantages: dividing by the std undoes a bonus on binary rewards)
+    adv = exgrpo.group_advantages(r, scale=args.adv_norm == "std").flatten()
     # --- the batch: every student token of every turn is in the loss mask
     batch = sample.pack([[]] * len(roll.ids), roll.ids, tok.pad_token_id, roll.student_mask)
     norm = {"num_tokens": int(batch.loss_mask.sum()), "num_seqs": len(roll.ids),

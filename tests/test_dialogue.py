@@ -73,7 +73,7 @@ def test_aux_mask_covers_exactly_the_teachers_answers(tok):
 def _args(**kw):
     a = dict(no_probes=False, no_dsu=False, no_aux=False, k=2, k_partial=None, G=2, delta=0.5, nu=1.0,
              beta=0.04, clip_eps=0.2, aux_weight=0.1, agg="token", rl_micro=3, max_new_tokens=6,
-             temperature=1.0, ppo_epochs=1, grad_clip=1.0, seed=0, rollout_batch=0)
+             temperature=1.0, ppo_epochs=1, grad_clip=1.0, seed=0, rollout_batch=0, adv_norm="std")
     a.update(kw)
     return argparse.Namespace(**a)
 

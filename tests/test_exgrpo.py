@@ -173,3 +173,21 @@ def test_cosine_lr_schedule():
     assert exgrpo.cosine_lr(0, 100, 1.0, warmup=10) == pytest.approx(0.1)
     assert exgrpo.cosine_lr(10, 100, 1.0, warmup=10) == pytest.approx(1.0)
     assert exgrpo.cosine_lr(100, 100, 1.0, warmup=10) == pytest.approx(0.1)
+
+
+def test_advantages_without_std_scaling_by_hand():
+    adv = exgrpo.group_advantages(torch.tensor([[1.0, 0.0, 0.0, 1.0], [2.0, 2.0, 2.0, 2.0]]), scale=False)
+    assert torch.equal(adv, torch.tensor([[0.5, -0.5, -0.5, 0.5], [0.0, 0.0, 0.0, 0.0]]))
+
+
+def test_std_scaling_cancels_the_dsu_bonus_on_binary_rewards():
+    # a full-dialogue group [1, 0, 0, 1] that beats its partial group [0, 0, 0, 1]: DSU fires
+    import rewards
+    full, partial = [1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0]
+    bonus = rewards.dsu_bonus(full, partial, delta=0.5, nu=1.0)
+    assert bonus == [0.5, 0.0, 0.0, 0.5]
+    r, r_dsu = torch.tensor([full]), torch.tensor([full]) + torch.tensor([bonus])
+    # std-normalized: [1.5, 0, 0, 1.5] is 1.5 x [1, 0, 0, 1], and A is scale-free -> same advantages
+    torch.testing.assert_close(exgrpo.group_advantages(r_dsu), exgrpo.group_advantages(r), rtol=1e-3, atol=1e-4)
+    # r - mean: the bonus raises the correct rollouts' advantage from 0.5 to 0.75
+    assert torch.equal(exgrpo.group_advantages(r_dsu, scale=False), torch.tensor([[0.75, -0.75, -0.75, 0.75]]))
