@@ -185,20 +185,14 @@ def test_memory_model_parameter_counts_match_transformers(name):
 # the wiring in train.py: --optimizer bf16-fused, --grad-checkpointing, --rollout-batch
 
 
-def _rl_args(**kw):
-    import argparse
-    a = dict(no_probes=False, no_dsu=False, no_aux=False, k=2, k_partial=None, G=2, delta=0.5, nu=1.0,
-             beta=0.04, clip_eps=0.2, aux_weight=0.1, agg="token", rl_micro=64, max_new_tokens=6,
-             temperature=1.0, ppo_epochs=1, grad_clip=0.0, seed=0, rollout_batch=0, adv_norm="std")
-    a.update(kw)
-    return argparse.Namespace(**a)
+def _rl_args(**kw):   # test_dialogue's hand-built RL args, with one micro-batch and no clipping
+    from test_dialogue import _args
+    return _args(**{"rl_micro": 64, "grad_clip": 0.0, **kw})
 
 
 def _rl_question():
-    import probes
-    from data import synth
-    dei, _ = probes.build_dei(synth.generate("train", 1, seed=5), "oracle", progress=False)
-    return dei[0]
+    from test_dialogue import _dei_question
+    return _dei_question()
 
 
 def _rl_step(model, tok, kind, q, **kw):
