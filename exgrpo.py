@@ -32,6 +32,25 @@ AUX_WEIGHT = 0.1      # lambda, weight of the auxiliary SFT loss on teacher prob
 KL_LOG_RATIO_CLAMP = 10.0  # |log pi_ref - log pi_theta| clamp, keeps exp() finite (P6)
 AGG_MODES = ("token", "sequence", "constant")
 
+def dsu_bonus(r_full, r_partial, delta=0.5, nu=1.0):
+    """Per-rollout bonus for the full-dialogue (Scenario A) rollouts of one question:
+
+        P_full = mean(r_full),  P_partial = mean(r_partial)
+        if P_full > nu * P_partial:  bonus_i = delta for every correct Scenario A rollout i
+        else:                        bonus_i = 0
+
+    Example: r_full = [1, 1, 0, 1], r_partial = [1, 0, 0, 0], delta 0.5, nu 1
+        P_full 0.75 > 0.25 -> [0.5, 0.5, 0, 0.5]"""
+    if not len(r_full) or not len(r_partial):
+        raise ValueError("dsu_bonus needs the rewards of both scenarios")
+    if nu < 1:
+        raise ValueError(f"nu must be >= 1 (a margin, not a discount), got {nu}")
+    p_full = sum(float(x) for x in r_full) / len(r_full)
+    p_partial = sum(float(x) for x in r_partial) / len(r_partial)
+    if p_full > nu * p_partial:
+        return [delta if float(x) > 0 else 0.0 for x in r_full]
+    return [0.0] * len(r_full)
+
 # -----------------------------------------------------------------------------
 # advantages
 

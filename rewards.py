@@ -317,31 +317,6 @@ def reward(text: str, gold: str, answer_type: str, question: str | None = None) 
 
 
 
-# -----------------------------------------------------------------------------
-# the Dialogue Structure Utility bonus (ExGRPO, stage 3)
-
-def dsu_bonus(r_full, r_partial, delta=0.5, nu=1.0):
-    """Per-rollout bonus for the full-dialogue (Scenario A) rollouts of one question:
-
-        P_full = mean(r_full),  P_partial = mean(r_partial)
-        if P_full > nu * P_partial:  bonus_i = delta for every correct Scenario A rollout i
-        else:                        bonus_i = 0
-
-    It rewards questions whose full probe dialogue helps more than a partial one; an
-    outcome-level, group-level comparison (not a likelihood term). r_full, r_partial: the
-    R_base values (0/1) of the G rollouts of each scenario.
-    Example: r_full = [1, 1, 0, 1], r_partial = [1, 0, 0, 0], delta 0.5, nu 1
-        P_full 0.75 > 0.25 -> [0.5, 0.5, 0, 0.5]"""
-    if not len(r_full) or not len(r_partial):
-        raise ValueError("dsu_bonus needs the rewards of both scenarios")
-    if nu < 1:
-        raise ValueError(f"nu must be >= 1 (a margin, not a discount), got {nu}")
-    p_full = sum(float(x) for x in r_full) / len(r_full)
-    p_partial = sum(float(x) for x in r_partial) / len(r_partial)
-    if p_full > nu * p_partial:
-        return [delta if float(x) > 0 else 0.0 for x in r_full]
-    return [0.0] * len(r_full)
-
 if __name__ == "__main__":
     out, gold, kind = sys.argv[1:4]
     q = sys.argv[4] if len(sys.argv) > 4 else None

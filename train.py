@@ -449,7 +449,7 @@ def rl_step(args, model, ref, tok, opt, questions, step, device):
     for gi, (kind, q) in enumerate(groups):
         if kind == "full":   # groups[gi + 1] is the same question's Scenario B
             bonus = torch.zeros(args.G) if args.no_dsu else torch.tensor(
-                rewards.dsu_bonus(r_base[gi].tolist(), r_base[gi + 1].tolist(), args.delta, args.nu))
+                exgrpo.dsu_bonus(r_base[gi].tolist(), r_base[gi + 1].tolist(), args.delta, args.nu))
             r[gi] += bonus
             fired.append(float(bonus.abs().sum() > 0))
             p_full.append(r_base[gi].mean().item())

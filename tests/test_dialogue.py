@@ -15,7 +15,7 @@ from data import synth
 
 def test_dsu_fires_only_for_correct_full_rollouts():
     # P_full = 0.75 > 1.0 * P_partial = 0.25 -> +delta on the three correct A rollouts
-    assert rewards.dsu_bonus([1, 1, 0, 1], [1, 0, 0, 0], delta=0.5, nu=1.0) == [0.5, 0.5, 0.0, 0.5]
+    assert exgrpo.dsu_bonus([1, 1, 0, 1], [1, 0, 0, 0], delta=0.5, nu=1.0) == [0.5, 0.5, 0.0, 0.5]
 
 
 @pytest.mark.parametrize("full, partial, nu, fires", [
@@ -26,15 +26,15 @@ def test_dsu_fires_only_for_correct_full_rollouts():
     ([1, 0, 0, 0], [0, 0, 0, 0], 1.0, True),    # 0.25 > 0
 ])
 def test_dsu_condition_and_margin(full, partial, nu, fires):
-    bonus = rewards.dsu_bonus(full, partial, delta=0.3, nu=nu)
+    bonus = exgrpo.dsu_bonus(full, partial, delta=0.3, nu=nu)
     assert bonus == ([0.3 if f else 0.0 for f in full] if fires else [0.0] * len(full))
 
 
 def test_dsu_rejects_bad_input():
     with pytest.raises(ValueError):
-        rewards.dsu_bonus([], [1])
+        exgrpo.dsu_bonus([], [1])
     with pytest.raises(ValueError, match="nu"):
-        rewards.dsu_bonus([1], [0], nu=0.5)
+        exgrpo.dsu_bonus([1], [0], nu=0.5)
 
 
 # --- masks ------------------------------------------------------------------------

@@ -184,7 +184,7 @@ def test_std_scaling_cancels_the_dsu_bonus_on_binary_rewards():
     # a full-dialogue group [1, 0, 0, 1] that beats its partial group [0, 0, 0, 1]: DSU fires
     import rewards
     full, partial = [1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0]
-    bonus = rewards.dsu_bonus(full, partial, delta=0.5, nu=1.0)
+    bonus = exgrpo.dsu_bonus(full, partial, delta=0.5, nu=1.0)
     assert bonus == [0.5, 0.0, 0.0, 0.5]
     r, r_dsu = torch.tensor([full]), torch.tensor([full]) + torch.tensor([bonus])
     # std-normalized: [1.5, 0, 0, 1.5] is 1.5 x [1, 0, 0, 1], and A is scale-free -> same advantages
