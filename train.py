@@ -50,6 +50,7 @@ from tqdm import tqdm
 import data
 import evaluate
 import exgrpo
+import optim
 import rewards
 import sample
 
@@ -367,7 +368,7 @@ def sft_stage(args, run, model, tok, train, dei, device):
     lengths = [len(ids) for ids, _ in tf]
     steps_per_epoch = (len(tf) + args.sft_batch - 1) // args.sft_batch
     total = steps_per_epoch * args.sft_epochs
-    opt = make_optimizer(model, args.sft_lr, args.optimizer)
+    opt = optim.make_optimizer(model, args.sft_lr, args.optimizer)
     start = resume_trainer(run, "sft", model, opt)
     model.train()
     bar = tqdm(range(start, total), desc="SFT", initial=start, total=total)
@@ -375,7 +376,7 @@ def sft_stage(args, run, model, tok, train, dei, device):
         epoch, i = divmod(step, steps_per_epoch)
         batches = length_grouped_batches(lengths, args.sft_batch, args.seed * 1000 + epoch)  # same on resume
         rows = [tf[j] for j in batches[i]]
-        lr = exgrpo.cosine_lr(step, total, args.sft_lr, args.sft_warmup)
+        lr = optim.cosine_lr(step, total, args.sft_lr, args.sft_warmup)
         for group in opt.param_groups:
             group["lr"] = lr
         t0 = time.time()
@@ -391,7 +392,7 @@ def sft_stage(args, run, model, tok, train, dei, device):
             loss.backward()
             # fused: each micro-batch was normalized on its own -> weight it by its token share
             loss_total += loss.item() * (n_norm / max(n_tok, 1))
-        gnorm = update(model, opt, args.grad_clip)
+        gnorm = optim.finish_step(opt, model.parameters(), args.grad_clip)
         run.log({"stage": "sft", "step": step, "loss": loss_total, "lr": lr, "grad_norm": gnorm,
                  "tokens": n_tok, "step_seconds": round(time.time() - t0, 3)})
         bar.set_postfix(loss=f"{loss_total:.3f}")
@@ -510,7 +511,7 @@ def rl_step(args, model, ref, tok, opt, questions, step, device):
                 sums[key] = sums.get(key, 0.0) + (v if key in summed else v * share)
             # entropy, estimated by the mean -log p of the sampled tokens
             sums["entropy"] = sums.get("entropy", 0.0) + float(-(lp.detach() * mask).sum()) / max(norm["num_tokens"], 1)
-        gnorm = update(model, opt, args.grad_clip)
+        gnorm = optim.finish_step(opt, model.parameters(), args.grad_clip)
         if fused:   # sqrt(sum over the micro-steps) -> the root mean square of one step's norm
             gnorm /= len(micro) ** 0.5
     turn_lens = [sum(m) for m in roll.student_mask]
@@ -526,7 +527,7 @@ def rl_step(args, model, ref, tok, opt, questions, step, device):
 
 
 def rl_stage(args, run, model, ref, tok, pool, device):
-    opt = make_optimizer(model, args.rl_lr, args.optimizer)
+    opt = optim.make_optimizer(model, args.rl_lr, args.optimizer)
     start = resume_trainer(run, "rl", model, opt)
     bar = tqdm(range(start, args.rl_steps), desc="GRPO" if args.no_probes else "ExGRPO",
                initial=start, total=args.rl_steps)
@@ -542,24 +543,6 @@ def rl_stage(args, run, model, ref, tok, pool, device):
 
 # -----------------------------------------------------------------------------
 # optimizer, checkpoints
-
-
-def make_optimizer(model, lr, kind="master"):
-    """AdamW that moves bf16 weights at lr 1e-6 (P10): fp32 master weights, or bf16 weights and
-    states with stochastic rounding (exgrpo.BF16AdamW), optionally fused into backward."""
-    if kind == "master":
-        return exgrpo.MasterWeightAdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    return exgrpo.BF16AdamW(model.parameters(), lr=lr, weight_decay=0.0, fused=kind == "bf16-fused")
-
-
-def update(model, opt, grad_clip):
-    if getattr(opt, "fused", False):   # the step already ran inside backward(); no global clip possible
-        return opt.grad_norm()
-    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip).item() if grad_clip else 0.0
-    if torch.isfinite(torch.tensor(gnorm)):
-        opt.step()
-    opt.zero_grad()
-    return gnorm
 
 
 _last_save = [time.time()]

@@ -89,7 +89,7 @@ def build_meta_model(name):
 class Setup:
     """One configuration of the training step."""
     dtype_bytes: int = 2          # 2 = bf16 weights (GPU default), 4 = fp32 (CPU default)
-    optimizer: str = "bf16"       # "master": exgrpo.MasterWeightAdamW; "bf16": exgrpo.BF16AdamW
+    optimizer: str = "bf16"       # "master": optim.MasterWeightAdamW; "bf16": optim.BF16AdamW
     fused: bool = True            # optimizer step inside backward (BF16AdamW(fused=True))
     ckpt: bool = True             # gradient checkpointing (activation_checkpointing_enable)
     ref: bool = True              # a frozen reference model (beta > 0)
@@ -256,6 +256,7 @@ def _phase(spec, tok, mini=False):
     mini=True: the same code path on a 2-layer model with a 256-token vocabulary (for the baseline)."""
     import torch
     import exgrpo
+    import optim
     import sample
     name, dtype, opt_name, fused, ckpt, rows, T, prompt, phase = spec
 
@@ -285,8 +286,8 @@ def _phase(spec, tok, mini=False):
     if ckpt:
         model.activation_checkpointing_enable({"use_reentrant": False})
     model.train()
-    opt = (exgrpo.MasterWeightAdamW(model.parameters(), lr=1e-6) if opt_name == "master" else
-           exgrpo.BF16AdamW(model.parameters(), lr=1e-6, fused=fused))
+    opt = (optim.MasterWeightAdamW(model.parameters(), lr=1e-6) if opt_name == "master" else
+           optim.BF16AdamW(model.parameters(), lr=1e-6, fused=fused))
     ids = torch.randint(3, vocab, (rows, T))
     attn = torch.ones_like(ids)
     mask = attn.clone()

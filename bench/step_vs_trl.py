@@ -39,6 +39,7 @@ import torch  # noqa: E402
 import data     # noqa: E402
 import rewards  # noqa: E402
 import sample   # noqa: E402
+import optim    # noqa: E402
 import train    # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -127,7 +128,7 @@ def main():
     model, _ = sample.load_student(folder, dtype="fp32", device="cpu")
     ref, _ = sample.load_student(folder, dtype="fp32", device="cpu")
     ref.eval().requires_grad_(False)
-    opt = train.make_optimizer(model, LR)
+    opt = optim.make_optimizer(model, LR)
     times = {"trl": [], "ours": []}
     ours_gen = []
 

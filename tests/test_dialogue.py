@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import exgrpo
+import optim
 import rewards
 import sample
 import train
@@ -89,7 +90,7 @@ def test_one_exgrpo_step_changes_every_parameter(tiny, tok):
     q = _dei_question()
     ref = sample.tiny_model(tok, seed=0).eval().requires_grad_(False)
     before = {n: p.detach().clone() for n, p in tiny.named_parameters()}
-    opt = train.make_optimizer(tiny, 1e-3)
+    opt = optim.make_optimizer(tiny, 1e-3)
     row = train.rl_step(_args(), tiny, ref, tok, opt, [q], step=0, device="cpu")
     assert all(torch.isfinite(torch.tensor(v)) for v in (row["loss"], row["kl"], row["aux_nll"]))
     assert row["skipped_micro"] == 0 and row["P_full"] is not None

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import exgrpo
+import optim
 from exgrpo import aggregate, clipped_surrogate, group_advantages, kl_k3
 
 
@@ -143,7 +144,7 @@ def test_master_weights_move_bf16_model_at_tiny_lr():  # P10
     pure = torch.nn.Parameter(init.clone().bfloat16())
     ours = torch.nn.Parameter(init.clone().bfloat16())
     opt_pure = torch.optim.AdamW([pure], lr=1e-6, weight_decay=0.0)
-    opt_ours = exgrpo.MasterWeightAdamW([ours], lr=1e-6)
+    opt_ours = optim.MasterWeightAdamW([ours], lr=1e-6)
     for _ in range(100):
         for p, opt in ((pure, opt_pure), (ours, opt_ours)):
             opt.zero_grad()
@@ -159,20 +160,20 @@ def test_master_weights_move_bf16_model_at_tiny_lr():  # P10
 
 def test_master_weights_state_roundtrip():
     p = torch.nn.Parameter(torch.ones(3).bfloat16())
-    opt = exgrpo.MasterWeightAdamW([p], lr=1e-3)
+    opt = optim.MasterWeightAdamW([p], lr=1e-3)
     p.grad = torch.ones_like(p)
     opt.step()
     state = opt.state_dict()
     q = torch.nn.Parameter(torch.ones(3).bfloat16())
-    opt2 = exgrpo.MasterWeightAdamW([q], lr=1e-3)
+    opt2 = optim.MasterWeightAdamW([q], lr=1e-3)
     opt2.load_state_dict(state)
     assert torch.equal(opt2.master[0], opt.master[0]) and torch.equal(q, p)
 
 
 def test_cosine_lr_schedule():
-    assert exgrpo.cosine_lr(0, 100, 1.0, warmup=10) == pytest.approx(0.1)
-    assert exgrpo.cosine_lr(10, 100, 1.0, warmup=10) == pytest.approx(1.0)
-    assert exgrpo.cosine_lr(100, 100, 1.0, warmup=10) == pytest.approx(0.1)
+    assert optim.cosine_lr(0, 100, 1.0, warmup=10) == pytest.approx(0.1)
+    assert optim.cosine_lr(10, 100, 1.0, warmup=10) == pytest.approx(1.0)
+    assert optim.cosine_lr(100, 100, 1.0, warmup=10) == pytest.approx(0.1)
 
 
 def test_advantages_without_std_scaling_by_hand():

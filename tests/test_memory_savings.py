@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import exgrpo
+import optim
 import sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
@@ -49,14 +50,14 @@ def test_stochastic_rounding_is_unbiased_and_lands_on_neighbours():
     # x = 0.020001 lies between the bf16 numbers 163 * 2^-13 = 0.019897 and 164 * 2^-13 = 0.020020
     x = torch.full((200_000,), 0.02 + 1e-6)
     lo, hi = 163 * 2.0 ** -13, 164 * 2.0 ** -13
-    r = exgrpo.stochastic_round_bf16(x, torch.Generator().manual_seed(0))
+    r = optim.stochastic_round_bf16(x, torch.Generator().manual_seed(0))
     assert r.dtype == torch.bfloat16
     assert set(r.float().unique().tolist()) == {lo, hi}
     p_hi = (x[0].item() - lo) / (hi - lo)                              # 0.846: the nearer one, more often
     assert abs((r.float() == hi).float().mean().item() - p_hi) < 0.005
     assert abs(r.float().mean().item() - x[0].item()) < 2e-7          # unbiased (std of the mean ~1e-7)
     assert abs(x.to(torch.bfloat16).float()[0].item() - x[0].item()) > 1e-5   # nearest rounding is off by 1.9e-5
-    neg = exgrpo.stochastic_round_bf16(-x, torch.Generator().manual_seed(0))
+    neg = optim.stochastic_round_bf16(-x, torch.Generator().manual_seed(0))
     assert abs(neg.float().mean().item() + x[0].item()) < 2e-7        # symmetric for negative numbers
 
 
@@ -67,7 +68,7 @@ def test_bf16_weights_move_at_lr_1e6():
     w0 = torch.full((4096,), 0.02, dtype=torch.bfloat16)
     ours = torch.nn.Parameter(w0.clone())
     plain = torch.nn.Parameter(w0.clone())
-    opt = exgrpo.BF16AdamW([ours], lr=1e-6)
+    opt = optim.BF16AdamW([ours], lr=1e-6)
     ref = torch.optim.AdamW([plain], lr=1e-6, weight_decay=0.0)
     for _ in range(200):
         ours.grad = torch.ones_like(ours)
@@ -84,7 +85,7 @@ def test_fp32_parameters_get_exactly_torch_adamw():
     torch.manual_seed(0)
     a = torch.nn.Parameter(torch.randn(50, 30))
     b = torch.nn.Parameter(a.detach().clone())
-    ours = exgrpo.BF16AdamW([a], lr=1e-2, weight_decay=0.1, chunk=256)   # several chunks
+    ours = optim.BF16AdamW([a], lr=1e-2, weight_decay=0.1, chunk=256)   # several chunks
     ref = torch.optim.AdamW([b], lr=1e-2, weight_decay=0.1)
     for _ in range(5):
         g = torch.randn(50, 30)
@@ -113,8 +114,8 @@ def test_fused_step_in_backward_equals_the_plain_step(tok):
     base = _tiny(tok)
     plain, fused = copy.deepcopy(base), copy.deepcopy(base)
     batches = [_batch(seed=s) for s in (1, 2)]
-    n_plain = _two_steps(plain, exgrpo.BF16AdamW(plain.parameters(), lr=1e-3), batches, fused=False)
-    n_fused = _two_steps(fused, exgrpo.BF16AdamW(fused.parameters(), lr=1e-3, fused=True), batches, fused=True)
+    n_plain = _two_steps(plain, optim.BF16AdamW(plain.parameters(), lr=1e-3), batches, fused=False)
+    n_fused = _two_steps(fused, optim.BF16AdamW(fused.parameters(), lr=1e-3, fused=True), batches, fused=True)
     for (name, p), q, b in zip(plain.named_parameters(), fused.parameters(), base.parameters()):
         assert torch.equal(p, q), name                                   # bit-identical updates
         assert not torch.equal(p, b), f"{name} did not move"
@@ -127,33 +128,33 @@ def test_fused_step_with_gradient_checkpointing_matches(tok):
     ckpt.activation_checkpointing_enable({"use_reentrant": False})
     plain.train(), ckpt.train()
     batches = [_batch(seed=3)]
-    _two_steps(plain, exgrpo.BF16AdamW(plain.parameters(), lr=1e-3), batches, fused=False)
-    _two_steps(ckpt, exgrpo.BF16AdamW(ckpt.parameters(), lr=1e-3, fused=True), batches, fused=True)
+    _two_steps(plain, optim.BF16AdamW(plain.parameters(), lr=1e-3), batches, fused=False)
+    _two_steps(ckpt, optim.BF16AdamW(ckpt.parameters(), lr=1e-3, fused=True), batches, fused=True)
     for (name, p), q in zip(plain.named_parameters(), ckpt.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
 
 
 def test_fused_skips_non_finite_gradients():
     p = torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16))
-    opt = exgrpo.BF16AdamW([p], lr=1.0, fused=True)
+    opt = optim.BF16AdamW([p], lr=1.0, fused=True)
     (p * torch.tensor([1.0, float("nan"), 1.0, 1.0], dtype=torch.bfloat16)).sum().backward()
     assert bool((p == 1).all()) and opt.skipped == 1 and p.grad is None
 
 
 def test_a_second_fused_optimizer_needs_the_first_unhooked():
     p = torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16))
-    first = exgrpo.BF16AdamW([p], lr=1e-3, fused=True)      # e.g. the SFT stage's
+    first = optim.BF16AdamW([p], lr=1e-3, fused=True)      # e.g. the SFT stage's
     with pytest.raises(ValueError, match="remove_hooks"):
-        exgrpo.BF16AdamW([p], lr=1e-3, fused=True)          # the RL stage's, while SFT's still steps
+        optim.BF16AdamW([p], lr=1e-3, fused=True)          # the RL stage's, while SFT's still steps
     first.remove_hooks()
-    second = exgrpo.BF16AdamW([p], lr=1e-3, fused=True)
+    second = optim.BF16AdamW([p], lr=1e-3, fused=True)
     (p * 2).sum().backward()
     assert first.steps == [0] and second.steps == [1]
 
 
 def test_state_dict_round_trip_continues_bit_identically(tok):
     model = _tiny(tok)
-    opt = exgrpo.BF16AdamW(model.parameters(), lr=1e-3, fused=True, seed=7)
+    opt = optim.BF16AdamW(model.parameters(), lr=1e-3, fused=True, seed=7)
     _two_steps(model, opt, [_batch(seed=s) for s in (1, 2)], fused=True)
     buf = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
@@ -161,7 +162,7 @@ def test_state_dict_round_trip_continues_bit_identically(tok):
     saved = torch.load(buf)
     resumed = sample.tiny_model(tok, seed=1, vocab_size=VOCAB).to(torch.bfloat16)     # different start, overwritten
     resumed.load_state_dict(saved["model"])
-    opt2 = exgrpo.BF16AdamW(resumed.parameters(), lr=5.0, fused=True, seed=0)  # lr, seed come from the state
+    opt2 = optim.BF16AdamW(resumed.parameters(), lr=5.0, fused=True, seed=0)  # lr, seed come from the state
     opt2.load_state_dict(saved["opt"])
     assert opt2.param_groups[0]["lr"] == 1e-3 and opt2.steps == opt.steps
     last = [_batch(seed=9)]
@@ -170,7 +171,7 @@ def test_state_dict_round_trip_continues_bit_identically(tok):
     for (name, p), q in zip(model.named_parameters(), resumed.parameters()):
         assert torch.equal(p, q), name
     with pytest.raises(ValueError, match="optimizer state holds"):
-        exgrpo.BF16AdamW([torch.nn.Parameter(torch.zeros(2))]).load_state_dict(saved["opt"])
+        optim.BF16AdamW([torch.nn.Parameter(torch.zeros(2))]).load_state_dict(saved["opt"])
 
 # -----------------------------------------------------------------------------
 # the memory model counts the parameters of the real configs
@@ -198,7 +199,7 @@ def _rl_question():
 def _rl_step(model, tok, kind, q, **kw):
     import train
     ref = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = train.make_optimizer(model, 1e-3, kind)
+    opt = optim.make_optimizer(model, 1e-3, kind)
     torch.manual_seed(0)   # the same rollouts for every optimizer
     row = train.rl_step(_rl_args(**kw), model, ref, tok, opt, [q], step=0, device="cpu")
     return opt, row
