@@ -1,110 +1,240 @@
 """
-Answer checkers: the binary outcome reward R_base of ExGRPO, as pure functions of text.
+Answer checking: the binary outcome reward R_base of ExGRPO and the metric of every table,
+as pure functions of text.
 
-    from rewards import reward, is_correct, extract_answer
+    from rewards import reward, is_correct, extract_answer, states_answer
     reward("... so 9 * 2 = 18. The answer is 18.", "18", "number")   # -> 1.0
     extract_answer("The answer is (B).", "choice", "Where? (A) bank (B) library")  # -> "B"
+    states_answer("If she ends with 18 eggs, how many ...?", "18", "number")   # -> True (a leak)
 
     python rewards.py "model output" GOLD TYPE ["question"]   # check one output by hand
 
 Ground floor: imports nothing of the project. `reward` never raises on a model output
 (empty, garbage, huge numbers); only an unknown answer_type raises ValueError.
 
-How an answer is found (the same for every type):
-1. Echo removal: when the question is given, every verbatim copy of it (and of each of
-   its sentences of 20+ characters) is cut out of the output first, so an output that only
-   repeats the question (or its option list) earns nothing.
-2. The model is asked to end with "The answer is X." When "answer is" (or a line starting
-   "Answer:" / "Final answer:") occurs, the LAST one wins and only its phrase counts: the
-   text after it, up to the end of the line or of the sentence ('.' then a space or the
-   end). A phrase that names two different answers ("(B) or (C)", "18 or 20") is wrong
-   (extract_answer returns None). A \\boxed{} earlier in the output does not override it.
-3. Without that phrase a per-type fallback applies: last number (number), last yes/no word
-   (yesno), last "(X)" option mark (choice), last \\boxed{} (math).
+Where the final answer is (the same for every type, `_answer_texts`):
+1. Echo removal: when the question is given, every verbatim copy of it (and of each of its
+   sentences of 20+ characters that names no option) is cut out of the output first, so an
+   output that only repeats the question earns nothing.
+2. Two candidates: the LAST answer phrase ("the answer is", or a line starting "Answer:" /
+   "Final answer:") and the LAST \\boxed{}. The phrase runs to the end of its line or
+   sentence; when nothing follows it on its line, the display block (\\[...\\], $$...$$) or
+   line after it is the answer ("The final answer is:\\n\\[ \\boxed{18} \\]"). The later
+   candidate is read first; one that holds no answer of the type ("... so our answer is
+   correct" after a box) passes to the other. A box inside the phrase is its answer.
+3. Commitment, one rule (`_commit`): in the answer text, asides in parentheses and
+   alternatives rejected with "not" / "rather than" / "instead of" ("18, not 28",
+   "(D), not (E)") are dropped; what remains must name ONE answer. Two different answers
+   ("18 or 20", "(B) or (C)", "yes and no") are no answer (extract_answer returns None).
+4. With neither a phrase nor a box, a per-type fallback: the last number (number), the last
+   sentence opening with yes/no (yesno), the last "(X)" / "**X**" mark not part of an echoed
+   option list (choice), nothing (math).
+
+How answers compare (`is_correct`):
+- number: exact Fractions ("1,234", "1 234", "$1,234.00", "-5", "\u22125", "3/4"). A gold
+  written with d decimals accepts what rounds to it at d decimals (gold 0.33 accepts 0.333);
+  a non-terminating fraction gold (1/3) accepts a decimal of 4+ places rounded correctly.
+  No blanket tolerance: 11111111101 != 11111111100, 1/1025 != 1/1024.
+- yesno / choice: the committed word / option label (labels case-insensitive; the article
+  "A" in "A library" is no label).
+- math: normalized strings (fast path), then exact numbers, then Hugging Face `math-verify`
+  (\\pi/2 == \\frac12\\pi, 2\\sqrt2 == \\sqrt8, 10^{-3} == 0.001) on the answer WE extracted.
 """
 import re
 import sys
+import threading
 from fractions import Fraction
+from functools import lru_cache
 
 ANSWER_TYPES = ("number", "yesno", "choice", "math")
 
+MV_TIMEOUT = 5  # seconds per math-verify parse/compare (signal-based: main thread only)
+DECIMALS_FOR_FRACTION = 4  # a decimal of this many places may stand for 1/3, 5/11, ...
+
 # -----------------------------------------------------------------------------
-# shared: echo removal and the final answer phrase
+# shared: echo removal, the answer phrase, the last box, the commitment rule
 
 # 'the answer is' anywhere; 'Answer:' / '**Final Answer:**' only at a line start, since
 # prose like 'we get our answer: \[ ... \]' is not a final answer
 _FINAL = re.compile(r"\banswer\s+is\b|^[ \t]*[*#]*[ \t]*(?:final\s+)?answer[ \t*]*:", re.IGNORECASE | re.MULTILINE)
-# a period after a title ('Mr. Green', 'Mt. McKinley' in TabMWP/OBQA options) ends no sentence
-_ABBREV = "".join(rf"(?<!\b{a})" for a in ("Mr", "Mrs", "Ms", "Dr", "Mt", "St"))
+# a period after a title or an abbreviation ('Mr. Green', 'approx. 18') ends no sentence
+_ABBREV = "".join(rf"(?<!\b{a})" for a in ("Mr", "Mrs", "Ms", "Dr", "Mt", "St", "approx", "vs", "i\\.e", "e\\.g"))
+_SENTENCE_END = re.compile(r"\n|" + _ABBREV + r"\.(?:\s|$)")
+_DISPLAY = re.compile(r"(\$\$|\\\[)(.*?)(?:\$\$|\\\])", re.DOTALL)  # \[ ... \] or $$ ... $$
+_MARK = re.compile(r"\(([A-Za-z]|[1-9])\)")
 _ECHO_MIN = 20  # shorter question sentences ("(A) yes") are too common to cut out
+# what a sentence says to reject an alternative: '18, not 28', '(D) rather than (E)'
+_NEGATION = r"(?:\bnot|\brather\s+than|\binstead\s+of|\bisn't|\bis\s+not)\s+(?:the\s+|option\s+|answer\s+)?"
 
 
 def _strip_echo(text, question):
-    """Cut verbatim copies of the question, and of its longer sentences, out of the output."""
+    """Cut verbatim copies of the question, and of its longer sentences, out of the output.
+    A sentence naming an option ('(B) four hours and fifteen minutes') is kept: repeating
+    one option is how many models answer, and a copied option list names several (= none)."""
     if not question:
         return text
-    pieces = [question.strip()] + re.split(r"(?<=[.?!])\s+|\n", question)
+    pieces = [question.strip()] + [p for p in re.split(r"(?<=[.?!])\s+|\n", question) if not _MARK.search(p)]
     for piece in sorted({p.strip() for p in pieces if len(p.strip()) >= _ECHO_MIN}, key=len, reverse=True):
         text = text.replace(piece, " ")
     return text
 
 
 def _final_phrase(text):
-    """The phrase after the last 'answer is' / 'answer:', or None when there is none."""
+    """(start, end, phrase) of the last answer phrase, or None when there is none."""
     last = None
     for last in _FINAL.finditer(text):
         pass
     if last is None:
         return None
-    tail = text[last.end():].lstrip(" \t\n:*")  # '**Answer:**\n18' is common in chat models
-    # the phrase ends at the line end or at a sentence end; '1.25' has no space after its '.'
-    return re.split(r"\n|" + _ABBREV + r"\.(?:\s|$)", tail, maxsplit=1)[0].replace("*", "").strip()
+    i = last.end() + re.match(r"[ \t:*]*", text[last.end():]).end()
+    if i == len(text) or text[i] == "\n":  # 'The final answer is:' then the answer below
+        i += re.match(r"\s*", text[i:]).end()
+    block = _DISPLAY.match(text, i)
+    if block:  # display math: the whole block, over several lines
+        return last.start(), block.end(), block.group(2).replace("\n", " ").strip()
+    m = _SENTENCE_END.search(text, i)
+    end = m.start() if m else len(text)
+    return last.start(), end, text[i:end].replace("*", "").strip()
 
 
-def _single(values):
-    """The one distinct value of a list, None for zero or several (several answers = wrong)."""
-    distinct = list(dict.fromkeys(values))
+def _boxes(text):
+    """[(start, end, content)] of every \\boxed{...} / \\fbox{...}, nested braces included;
+    an unbalanced one (a truncated output) is skipped."""
+    out = []
+    for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
+        depth = 0
+        for j in range(m.end() - 1, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            if depth == 0:
+                out.append((m.start(), j + 1, text[m.end():j]))
+                break
+    return [b for b in out if not any(o[0] < b[0] and b[1] <= o[1] for o in out)]  # outermost
+
+
+def _last_boxed(text):
+    """Content of the last \\boxed{...} (or \\fbox{...}); None if none."""
+    boxes = _boxes(text)
+    return boxes[-1][2] if boxes else None
+
+
+def _answer_texts(text):
+    """The texts that may hold the final answer, the one to read first first (see the module
+    docstring, step 2); [] when there is neither an answer phrase nor a box."""
+    phrase, boxes = _final_phrase(text), _boxes(text)
+    if phrase is None:
+        return [boxes[-1][2]] if boxes else []
+    start, end, said = phrase
+    inside = [b[2] for b in boxes if start <= b[0] and b[1] <= end + 1]
+    if inside:  # 'The answer is $\boxed{18}$ dollars': the box is the answer
+        return inside if len(inside) == 1 else [" or ".join(inside)]
+    later = [b for b in boxes if b[0] >= end]
+    if later:
+        return [later[-1][2], said]
+    return [said] + ([boxes[-1][2]] if boxes else [])
+
+
+def _commit(values):
+    """THE commitment rule: the one distinct answer of an answer text (asides and negated
+    alternatives already dropped), None for zero or several (two answers = no answer)."""
+    distinct = list(dict.fromkeys(v for v in values if v is not None))
     return distinct[0] if len(distinct) == 1 else None
 
+
+def _drop_asides(phrase):
+    """'18 (since 2 x 9 = 18)' -> '18': a parenthesized aside after the answer says no answer."""
+    return re.sub(r"(?<=\S)\s*\([^()]*\)", " ", phrase)
+
+
+def _unwrap(s):
+    """'\\text{(B)}' -> '(B)', '$\\boxed{yes}$' -> 'yes': LaTeX around a word answer."""
+    s = re.sub(r"\\(?:text|textbf|mathrm|mbox|boxed)\s*\{([^{}]*)\}", r"\1", s)
+    return s.replace("$", " ").replace("\\(", " ").replace("\\)", " ")
+
+
+def _read(text, parse, fallback):
+    """The answer of text: the first answer text that holds one (parse -> value, or
+    _NONE when it names no answer of the type), else the fallback when there is none."""
+    texts = _answer_texts(text)
+    if not texts:
+        return fallback(text)
+    for t in texts:
+        value = parse(t)
+        if value is not _NONE:
+            return value
+    return None
+
+
+_NONE = object()  # 'this text names no answer of the type' (distinct from 'two answers')
 
 # -----------------------------------------------------------------------------
 # number: GSM8K, TabMWP (free text), GSM8K-Reversal, the synthetic world
 
-# a number: optional minus, thousands separators or plain digits, decimals, a '/q' fraction;
-# not glued to a word or another number on its left ('x2', '1.2.3' do not start a number)
-_NUM = re.compile(r"(?<![\w./])-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:/\d+(?:\.\d+)?)?")
+# a number: optional minus, thousands separators (',' or a space) or plain digits, decimals,
+# a '/q' fraction; not glued to a word or another number on its left ('x2', '1.2.3')
+_NUM = re.compile(r"(?<![\w./])-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d{1,3}(?:[ \u00a0\u202f\u2009]\d{3})+(?![\d.,])|\d+|(?=\.\d))"
+                  r"(?:\.\d+)?(?:/\d+(?:\.\d+)?)?")
 
 
 def _to_fraction(s):
     """'1,234.50' -> Fraction(2469, 2); None when it cannot be parsed (x/0, 5000 digits)."""
     try:
-        return Fraction(s.replace(",", ""))
+        return Fraction(re.sub(r"[, \u00a0\u202f\u2009]", "", s))
     except (ValueError, ZeroDivisionError):
         return None
 
 
+def _number_tokens(s):
+    """[(matched text, Fraction)] of the numbers in s, in order. LaTeX fractions, unicode minus."""
+    s = s.replace("\u2212", "-").replace("$", " ").replace("\\!", "").replace("{,}", ",")
+    s = re.sub(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", r"\1/\2", s)
+    out = [(m.group(), _to_fraction(m.group())) for m in _NUM.finditer(s)]
+    return [(t, v) for t, v in out if v is not None]
+
+
 def _numbers(s):
-    """All numbers in s as Fractions, in order. LaTeX fractions and unicode minus first."""
-    s = s.replace("\u2212", "-").replace("$", " ")
-    s = re.sub(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}", r"\1/\2", s)
-    values = (_to_fraction(m.group()) for m in _NUM.finditer(s))
-    return [v for v in values if v is not None]
+    return [v for _, v in _number_tokens(s)]
 
 
-def _number_answer(text):
-    phrase = _final_phrase(text)
-    if phrase is None:  # fallback: the last number of the output
-        found = _numbers(text)
-        return found[-1] if found else None
+def _number_phrase(phrase):
+    """The committed number of an answer text; _NONE when it has no number."""
+    phrase = _drop_asides(phrase.replace("\u2212", "-"))
+    phrase = re.sub(r"(?<=[a-zA-Z])\^\{?\d+\}?|[²³]", "", phrase)  # 'm^2', 'cm²': units, not numbers
+    phrase = re.sub(_NEGATION + r"-?\$?\d[\d,.]*", " ", phrase, flags=re.IGNORECASE)  # '18, not 28'
     phrase = phrase.rsplit("=", 1)[-1]  # 'The answer is 9 * 2 = 18': the result, not the equation
-    return _single(_numbers(phrase))
+    found = _numbers(phrase)
+    return _commit(found) if found else _NONE
 
 
-def _same_number(a, b):
-    # exact for 1.25 == 1.250 and 18.0 == 18 (Fractions); the absolute 1e-6 admits a decimal
-    # written to 6+ places for a fraction (0.333333 ~ 1/3); the relative 1e-9 only absorbs
-    # rounding on huge values, so 1000000 vs 1000001 stays wrong
-    return abs(a - b) <= max(Fraction(1, 10**6), abs(b) / 10**9)
+def _number_fallback(text):
+    found = _numbers(text)  # the last number of the output
+    return found[-1] if found else None
+
+
+def _decimals(token):
+    """Places after the point of a written number: '1.250' -> 3, '18' -> 0, '3/4' -> None."""
+    if "/" in token:
+        return None
+    return len(token.split(".", 1)[1]) if "." in token else 0
+
+
+def _round_to(v, places):
+    """v rounded half away from zero at `places` decimals, exactly (Fractions)."""
+    scaled = abs(v) * 10**places
+    n = int(scaled) + (1 if scaled - int(scaled) >= Fraction(1, 2) else 0)
+    return Fraction(n if v >= 0 else -n, 10**places)
+
+
+def _same_number(pred, gold, pred_token="", gold_token=""):
+    """pred equals gold exactly, or at the gold's own precision (module docstring)."""
+    if pred == gold:
+        return True
+    places = _decimals(gold_token)
+    if places:  # gold '0.33': what rounds to 0.33 (0.333, 0.3333) is the same answer
+        return _round_to(pred, places) == gold
+    p = _decimals(pred_token)  # gold 1/3 (a fraction), pred '0.3333'
+    if gold_token and places is None and p and p >= DECIMALS_FOR_FRACTION:
+        return _round_to(gold, p) == pred
+    return False
 
 
 def _format_number(v):
@@ -116,26 +246,64 @@ def _format_number(v):
     return f"{v.numerator}/{v.denominator}"
 
 
+def _number_token(text):
+    """The written form of the committed number (its precision matters), or None."""
+    value = _read(text, _number_phrase, _number_fallback)
+    if value is None:
+        return None, None
+    # the token as written: the last one in the text with that value ('18.50' keeps its places)
+    tokens = [t for t, v in _number_tokens(text) if v == value]
+    return (tokens[-1] if tokens else _format_number(value)), value
+
 # -----------------------------------------------------------------------------
 # yesno: StrategyQA, BoolQ
 
-_YESNO = re.compile(r"\b(yes|no|true|false)\b", re.IGNORECASE)
+_YESNO = re.compile(r"\b(?:(not\s+)?(true|false)|(yes|no))\b(?!\s*[-'])", re.IGNORECASE)
 _YESNO_MAP = {"yes": "yes", "true": "yes", "no": "no", "false": "no"}
 
 
-def _yesno_answer(text):
-    phrase = _final_phrase(text)
-    words = [_YESNO_MAP[w.lower()] for w in _YESNO.findall(text if phrase is None else phrase)]
-    if phrase is None:  # fallback: the last yes/no/true/false word of the output
-        return words[-1] if words else None
-    return _single(words)
+def _yesno_words(s):
+    """[(start, end, 'yes'/'no')]: 'not true' is no, 'not false' yes."""
+    out = []
+    for m in _YESNO.finditer(_unwrap(s)):
+        word = _YESNO_MAP[(m.group(2) or m.group(3)).lower()]
+        if m.group(1):
+            word = "no" if word == "yes" else "yes"
+        out.append((m.start(), m.end(), word))
+    return out
 
+
+def _yesno_phrase(phrase):
+    """The committed yes/no of an answer text: its first yes/no word ('No, it is not true
+    that ...' -> no), unless joined to the other one ('yes and no', 'yes/no' -> None)."""
+    words = _yesno_words(phrase)
+    if not words:
+        return _NONE
+    first = words[0]
+    s = _unwrap(phrase)
+    for w in words[1:]:
+        if w[2] != first[2] and re.fullmatch(r"[\s,]*(?:and|or|/|nor|but)?[\s,]*(?:also\s+)?", s[first[1]:w[0]], re.I):
+            return None
+    return first[2]
+
+
+def _yesno_fallback(text):
+    """The last sentence that opens with yes/no ('No. It is not true that X.' -> no)."""
+    starts = [m.end() for m in re.finditer(r"(?:^|[.!?:\n])[\s*#>\"'_]*", text)]
+    committed = None
+    for i in starts:
+        words = _yesno_words(text[i:i + 12])
+        if words and words[0][0] == 0:
+            end = _SENTENCE_END.search(text, i)
+            committed = _yesno_phrase(text[i:end.start() if end else len(text)])
+    return None if committed is _NONE else committed
 
 # -----------------------------------------------------------------------------
 # choice: CSQA, ARC, ANLI, Date, TabMWP (multi-choice rows), OBQA, e-SNLI
 
-_MARK = re.compile(r"\(([A-Z]|[1-9])\)")
 _ANY_LABELS = "ABCDEFGHIJ123456789"  # when no question tells us the options
+# after a bare 'A', these words keep it a label ('A because ...'); other words make it an article
+_LABEL_FOLLOWERS = r"(?:because|since|as|is|was|which|for|and|or|but|so|with|from|in|on|\(|-|:|,)"
 
 
 def _options(question):
@@ -143,7 +311,7 @@ def _options(question):
     The option list is the longest run of consecutive marks starting at (A) or (1), so a
     stray '(C)' in the question body is not an option."""
     best, run = [], []
-    for m in _MARK.finditer(question or ""):
+    for m in re.finditer(r"\(([A-Z]|[1-9])\)", question or ""):
         label = m.group(1)
         if label in "A1":
             run = [m]
@@ -168,107 +336,167 @@ def _inside(span, spans):
     return any(o[0] <= span[0] and span[1] <= o[1] and o[1] - o[0] > span[1] - span[0] for o in spans)
 
 
-def _choice_label(phrase, options):
-    """The one option label a phrase names, None for none or several.
-    Tiers, first that finds any wins: '(B)', 'B)', a bare 'B', the option's text. A letter
-    inside a matched option text ('A tree ...', '9:50 A.M.') is part of the text, not a label."""
-    # option text ('library' for (B)): whole words, exact case first ('Rr' vs 'RR' genotypes),
-    # then any case; a text inside a longer matched text ('bank' in 'bank account') does not count
+def _option_texts(phrase, options):
+    """[(start, end, label)] of option texts named in phrase ('library' for (B)): whole
+    words, exact case first ('Rr' vs 'RR'), then any case; not inside a longer match."""
     for flags in (0, re.IGNORECASE):
         texts = [(m.start(), m.end(), label) for label, body in options.items() if body
                  for m in re.finditer(r"(?<!\w)" + re.escape(body) + r"(?!\w)", phrase, flags)]
         if texts:
             break
-    texts = [t for t in texts if not _inside(t, texts)]
+    return [t for t in texts if not _inside(t, texts)]
+
+
+def _choice_label(phrase, options):
+    """The one option label a phrase commits to; None for several, _NONE for none.
+    Tiers, the first that finds any wins: '(B)', 'B)', a bare 'B', the option's text. A
+    letter inside a named option text ('A tree ...', '9:50 A.M.') is no label; a label
+    after 'not' / 'rather than' is a rejected alternative."""
+    phrase = _unwrap(phrase).replace("*", " ")
+    texts = _option_texts(phrase, options)
     labels = "".join(options) or _ANY_LABELS
-    for pattern in (r"\(\s*([A-Z1-9])\s*\)", r"(?<![\w(])([A-Z1-9])\)",
-                    r"(?<![\w.,/(-])([A-Z1-9])(?![\w/)]|[.,]\d)"):
-        found = [m.group(1) for m in re.finditer(pattern, phrase)
-                 if m.group(1) in labels and not _inside(m.span(1), texts)]
+    negated = [m.end() for m in re.finditer(_NEGATION + r"\(?", phrase, re.IGNORECASE)]
+    bare_a = rf"(?!\s+(?!{_LABEL_FOLLOWERS}\b)[a-z])"  # 'A library' is an article
+    for pattern in (r"\(\s*([A-Za-z1-9])\s*\)", r"(?<![\w(])([A-Za-z1-9])\)",
+                    r"(?<![\w.,/(\-'])([A-Z1-9])(?![\w/)'\-]|[.,]\w)" + bare_a,
+                    r"(?<![\w.,/(\-'])([b-hB-H])(?![\w/)'\-]|[.,]\w)"):
+        found = [m for m in re.finditer(pattern, phrase) if m.group(1).upper() in labels
+                 and not _inside(m.span(1), texts)]
         if found:
-            return _single(found)
-    return _single([label for _, _, label in texts])
+            kept = [m.group(1).upper() for m in found if m.start() not in negated]
+            return _commit(kept) if kept else _NONE
+    kept = [label for s, _, label in texts if not any(s == n for n in negated)]
+    return _commit(kept) if kept else _NONE
+
+
+def _listed(marks):
+    """Indices of marks that belong to a copied option list: runs of 2+ consecutive labels."""
+    out, run = set(), [0] if marks else []
+    for i in range(1, len(marks) + 1):
+        if i < len(marks) and ord(marks[i][1]) == ord(marks[run[-1]][1]) + 1:
+            run.append(i)
+            continue
+        if len(run) >= 2:
+            out.update(run)
+        run = [i]
+    return out
+
+
+def _choice_fallback(text, options):
+    """The last '(X)' or bold '**X**' mark of the output that is not part of a listing."""
+    labels = "".join(options) or _ANY_LABELS
+    text = re.sub(_NEGATION + r"\(?[A-Za-z1-9]\)?", " ", text, flags=re.IGNORECASE)  # '(D), not (E)'
+    marks = [(m.start(), (m.group(1) or m.group(2)).upper()) for m in
+             re.finditer(r"\(([A-Za-z1-9])\)|\*\*\(?([A-Za-z1-9])[).:]?\*\*", text)]
+    marks = [m for m in marks if m[1] in labels]
+    listed = _listed(marks)
+    kept = [m[1] for i, m in enumerate(marks) if i not in listed]
+    return kept[-1] if kept else None
 
 
 def _choice_answer(text, question):
     options = _options(question)
-    phrase = _final_phrase(text)
-    if phrase is None:  # fallback: the last '(X)' option mark of the output
-        found = [x for x in _MARK.findall(text) if x in ("".join(options) or _ANY_LABELS)]
-        return found[-1] if found else None
-    return _choice_label(phrase, options)
-
+    return _read(text, lambda t: _choice_label(t, options), lambda t: _choice_fallback(t, options))
 
 # -----------------------------------------------------------------------------
 # math: MATH (LaTeX answers)
 
+_UNITS = r"\s*\\(?:text|mbox|mathrm)\s*\{\s*[a-zA-Z ]*\}(?:\^\{?\d\}?)?$"  # '5\text{ cm}^2'
 
-def _last_boxed(text):
-    """Content of the last \\boxed{...} (or \\fbox{...}), nested braces included; None if none."""
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    i = text.index("{", start)
-    depth = 0
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i + 1:j]
-    return None  # unbalanced: a truncated output
+
+def _clean_math(s):
+    """Canonical text of a LaTeX answer, so that plainly equal answers compare equal."""
+    s = s.strip().replace("\u2212", "-").replace("\\$", "").replace("$", "").replace("\u00b0", "")
+    s = re.sub(r"\\[\[\]()]", "", s)  # \( \) \[ \] math delimiters
+    s = re.sub(r"\\(?:left|right|displaystyle|textstyle)\b|\\!", "", s)
+    s = re.sub(r"(?<!\\)\\[,;: ]", " ", s)  # spacing commands; never the 2nd '\' of a '\\' row break
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").rstrip(" .")
+    s = re.sub(r"\^\s*\{?\\circ\}?|\\degree|\\%|%", "", s)  # degrees, percent
+    s = re.sub(r"(?<=\S)" + _UNITS, "", s)  # trailing units; '\text{(C)}' alone is the answer
+    s = re.sub(r"\\(?:text|mbox|mathrm|textbf)\s*\{([^{}]*)\}", r"\1", s)  # '\text{east}' -> 'east'
+    s = re.sub(r"^\(([A-Za-z])\)$", r"\1", s.strip())  # '(C)' -> 'C'
+    s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)  # '\frac12', '\frac 59'
+    s = re.sub(r"\\frac\s*\{([^{}]*)\}\s*(\d)", r"\\frac{\1}{\2}", s)  # '\frac{270}7'
+    s = re.sub(r"\\frac\s*(\d)\s*\{", r"\\frac{\1}{", s)
+    s = re.sub(r"\\sqrt\s*(\w)", r"\\sqrt{\1}", s)  # '\sqrt2' -> '\sqrt{2}'
+    s = re.sub(r"^[a-zA-Z]\s*=\s*", "", s).replace("{,}", ",")  # 'x = 5' -> '5'
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s.replace(" ", "")):  # '10,080'; tuples keep commas
+        s = s.replace(",", "")
+    return s.strip()
 
 
 def _normalize_math(s):
-    """Canonical text of a LaTeX answer, so that equal answers compare equal as strings."""
-    s = s.strip().rstrip(".").replace("\\$", "").replace("$", "")
-    s = re.sub(r"\\[\[\]()]", "", s)  # \( \) \[ \] math delimiters
-    s = re.sub(r"\\(?:left|right)\b", "", s)
-    s = re.sub(r"\\[,;:! ]", "", s)  # LaTeX spacing commands
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    s = s.replace("^\\circ", "").replace("^{\\circ}", "").replace("\\%", "").replace("%", "")
-    # trailing units '5.4 \text{ cents}': only when something precedes them ('\text{(C)}' is the answer)
-    s = re.sub(r"(?<=\S)\s*\\(?:text|mbox|mathrm)\{\s*[a-zA-Z ]*\}$", "", s)
-    s = re.sub(r"\\(?:text|mbox|mathrm|textbf)\{([^{}]*)\}", r"\1", s)  # '\text{east}' -> 'east'
-    s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)  # '\frac12' -> '\frac{1}{2}'
-    s = re.sub(r"\\frac\{([^{}]*)\}(\d)", r"\\frac{\1}{\2}", s)  # '\frac{270}7'
-    s = re.sub(r"\\frac(\d)\{", r"\\frac{\1}{", s)
-    s = re.sub(r"\\sqrt(\w)", r"\\sqrt{\1}", s)  # '\sqrt2' -> '\sqrt{2}'
-    s = re.sub(r"^[a-zA-Z]\s*=\s*", "", s)  # 'x = 5' -> '5'
-    s = s.replace(" ", "").replace("{,}", ",")
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):  # '10,080' -> '10080'; tuples keep commas
-        s = s.replace(",", "")
-    return s
+    return re.sub(r"\s+", "", _clean_math(s))
 
 
 def _math_value(s):
-    """The number a normalized answer denotes ('\\frac{1}{2}', '-0.5', '3/4'), else None."""
+    """(written number, Fraction) of a plain-number answer ('\\frac{1}{2}', '-0.5'), else None."""
+    s = re.sub(r"\s+", "", s)
     m = re.fullmatch(r"(-?)\\frac\{(-?[\d.]+)\}\{(-?[\d.]+)\}", s)
     if m:
         s = f"{m.group(1)}{m.group(2)}/{m.group(3)}"
-    return _to_fraction(s) if re.fullmatch(r"-?[\d.]+(/-?[\d.]+)?", s) else None
+    if not re.fullmatch(r"-?(\d+|\d*\.\d+)(/-?[\d.]+)?", s):
+        return None
+    v = _to_fraction(s)
+    return None if v is None else (s, v)
+
+
+def _math_phrase(phrase):
+    """The answer of a math answer text (cleaned LaTeX), None for two answers, _NONE for none."""
+    phrase = re.split(r",?\s*(?:or\s+equivalently|i\.e\.|that\s+is,|which\s+is\s+(?:about|approx))", phrase)[0]
+    inline = re.findall(r"\$+([^$]+)\$+|\\\((.+?)\\\)", phrase.replace("\\$", "\\dollar"))
+    if inline:
+        parts = [_clean_math((a or b).replace("\\dollar", "")) for a, b in inline]
+    elif re.search(r"\bor\b", phrase):  # 'The answer is 2 or 3': two answers
+        return None
+    else:  # bare text: drop trailing words ('18 square units')
+        parts = [_clean_math(re.sub(r"(?<=[\d}])\s+(?:[a-zA-Z]{2,}\s*)+$", "", phrase))]
+    parts = [p for p in parts if p]
+    if not parts:
+        return _NONE
+    same = _commit([re.sub(r"\s+", "", p) for p in parts])  # '$x=2$ and $y=3$': two answers
+    return None if same is None else parts[0]
 
 
 def _math_answer(text):
-    phrase = _final_phrase(text)
-    if phrase is not None and re.search(r"\bor\b", phrase):  # 'The answer is 2 or 3': two answers
-        return None
-    boxed = _last_boxed(text if phrase is None else phrase)  # fallback: the last \boxed{} of the output
-    if boxed is not None:
-        return _normalize_math(boxed) or None
-    if phrase is None:
-        return None
-    # 'The answer is $\frac{1}{2}$ cm': only the $...$ part counts
-    inline = re.findall(r"\$+([^$]+)\$+", phrase.replace("\\$", ""))
-    if inline:
-        return _single([_normalize_math(x) for x in inline]) or None
-    return _normalize_math(phrase) or None
+    return _read(text, _math_phrase, lambda t: None)
 
 
-def _same_math(a, b):
-    if a == b:
+@lru_cache(maxsize=4096)
+def _mv_parse(latex, timeout):
+    """math-verify's SymPy reading of one LaTeX answer (cached: golds repeat); [] if none."""
+    from math_verify import LatexExtractionConfig, parse
+    return parse(f"${latex}$", extraction_config=[LatexExtractionConfig()],
+                 fallback_mode="no_fallback", parsing_timeout=timeout)
+
+
+def _mv_equal(pred, gold):
+    """Equivalence by math-verify; False when it is missing, cannot parse, or times out."""
+    try:
+        import logging
+        logging.getLogger("math_verify").setLevel(logging.ERROR)
+        from math_verify import verify
+    except ImportError:
+        return False
+    # its timeouts use signal.alarm, which only the main thread may set
+    timeout = MV_TIMEOUT if threading.current_thread() is threading.main_thread() else None
+    try:
+        g, p = _mv_parse(gold, timeout), _mv_parse(pred, timeout)
+        return bool(g and p and verify(g, p, timeout_seconds=timeout))
+    except Exception:  # a SymPy corner case must not stop training
+        return False
+
+
+def _same_math(pred, gold):
+    """pred, gold: cleaned LaTeX. Fast path, exact numbers, then math-verify."""
+    if re.sub(r"\s+", "", pred) == re.sub(r"\s+", "", gold):
         return True
-    va, vb = _math_value(a), _math_value(b)  # '0.5' == '\frac{1}{2}'
-    return va is not None and vb is not None and _same_number(va, vb)
-
+    vp, vg = _math_value(pred), _math_value(gold)
+    if vp and vg:  # plain numbers: the number rule, never a float tolerance
+        return _same_number(vp[1], vg[1], vp[0], vg[0])
+    if re.fullmatch(r"[A-Za-z]", pred.strip()) or re.fullmatch(r"[A-Za-z]", gold.strip()):
+        return pred.strip().upper() == gold.strip().upper()  # an option letter: 'C' == '(C)'
+    return _mv_equal(pred, gold)
 
 # -----------------------------------------------------------------------------
 # public API
@@ -279,42 +507,79 @@ def _check_type(answer_type):
         raise ValueError(f"unknown answer_type {answer_type!r}; known: {', '.join(ANSWER_TYPES)}")
 
 
-def extract_answer(text: str, answer_type: str, question: str | None = None) -> str | None:
-    """The normalized final answer in a model's output, or None.
-    number -> '18', '-3', '5/4'; yesno -> 'yes'/'no'; choice -> option label 'B' (or '2');
-    math -> normalized LaTeX ('\\frac{1}{2}')."""
-    _check_type(answer_type)
+def _extract(text, answer_type, question):
+    """The committed answer in its comparable form: (token, Fraction) / 'yes' / 'B' / LaTeX."""
     text = _strip_echo(text or "", question)
     if answer_type == "number":
-        value = _number_answer(text)
-        return None if value is None else _format_number(value)
+        return _number_token(text)
     if answer_type == "yesno":
-        return _yesno_answer(text)
+        return _read(text, _yesno_phrase, _yesno_fallback)
     if answer_type == "choice":
         return _choice_answer(text, question)
     return _math_answer(text)
 
 
-def is_correct(text: str, gold: str, answer_type: str, question: str | None = None) -> bool:
-    """True iff the output's final answer equals the gold answer (a dataset's gold string)."""
-    pred = extract_answer(text, answer_type, question)
-    if pred is None:
-        return False
+def extract_answer(text: str, answer_type: str, question: str | None = None) -> str | None:
+    """The normalized final answer in a model's output, or None.
+    number -> '18', '-3', '5/4'; yesno -> 'yes'/'no'; choice -> option label 'B' (or '2');
+    math -> normalized LaTeX ('\\frac{1}{2}')."""
+    _check_type(answer_type)
+    pred = _extract(text, answer_type, question)
+    if answer_type == "number":
+        return None if pred[1] is None else _format_number(pred[1])
+    if answer_type == "math":
+        return (re.sub(r"\s+", "", pred) or None) if pred else None
+    return pred
+
+
+def _gold_matches(pred, gold, answer_type, question):
+    """Whether an extracted answer (_extract's form) equals the gold string."""
     gold = str(gold).strip()
     if answer_type == "number":
-        found = _numbers(gold)  # gold '18.0', '1,454.36', '19.4%', '5/11'
-        return len(found) == 1 and _same_number(_to_fraction(pred), found[0])
+        found = _number_tokens(gold)  # gold '18.0', '1,454.36', '19.4%', '5/11'
+        return len(found) == 1 and _same_number(pred[1], found[0][1], pred[0], found[0][0])
     if answer_type == "yesno":
         return pred == _YESNO_MAP.get(gold.lower())
     if answer_type == "choice":
         return pred == _choice_label(gold, _options(question))
-    return _same_math(pred, _normalize_math(gold))
+    return _same_math(pred, _clean_math(gold))
+
+
+def is_correct(text: str, gold: str, answer_type: str, question: str | None = None) -> bool:
+    """True iff the output's final answer equals the gold answer (a dataset's gold string)."""
+    _check_type(answer_type)
+    pred = _extract(text, answer_type, question)
+    if pred is None or pred == (None, None) or pred is _NONE:
+        return False
+    return _gold_matches(pred, gold, answer_type, question)
 
 
 def reward(text: str, gold: str, answer_type: str, question: str | None = None) -> float:
     """R_base: 1.0 if the final answer is correct, else 0.0."""
     return 1.0 if is_correct(text, gold, answer_type, question) else 0.0
 
+
+def states_answer(text: str, gold: str, answer_type: str) -> bool:
+    """Whether a text (a probe, a hint) contains the gold answer anywhere, not only as its
+    final answer: the leak check for probes that must not reveal the original answer.
+    number: any number in it equals the gold ('she ends with 18 eggs' states 18);
+    math: any $...$ / \\(...\\) / \\boxed{} part, or the bare gold string, equals the gold;
+    choice: an option mark of the gold label ('(B)') or an answer phrase naming it;
+    yesno: an answer phrase or a sentence committing to the gold ('The answer is yes', 'Yes.').
+    A yes/no gold is a single word of every question, so only a committed one counts."""
+    _check_type(answer_type)
+    text, gold = text or "", str(gold).strip()
+    if answer_type == "number":
+        return any(_gold_matches((t, v), gold, "number", None) for t, v in _number_tokens(text))
+    if answer_type == "math":
+        parts = [b[2] for b in _boxes(text)] + [a or b for a, b in re.findall(r"\$+([^$]+)\$+|\\\((.+?)\\\)", text)]
+        g = _normalize_math(gold)
+        return (bool(g) and g in re.sub(r"\s+", "", text)) or any(
+            _same_math(_clean_math(p), _clean_math(gold)) for p in parts if p.strip())
+    if answer_type == "choice":
+        label = gold.strip("() ").upper()
+        return bool(re.search(rf"\(\s*{re.escape(label)}\s*\)", text, re.IGNORECASE)) or is_correct(text, gold, "choice")
+    return is_correct(text, gold, "yesno")
 
 
 if __name__ == "__main__":
