@@ -3,13 +3,17 @@ Loaders for the 12 real datasets of the paper, read from RevThink-layout files.
 
     from data.real import load_dataset, DATASETS, ID_DATASETS, OOD_DATASETS, format_instruction
     rows = load_dataset("arc_challenge", "train", limit=8)   # list of plain dicts
+    ds = load_dataset("gsm8k", "test", as_dataset=True)      # a datasets.Dataset (map, filter, push_to_hub)
+    python -m data.download                  # fetch the files (once; see data/download.py)
     python -m data.real                      # row counts of every split found
     python -m data.real gsm8k --data-dir /path/to/data
 
 Where the data lives: the `data_dir` argument (the scripts' --data-dir flag), else the
-environment variable EXGRPO_DATA_DIR, else ../shared/data beside the checkout. The files are
-never committed (several licenses are non-commercial); ../shared/data/README.md says where
-each one came from.
+environment variable EXGRPO_DATA_DIR, else ~/.cache/exgrpo/data (where `python -m
+data.download` puts it), else ../shared/data beside the checkout (this project's machines and
+CI). The files are never committed (several licenses are non-commercial); data/download.py
+pins each one to its public source, and ../shared/data/README.md says where each came from.
+Files are read through `datasets.load_dataset("json", ...)`: Arrow-cached and memory-mapped.
 
 Every record is the project's uniform record:
     {"id": "arc_challenge-train-0", "question": "... (A) dry palms (B) wet palms ...",
@@ -30,15 +34,20 @@ Choices made here, where the files leave a choice:
 - A row without a question or a gold answer is skipped and counted (one line on stderr).
 """
 import json
+import logging
 import os
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from rewards import ANSWER_TYPES
 
 ENV_VAR = "EXGRPO_DATA_DIR"
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the repo
+DOWNLOAD_CMD = "python -m data.download"  # data/download.py: fetches every file below, checksummed
+USER_DATA_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "exgrpo" / "data"
+SHARED_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data: this project's CI
+ARROW_CACHE = None  # datasets' Arrow cache: None = its default (~/.cache/huggingface/datasets or $HF_DATASETS_CACHE)
 
 # -----------------------------------------------------------------------------
 # the datasets: answer type, in/out of distribution, {split: (file, row reader)}
@@ -108,7 +117,7 @@ def _gold_str(v):
 
 
 def _read_revthink(row):
-    extra = {k: row[k] for k in ("backward_question", "backward_reasoning") if k in row}
+    extra = {k: row[k] for k in ("backward_question", "backward_reasoning") if row.get(k) is not None}
     return row.get("question"), _gold_str(row.get("gold_answer")), row.get("forward_reasoning") or "", extra
 
 
@@ -133,14 +142,23 @@ _READERS = {"revthink": _read_revthink, "gsm8k": _read_gsm8k, "math500": _read_m
 
 
 def resolve_data_dir(data_dir=None):
-    """The data folder: the argument, else $EXGRPO_DATA_DIR, else ../shared/data; must exist."""
+    """The data folder: the argument, else $EXGRPO_DATA_DIR, else ~/.cache/exgrpo/data, else
+    ../shared/data; the first two must exist, the last two are taken when they do."""
     chosen = data_dir or os.environ.get(ENV_VAR)
-    path = Path(chosen) if chosen else DEFAULT_DATA_DIR
-    if not path.is_dir():
-        how = "given" if data_dir else (f"from ${ENV_VAR}" if chosen else "default (../shared/data beside the checkout)")
-        raise FileNotFoundError(f"data directory not found: {path} ({how}); pass --data-dir / data_dir= "
-                                f"or set {ENV_VAR} to the folder holding the RevThink-layout datasets")
-    return path
+    if chosen:
+        path = Path(chosen)
+        if not path.is_dir():
+            how = "given" if data_dir else f"from ${ENV_VAR}"
+            raise FileNotFoundError(f"data directory not found: {path} ({how}); fetch the datasets into it with "
+                                    f"`{DOWNLOAD_CMD} --data-dir {path}`, or pass --data-dir / data_dir= "
+                                    f"or set {ENV_VAR} to the folder holding the RevThink-layout datasets")
+        return path
+    for path in (USER_DATA_DIR, SHARED_DATA_DIR):
+        if path.is_dir():
+            return path
+    raise FileNotFoundError(f"no data directory: neither {USER_DATA_DIR} nor {SHARED_DATA_DIR} exists; fetch the "
+                            f"datasets with `{DOWNLOAD_CMD}` (into {USER_DATA_DIR}), or pass --data-dir / data_dir= "
+                            f"or set {ENV_VAR} to the folder holding the RevThink-layout datasets")
 
 
 def _raw_rows(path):
@@ -158,20 +176,49 @@ def _raw_rows(path):
     return rows
 
 
-def load_dataset(name: str, split: str = "test", data_dir=None, limit: int | None = None) -> list[dict]:
-    """Records of one dataset split (see the module docstring), in file order."""
+@contextmanager
+def _quiet_datasets():
+    """No progress bars and no logged tracebacks from datasets while it reads one small file."""
+    import datasets
+    bars, level = datasets.is_progress_bar_enabled(), datasets.utils.logging.get_verbosity()
+    datasets.disable_progress_bars()
+    datasets.utils.logging.set_verbosity(logging.CRITICAL)
+    try:
+        yield datasets
+    finally:
+        datasets.utils.logging.set_verbosity(level)
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def _rows(path):
+    """Rows of a file through datasets' Arrow cache (memory-mapped; built once per file). A file
+    Arrow cannot type (a broken JSONL line, a row that is not an object, mixed types in a column)
+    is read by plain json instead, so its bad rows are skipped and counted like any other."""
+    with _quiet_datasets() as datasets:
+        try:
+            return datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=ARROW_CACHE)
+        except datasets.exceptions.DatasetGenerationError:
+            return _raw_rows(path)
+
+
+def load_dataset(name: str, split: str = "test", data_dir=None, limit: int | None = None, as_dataset=False):
+    """Records of one dataset split (see the module docstring), in file order: a list of dicts,
+    or with as_dataset=True the same records as a datasets.Dataset."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     spec = DATASETS[name]
     if split not in spec["files"]:
         raise ValueError(f"{name} has no {split!r} split; it has: {', '.join(spec['files'])}")
     rel, reader = spec["files"][split]
-    path = resolve_data_dir(data_dir) / rel
+    root = resolve_data_dir(data_dir)
+    path = root / rel
     if not path.is_file():
-        raise FileNotFoundError(f"{name} {split}: expected {path}; pass --data-dir / data_dir= "
-                                f"or set {ENV_VAR} to the folder holding the RevThink-layout datasets")
+        raise FileNotFoundError(f"{name} {split}: expected {path}, not found; fetch it with `{DOWNLOAD_CMD} "
+                                f"--only {name} --data-dir {root}`, or pass --data-dir / data_dir= or set "
+                                f"{ENV_VAR} to the folder holding the RevThink-layout datasets")
     records, bad = [], 0
-    for i, row in enumerate(_raw_rows(path)):
+    for i, row in enumerate(_rows(path)):
         if limit is not None and len(records) >= limit:
             break
         question, gold, reasoning, extra = _READERS[reader](row) if isinstance(row, dict) else (None, None, "", {})
@@ -186,6 +233,9 @@ def load_dataset(name: str, split: str = "test", data_dir=None, limit: int | Non
     if bad:
         print(f"data/real.py: {name} {split}: skipped {bad} malformed rows (no question or no gold answer) in {path}",
               file=sys.stderr)
+    if as_dataset:
+        import datasets
+        return datasets.Dataset.from_list(records)
     return records
 
 
