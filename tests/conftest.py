@@ -16,6 +16,13 @@ import pytest  # noqa: E402
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _arrow_cache(tmp_path_factory):
+    """data/real.py's Arrow cache (datasets) goes to a tmp folder, never ~/.cache (subprocesses too)."""
+    from data import real
+    real.ARROW_CACHE = os.environ["HF_DATASETS_CACHE"] = str(tmp_path_factory.mktemp("arrow_cache"))
+
+
 @pytest.fixture(scope="session")
 def shared_data():
     """The real datasets beside the checkout (../shared/data); skip when absent."""

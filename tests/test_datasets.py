@@ -1,5 +1,5 @@
 """Tests of data/real.py against the real files in ../shared/data (skipped when absent),
-and of its error paths on small temporary data folders.
+of its error paths on small temporary data folders, and of D_EI read back by `datasets`.
 
     python -m pytest -q tests/test_datasets.py
 """
@@ -8,6 +8,7 @@ from functools import lru_cache
 
 import pytest
 
+from data import real
 from data.real import DATASETS, ENV_VAR, ID_DATASETS, OOD_DATASETS, format_instruction, load_dataset
 from rewards import ANSWER_TYPES, _last_boxed, _options, is_correct, reward
 
@@ -139,20 +140,38 @@ def _write_revthink(root, rows):
     return path
 
 
-def test_missing_data_dir_names_the_flag_and_env_var(tmp_path, monkeypatch):
+def test_missing_data_dir_names_the_flag_env_var_and_download_command(tmp_path, monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
     with pytest.raises(FileNotFoundError, match=ENV_VAR) as err:
         load_dataset("gsm8k", data_dir=tmp_path / "nowhere")
     assert "nowhere" in str(err.value) and "--data-dir" in str(err.value)
+    assert f"`python -m data.download --data-dir {tmp_path / 'nowhere'}`" in str(err.value)
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "also_nowhere"))
     with pytest.raises(FileNotFoundError, match="also_nowhere"):
         load_dataset("gsm8k")
 
 
-def test_missing_dataset_file_names_the_expected_path(tmp_path):
+def test_missing_dataset_file_names_the_expected_path_and_download_command(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"gsm8k[/\\]test\.jsonl") as err:
         load_dataset("gsm8k", data_dir=tmp_path)
     assert ENV_VAR in str(err.value)
+    assert f"`python -m data.download --only gsm8k --data-dir {tmp_path}`" in str(err.value)
+
+
+def test_default_data_dir_is_the_user_cache_then_shared_data(tmp_path, monkeypatch):
+    user, shared = tmp_path / "cache" / "exgrpo" / "data", tmp_path / "shared" / "data"
+    monkeypatch.setattr(real, "USER_DATA_DIR", user)
+    monkeypatch.setattr(real, "SHARED_DATA_DIR", shared)
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    with pytest.raises(FileNotFoundError, match="python -m data.download") as err:
+        real.resolve_data_dir()
+    assert str(user) in str(err.value) and str(shared) in str(err.value)
+    shared.mkdir(parents=True)
+    assert real.resolve_data_dir() == shared  # this project's machines: ../shared/data
+    user.mkdir(parents=True)
+    assert real.resolve_data_dir() == user    # a user's download wins
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    assert real.resolve_data_dir() == tmp_path and real.resolve_data_dir(shared) == shared
 
 
 def test_unknown_dataset_and_split():
@@ -195,3 +214,41 @@ def test_malformed_gsm8k_lines_are_skipped_and_counted(tmp_path, capsys):
     assert [r["answer"] for r in rows] == ["4", "1,001"]
     assert rows[0]["reasoning"] == "2+2=4\nThe answer is 4."
     assert "skipped 2 malformed rows" in capsys.readouterr().err
+
+
+# -----------------------------------------------------------------------------
+# through `datasets`: the Arrow cache, a datasets.Dataset, D_EI read back unchanged
+
+
+def test_files_are_read_through_the_arrow_cache(tmp_path, monkeypatch):
+    rows = [{"question": f"Is {i} even?", "gold_answer": "yes" if i % 2 == 0 else "no"} for i in range(6)]
+    _write_revthink(tmp_path / "data", rows)
+    monkeypatch.setattr(real, "ARROW_CACHE", str(tmp_path / "arrow"))
+    recs = load_dataset("strategyqa", data_dir=tmp_path / "data")
+    assert [r["answer"] for r in recs] == ["yes", "no"] * 3
+    assert list((tmp_path / "arrow").rglob("*.arrow"))  # built once, memory-mapped after
+
+
+def test_a_split_as_a_datasets_dataset(tmp_path):
+    import datasets
+    rows = [{"question": "Is water wet?", "gold_answer": "yes"}, {"question": "", "gold_answer": "no"},
+            {"question": "Is fire cold?", "gold_answer": "no"}]
+    _write_revthink(tmp_path, rows)
+    ds = load_dataset("strategyqa", data_dir=tmp_path, as_dataset=True)
+    assert isinstance(ds, datasets.Dataset) and len(ds) == 2  # the bad row is skipped here too
+    assert ds.to_list() == load_dataset("strategyqa", data_dir=tmp_path)
+    assert ds.filter(lambda r: r["answer"] == "no")["id"] == ["strategyqa-test-2"]
+
+
+def test_dei_reads_back_unchanged_through_datasets(tmp_path):
+    import datasets
+
+    import probes
+    from data import synth
+    dei, _ = probes.build_dei(synth.generate("train", 12, 0), "oracle", progress=False)
+    assert len(dei) == 12 and all(d["probes"] for d in dei)
+    path = tmp_path / "dei.jsonl"
+    probes.save_dei(path, dei)
+    back = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(tmp_path / "arrow"))
+    assert back.to_list() == json.loads(json.dumps(dei))  # every field, no key added, no type changed
+    assert back.to_list() == probes.load_dei(path, kept_only=False)
