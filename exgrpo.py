@@ -1,44 +1,121 @@
 """
-ExGRPO's loss, as pure tensor math. Read top to bottom, this file is the algorithm:
+ExGRPO, stage 3 of the method, in the order it runs. Read top to bottom, this file is the algorithm:
 
-    rewards  --group_advantages-->  A_i               (one number per rollout)
-    logp, logp_old, A  --clipped_surrogate-->  per-token policy loss
-    logp, logp_ref  --kl_k3-->  per-token KL to the warm-up (SFT) model
-    teacher-forced logp on the teacher's probe answers  --aux_sft_nll-->  per-token NLL
-    per-token terms  --aggregate-->  one scalar, micro-batch exact
+    1. draw k probes per question; Scenario A = all k probes then Q, Scenario B = the first k' then Q
+    2. roll every dialogue out G times, on-policy, the student's own answers in the context (sample.py)
+    3. score the final answer of each rollout: R_base in {0, 1} (rewards.py)
+    4. the Dialogue Structure Utility bonus: +delta on correct A rollouts when P_full > nu * P_partial
+    5. group advantages: one group per question (A and B together), A_i = r_i - mean(group)
+    6. per token: the clipped surrogate, the KL to the warm-up model, the aux NLL of the teacher's answers
+    7. aggregate to one scalar (micro-batch exact), backward, one optimizer step
+    exgrpo_step() ties 1-7 into one update; train.py calls it once per RL step.
 
-It receives log-probs, masks and rewards as tensors and imports nothing of the
-project; sample.py computes the log-probs, rewards.py the rewards, train.py the loop.
-Shapes: B rollouts, T tokens; masks are 1 on the tokens the student generated.
-
+    python train.py                              # the whole pipeline; stage 3 is exgrpo_step
     python -m pytest tests/test_exgrpo.py -q     # every equation, hand-computed
 
-Our choices where the paper is silent (DESIGN.md section 1, each a flag in train.py):
-std with Bessel's correction within a group (as DeepSeekMath/TRL), eps = 1e-4;
-k3 KL estimator; token-mean aggregation; one optimizer step per rollout batch.
+Shapes: N rollouts, T tokens; masks are 1 on the tokens the student generated (every turn).
+Our choices where the paper is silent (DESIGN.md section 1), each a flag of train.py:
+advantages over one group per question without std division (--adv-group, --adv-norm; the
+std would divide the DSU bonus out of binary rewards, P16), k3 KL estimator, token-mean
+aggregation, one optimizer step per rollout batch (pi_old = pi_theta.detach(), the ratio is 1
+at the update and the clip matters only with --ppo-epochs > 1 or a fused optimizer).
 """
 
-import math
+import random
+import time
 
 import torch
 
-# -----------------------------------------------------------------------------
-# defaults
+import data
+import optim
+import rewards
+import sample
 
-ADV_EPS = 1e-4        # (r - mean) / (std + ADV_EPS)
+# -----------------------------------------------------------------------------
+# defaults (train.py exposes each as a flag)
+
+DELTA = 0.5           # DSU bonus added to each correct Scenario A rollout
+NU = 1.0              # DSU margin: the bonus fires iff P_full > nu * P_partial (nu >= 1)
+ADV_GROUP = "question"  # question: A and B rollouts of a question form one group; scenario: one each
+ADV_NORM = "none"     # none: A = r - mean (Dr. GRPO); std: (r - mean) / (std + ADV_EPS)
+ADV_EPS = 1e-4
 CLIP_EPS = 0.2        # PPO clip range: ratio in [1 - eps, 1 + eps]
 BETA = 0.04           # weight of KL(pi_theta || pi_ref)
-AUX_WEIGHT = 0.1      # lambda, weight of the auxiliary SFT loss on teacher probe answers
-KL_LOG_RATIO_CLAMP = 10.0  # |log pi_ref - log pi_theta| clamp, keeps exp() finite (P6)
+AUX_WEIGHT = 0.1      # lambda, weight of the auxiliary SFT loss on the teacher's probe answers
+KL_EXP_MAX = 20.0     # log-ratio clamp, upper side only: exp() stays finite (P6), the pull stays on
 AGG_MODES = ("token", "sequence", "constant")
 
-def dsu_bonus(r_full, r_partial, delta=0.5, nu=1.0):
-    """Per-rollout bonus for the full-dialogue (Scenario A) rollouts of one question:
+# -----------------------------------------------------------------------------
+# 1. draw k probes, build Scenario A and Scenario B
+
+
+def rl_probes(record):
+    """The probes of a D_EI record that may enter an RL dialogue: kept by both filters, and known
+    not to state Q's answer (reveals_answer is False, not merely absent). A leaked answer would
+    make the final turn a copy task, and Scenario A holds more probes than B, so leaks would
+    raise P_full over P_partial: exactly what the DSU rewards (P17)."""
+    return [p for p in record.get("probes", []) if p.get("kept") and p.get("reveals_answer") is False]
+
+
+def probe_message(p):
+    """The user message of a probe: its question plus the answer-format instruction."""
+    return data.user_message({"question": p["question"], "answer_type": p["answer_type"]})
+
+
+def build_scenarios(questions, k, k_partial=None, rng=None, probes=True, aux=True):
+    """Per question: Scenario A (k probes, then Q) and Scenario B (the first k' of them, then Q),
+    k' uniform in [1, k-1] unless fixed; a question with fewer than 2 usable probes (or
+    probes=False, plain GRPO) gets one plain dialogue [Q]. Returns
+        dialogues: list of user-message lists, e.g. [[p1, p2, Q], [p1, Q], ...]
+        meta:      one (question index, "full" | "partial" | "plain") per dialogue
+        aux:       per question with probes, the teacher's answers to the same k probes,
+                   [(probe, teacher answer), ...] (only answers the checker marked correct)"""
+    rng = rng or random.Random(0)
+    dialogues, meta, aux_dialogues = [], [], []
+    for qi, q in enumerate(questions):
+        qmsg = data.user_message(q)
+        ps = rl_probes(q) if probes else []
+        if len(ps) < 2:   # Scenario B needs at least one probe fewer than A, and k' >= 1
+            dialogues.append([qmsg])
+            meta.append((qi, "plain"))
+            continue
+        drawn = rng.sample(ps, min(k, len(ps)))
+        kp = min(k_partial, len(drawn) - 1) if k_partial else rng.randint(1, len(drawn) - 1)
+        dialogues += [[probe_message(p) for p in drawn] + [qmsg], [probe_message(p) for p in drawn[:kp]] + [qmsg]]
+        meta += [(qi, "full"), (qi, "partial")]
+        turns = [(probe_message(p), p["teacher_reasoning"]) for p in drawn
+                 if p.get("teacher_reasoning") and p.get("reasoning_correct", True)]
+        if aux and turns:
+            aux_dialogues.append(turns)
+    return dialogues, meta, aux_dialogues
+
+# -----------------------------------------------------------------------------
+# 2-3. roll out and score
+
+
+def rollout_and_score(cfg, model, tok, questions, dialogues, meta, reward_fn=rewards.reward):
+    """G rollouts of every dialogue (sample.rollout_dialogues: batched, per-row EOS, the student's
+    sampled ids kept as sampled), and R_base of each: reward_fn(final answer, gold, type, Q).
+    Returns the rollouts and R_base as (num_dialogues, G)."""
+    roll = sample.rollout_dialogues(model, tok, dialogues, n=cfg.G, max_new_tokens=cfg.max_new_tokens,
+                                    temperature=cfg.temperature,
+                                    batch_size=cfg.rollout_batch or max(len(dialogues) * cfg.G, 1))
+    r = [reward_fn(roll.turns[i][-1], q["answer"], q["answer_type"], q["question"])
+         for i in range(len(roll.ids)) for q in [questions[meta[i // cfg.G][0]]]]
+    return roll, torch.tensor(r, dtype=torch.float32).view(len(dialogues), cfg.G)
+
+# -----------------------------------------------------------------------------
+# 4. the Dialogue Structure Utility bonus
+
+
+def dsu_bonus(r_full, r_partial, delta=DELTA, nu=NU):
+    """Per-rollout bonus for the Scenario A rollouts of one question:
 
         P_full = mean(r_full),  P_partial = mean(r_partial)
-        if P_full > nu * P_partial:  bonus_i = delta for every correct Scenario A rollout i
-        else:                        bonus_i = 0
+        bonus_i = delta * [r_full_i > 0]   if P_full > nu * P_partial,  else 0
 
+    An outcome-level, group-level comparison (not a likelihood term). r_full, r_partial: the
+    R_base values (0/1) of the G rollouts of each scenario.
     Example: r_full = [1, 1, 0, 1], r_partial = [1, 0, 0, 0], delta 0.5, nu 1
         P_full 0.75 > 0.25 -> [0.5, 0.5, 0, 0.5]"""
     if not len(r_full) or not len(r_partial):
@@ -51,39 +128,69 @@ def dsu_bonus(r_full, r_partial, delta=0.5, nu=1.0):
         return [delta if float(x) > 0 else 0.0 for x in r_full]
     return [0.0] * len(r_full)
 
+
+def add_dsu(r_base, meta, delta=DELTA, nu=NU, enabled=True):
+    """R = R_base + the DSU bonus on every question's Scenario A row (the row after it is the
+    same question's Scenario B). r_base: (num_dialogues, G). Returns (R, fired per question,
+    P_full per question, P_partial per question)."""
+    r = r_base.clone()
+    fired, p_full, p_part = [], [], []
+    for d, (_, kind) in enumerate(meta):
+        if kind == "full":
+            bonus = dsu_bonus(r_base[d].tolist(), r_base[d + 1].tolist(), delta, nu) if enabled else [0.0]
+            r[d] += torch.tensor(bonus)
+            fired.append(float(any(bonus)))
+            p_full.append(r_base[d].mean().item())
+            p_part.append(r_base[d + 1].mean().item())
+    return r, fired, p_full, p_part
+
 # -----------------------------------------------------------------------------
-# advantages
-
-def group_advantages(rewards, eps=ADV_EPS, scale=True):
-    """A_i = (r_i - mean(r_group)) / (std(r_group) + eps), and exactly 0 for a group whose
-    rewards are all equal (P2: the rounded mean would otherwise leak tiny fake advantages).
-    scale=False leaves out the division (Dr. GRPO): A_i = r_i - mean(r_group).
-
-    rewards: (num_groups, G) -> (num_groups, G).
-    Example: [[1, 0, 0, 1]] -> mean 0.5, std 0.5774 -> [[0.8659, -0.8659, -0.8659, 0.8659]]
-             [[1, 0, 0, 1]], scale=False -> [[0.5, -0.5, -0.5, 0.5]]
-             [[0.3, 0.3, 0.3]] -> [[0, 0, 0]]
-    Note: dividing by the std makes A invariant to r -> c * r. With binary rewards the DSU
-    bonus (+delta on every correct rollout of a full-dialogue group) is exactly such a
-    rescaling, [1, 0, 0, 1] -> [1.5, 0, 0, 1.5], so under scale=True it changes nothing;
-    with scale=False the correct rollouts' advantage grows from 0.5 to 0.75."""
-    rewards = rewards.float()
-    if rewards.dim() != 2:
-        raise ValueError(f"rewards must be (num_groups, G), got shape {tuple(rewards.shape)}")
-    G = rewards.shape[1]
-    mean = rewards.mean(dim=1, keepdim=True)
-    std = rewards.std(dim=1, keepdim=True, correction=1) if G > 1 else torch.zeros_like(mean)
-    adv = (rewards - mean) / (std + eps) if scale else rewards - mean
-    constant = (rewards == rewards[:, :1]).all(dim=1, keepdim=True)
-    return torch.where(constant, torch.zeros_like(adv), adv)
+# 5. advantages
 
 
-def zero_variance_fraction(rewards):
+def group_advantages(rewards, groups, norm=ADV_NORM, eps=ADV_EPS):
+    """A_i = r_i - mean_{j in g(i)} r_j                      (norm="none", Dr. GRPO's unbiased form)
+    A_i = (r_i - mean_g) / (std_g + eps), Bessel's std      (norm="std", DeepSeekMath / TRL)
+    and exactly 0 in a group whose rewards are all equal (P2: a rounded mean would leak fake ones).
+
+    rewards: (N,) floats; groups: (N,) group ids in [0, num_groups). Returns (N,).
+    Example, one question, A = [1.5, 1.5, 0, 0] (two correct + DSU 0.5), B = [0, 0, 0, 0],
+    one group of 8: mean 3/8 -> A: [1.125, 1.125, -0.375, -0.375], B: [-0.375] * 4.
+    Without the bonus: [0.75, 0.75, -0.25, -0.25], [-0.25] * 4. With per-scenario groups and
+    the std, both cases give A: [0.866, 0.866, -0.866, -0.866], B: 0: the bonus is divided out
+    (P16; DESIGN.md section 1)."""
+    rewards, groups = rewards.float().flatten(), groups.long().flatten()
+    n = int(groups.max()) + 1 if groups.numel() else 0
+    count = torch.zeros(n).index_add_(0, groups, torch.ones_like(rewards))
+    mean = torch.zeros(n).index_add_(0, groups, rewards) / count
+    adv = rewards - mean[groups]
+    if norm == "std":
+        var = torch.zeros(n).index_add_(0, groups, adv ** 2) / (count - 1).clamp(min=1)
+        adv = adv / (var.sqrt()[groups] + eps)
+    elif norm != "none":
+        raise ValueError(f"unknown advantage normalization {norm!r}; choose none or std")
+    lo = torch.full((n,), float("inf")).scatter_reduce(0, groups, rewards, "amin")
+    hi = torch.full((n,), float("-inf")).scatter_reduce(0, groups, rewards, "amax")
+    return torch.where((lo == hi)[groups], torch.zeros_like(adv), adv)
+
+
+def group_ids(meta, G, by=ADV_GROUP):
+    """The advantage group of each of the len(meta) * G rollouts: its question (by="question":
+    Scenario A and B together, 2G rollouts; a plain question's G) or its dialogue ("scenario")."""
+    key = [m[0] for m in meta] if by == "question" else list(range(len(meta)))
+    if by not in ("question", "scenario"):
+        raise ValueError(f"unknown advantage grouping {by!r}; choose question or scenario")
+    return torch.tensor(key).repeat_interleave(G)
+
+
+def zero_variance_fraction(rewards, groups):
     """Fraction of groups whose rewards are all equal: they carry no learning signal."""
-    return (rewards == rewards[:, :1]).all(dim=1).float().mean().item()
+    return sum(bool((rewards[groups == g] == rewards[groups == g][0]).all())
+               for g in groups.unique()) / max(len(groups.unique()), 1)
 
 # -----------------------------------------------------------------------------
-# per-token terms
+# 6. per-token terms
+
 
 def clipped_surrogate(logp, logp_old, adv, clip_eps=CLIP_EPS):
     """PPO's clipped objective, as a loss to minimize:
@@ -98,17 +205,18 @@ def clipped_surrogate(logp, logp_old, adv, clip_eps=CLIP_EPS):
     adv = adv[:, None]
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * adv
-    loss = -torch.minimum(unclipped, clipped)
-    return loss, (clipped < unclipped).float()
+    return -torch.minimum(unclipped, clipped), (clipped < unclipped).float()
 
 
 def kl_k3(logp, logp_ref):
     """Per-token KL(pi_theta || pi_ref) by Schulman's k3 estimator (unbiased, always >= 0):
-        x = clamp(logp_ref - logp, -c, c);  KL_t = exp(x) - x - 1
+        x = logp_ref - logp;  KL_t = exp(x) - x - 1
 
+    x is clamped above at KL_EXP_MAX only, where exp() would blow up; below, exp(x) -> 0 and
+    KL_t = -x - 1 keeps pulling the policy back (its gradient is 1, never switched off).
     (B, T) -> (B, T). Example: logp = log 0.5, logp_ref = log 0.25
         x = -0.6931 -> 0.5 + 0.6931 - 1 = 0.1931.  Identical policies -> exactly 0 (P6)."""
-    x = torch.clamp(logp_ref - logp, -KL_LOG_RATIO_CLAMP, KL_LOG_RATIO_CLAMP)
+    x = (logp_ref - logp).clamp(max=KL_EXP_MAX)
     return torch.exp(x) - x - 1
 
 
@@ -119,67 +227,130 @@ def aux_sft_nll(logp_teacher):
     return -logp_teacher
 
 # -----------------------------------------------------------------------------
-# aggregation: one scalar from per-token terms
+# 7. aggregation: one scalar from per-token terms
 
-def aggregate(values, mask, mode="token", num_tokens=None, num_seqs=None, max_len=None):
+
+def aggregate(values, mask, mode="token", num_tokens=None, num_seqs=None, token_budget=None):
     """Reduce (B, T) per-token values over a (B, T) mask to a scalar.
 
         token:    sum_{i,t} m x / sum_{i,t} m                      (token mean over the batch)
         sequence: (1/B) sum_i [ sum_t m x / sum_t m ]              (mean per sequence, then mean)
-        constant: sum_{i,t} m x / (B * T_max)                      (Dr. GRPO)
+        constant: sum_{i,t} m x / (B * T_budget)                   (Dr. GRPO: a fixed budget)
 
-    For micro-batching, pass the FULL batch's num_tokens / num_seqs / max_len: each
-    micro-batch then contributes its exact share and the accumulated gradient equals the
-    full-batch gradient (P11). Defaults are this batch's own.
+    T_budget is fixed by the configuration (a dialogue's token budget, the same every step);
+    default: this batch's width. For micro-batching, pass the FULL batch's num_tokens /
+    num_seqs: each micro-batch then contributes its exact share and the accumulated gradient
+    equals the full-batch gradient (P11).
     Example: x = [[1, 2], [3, 0]], m = [[1, 1], [1, 0]]
-        token 6/3 = 2.0; sequence (1.5 + 3)/2 = 2.25; constant 6/(2*2) = 1.5"""
+        token 6/3 = 2.0; sequence (1.5 + 3)/2 = 2.25; constant (T_budget 4) 6/(2*4) = 0.75"""
     mask = mask.to(values.dtype)
     total = (values * mask).sum()
+    B = values.shape[0] if num_seqs is None else num_seqs
     if mode == "token":
         n = mask.sum() if num_tokens is None else num_tokens
         return total / max(float(n), 1.0)
     if mode == "sequence":
-        per_seq = (values * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-        return per_seq.sum() / (values.shape[0] if num_seqs is None else num_seqs)
+        return ((values * mask).sum(-1) / mask.sum(-1).clamp(min=1)).sum() / B
     if mode == "constant":
-        B = values.shape[0] if num_seqs is None else num_seqs
-        T = values.shape[1] if max_len is None else max_len
-        return total / (B * T)
+        return total / (B * (values.shape[1] if token_budget is None else token_budget))
     raise ValueError(f"unknown aggregation {mode!r}; choose one of {', '.join(AGG_MODES)}")
 
-# -----------------------------------------------------------------------------
-# the full ExGRPO loss of one (micro-)batch
 
-def exgrpo_loss(logp, logp_old, logp_ref, adv, mask, clip_eps=CLIP_EPS, beta=BETA,
-                agg="token", aux_logp=None, aux_mask=None, aux_weight=AUX_WEIGHT, norm=None):
-    """
-        J = agg( L_clip + beta * KL )  +  lambda * agg_aux( -log pi(teacher probe answers) )
+def exgrpo_loss(logp, logp_old, logp_ref, adv, mask, clip_eps=CLIP_EPS, beta=BETA, agg="token",
+                aux_logp=None, aux_mask=None, aux_weight=AUX_WEIGHT, norm=None):
+    """The loss of one (micro-)batch:
+        J = agg( L_clip + beta * KL )  +  lambda * token_mean( -log pi(teacher probe answers) )
 
     logp, logp_old, logp_ref, mask: (B, T) over the dialogue tokens the student generated;
     adv: (B,). aux_logp, aux_mask: (B', T') teacher-forced log-probs of the teacher's answers
-    (optional). norm: dict of full-batch normalizers for `aggregate` (num_tokens, num_seqs,
-    max_len, aux_tokens) when this is one micro-batch of a larger batch.
-    Returns (loss, metrics); metrics are detached floats for logging."""
+    (optional). norm: the full batch's normalizers for `aggregate` (num_tokens, num_seqs,
+    token_budget, aux_tokens) when this is one micro-batch of a larger batch.
+    Returns (loss, stats); stats are detached token SUMS (kl, clip, neg_logp) and the parts
+    of the loss, so a caller can add them up over micro-batches."""
     norm = norm or {}
     pg, clipped = clipped_surrogate(logp, logp_old, adv, clip_eps)
     kl = kl_k3(logp, logp_ref)
-    per_token = pg + beta * kl if beta else pg
-    kw = dict(num_tokens=norm.get("num_tokens"), num_seqs=norm.get("num_seqs"), max_len=norm.get("max_len"))
-    loss = aggregate(per_token, mask, agg, **kw)
+    kw = dict(num_tokens=norm.get("num_tokens"), num_seqs=norm.get("num_seqs"), token_budget=norm.get("token_budget"))
+    loss = aggregate(pg + beta * kl if beta else pg, mask, agg, **kw)
     m = mask.float()
-    n_tok = max(float(m.sum()), 1.0)
-    metrics = {"pg_loss": aggregate(pg.detach(), mask, agg, **kw).item(),
-               "kl": float((kl.detach() * m).sum() / n_tok),
-               "clip_frac": float((clipped * m).sum() / n_tok),
-               "adv_abs": float(adv.detach().abs().mean()) if adv.numel() else 0.0}
+    stats = {"pg_loss": aggregate(pg.detach(), mask, agg, **kw).item(), "kl": float((kl.detach() * m).sum()),
+             "clip_frac": float((clipped * m).sum()), "entropy": float((-logp.detach() * m).sum())}
     if aux_logp is not None and aux_weight:
         aux = aggregate(aux_sft_nll(aux_logp), aux_mask, "token", num_tokens=norm.get("aux_tokens"))
         loss = loss + aux_weight * aux
-        metrics["aux_nll"] = aux.item()
-    metrics["loss"] = loss.item()
-    return loss, metrics
+        stats["aux_nll"] = aux.item()
+    stats["loss"] = loss.item()
+    return loss, stats
+
+# -----------------------------------------------------------------------------
+# the update, and one ExGRPO step
 
 
-def is_finite_loss(loss):
-    """Skip the update when a loss is NaN/inf (P6): one bad batch must not poison the weights."""
-    return bool(torch.isfinite(loss).all())
+def policy_update(cfg, model, ref, tok, opt, roll, adv, aux_dialogues, token_budget):
+    """Steps 6-7 on a rollout batch: reference log-probs once, then per micro-batch the loss and
+    its backward; one optimizer step (optim.finish_step). A non-finite loss is skipped (P6)."""
+    device, limit = next(model.parameters()).device, sample.vocab_limit_of(model, tok)
+    batch = sample.pack([[]] * len(roll.ids), roll.ids, tok.pad_token_id, roll.student_mask)
+    n_tok = max(int(batch.loss_mask.sum()), 1)
+    full = {"num_tokens": n_tok, "num_seqs": len(roll.ids), "token_budget": token_budget}
+    aux = None
+    if aux_dialogues:
+        tf = [sample.teacher_forced(tok, a) for a in aux_dialogues]
+        aux = sample.pack([[]] * len(tf), [x[0] for x in tf], tok.pad_token_id, [x[1] for x in tf])
+        full["aux_tokens"] = int(aux.loss_mask.sum())
+    micro = [slice(s, s + cfg.rl_micro) for s in range(0, len(roll.ids), cfg.rl_micro)]
+    on = lambda b, sl: (b.ids[sl].to(device), b.attn[sl].to(device), b.loss_mask[sl].to(device))
+    logp = lambda m, sl, T=cfg.temperature, b=batch: sample.token_logprobs(m, *on(b, sl), T, limit)
+    use_ref = ref is not None and cfg.beta > 0
+    frozen_old = cfg.ppo_epochs > 1 or (opt.fused and len(micro) > 1)   # pi_old must not move under us
+    with torch.no_grad():
+        ref_lp = [logp(ref, sl) if use_ref else None for sl in micro]
+        old_lp = [logp(model, sl) for sl in micro] if frozen_old else None
+    model.train()
+    sums, skipped, gnorm = {}, 0, 0.0
+    for _ in range(cfg.ppo_epochs):
+        sums = {}
+        for mi, sl in enumerate(micro):
+            mask = batch.loss_mask[sl].to(device)
+            lp = logp(model, sl)
+            aux_kw = {} if aux is None or mi else dict(   # the aux loss rides on the first micro-batch
+                aux_logp=logp(model, slice(None), 1.0, aux), aux_mask=aux.loss_mask.to(device), aux_weight=cfg.aux_weight)
+            own = {**full, "num_tokens": int(mask.sum()), "num_seqs": mask.shape[0]}
+            loss, st = exgrpo_loss(lp, old_lp[mi] if frozen_old else lp.detach(), ref_lp[mi] if use_ref else lp.detach(),
+                                   adv[sl].to(device), mask, cfg.clip_eps, cfg.beta if use_ref else 0.0, cfg.agg,
+                                   norm=optim.step_normalizer(opt, full, own), **aux_kw)
+            if not torch.isfinite(loss):
+                skipped += 1
+                continue
+            loss.backward()
+            share = 1.0 if not opt.fused else int(mask.sum()) / n_tok   # fused: each normalized alone
+            for key, v in st.items():
+                sums[key] = sums.get(key, 0.0) + (v * share if key in ("loss", "pg_loss") else v)
+        gnorm = optim.finish_step(opt, model.parameters(), cfg.grad_clip, micro_steps=len(micro))
+    for key in ("kl", "clip_frac", "entropy"):   # token sums -> token means
+        sums[key] = sums.get(key, 0.0) / n_tok
+    return {**sums, "grad_norm": gnorm, "skipped_micro": skipped, "student_tokens": n_tok}
+
+
+def exgrpo_step(cfg, model, ref, tok, opt, questions, step, reward_fn=rewards.reward):
+    """One ExGRPO update on `questions` (D_EI records): steps 1-7 above. cfg holds train.py's
+    flags (k, k_partial, G, delta, nu, adv_group, adv_norm, no_probes, no_dsu, no_aux, beta, ...).
+    Returns the metrics row that train.py logs."""
+    t0 = time.time()
+    rng = random.Random(cfg.seed * 100_003 + step)   # the same draws after a resume
+    dialogues, meta, aux = build_scenarios(questions, cfg.k, cfg.k_partial, rng, not cfg.no_probes, not cfg.no_aux)
+    roll, r_base = rollout_and_score(cfg, model, tok, questions, dialogues, meta, reward_fn)
+    t_gen = time.time() - t0
+    r, fired, p_full, p_part = add_dsu(r_base, meta, cfg.delta, cfg.nu, enabled=not cfg.no_dsu)
+    groups = group_ids(meta, cfg.G, cfg.adv_group)
+    adv = group_advantages(r.flatten(), groups, cfg.adv_norm)
+    turns = 1 if cfg.no_probes else cfg.k + 1
+    row = policy_update(cfg, model, ref, tok, opt, roll, adv, aux, token_budget=turns * cfg.max_new_tokens)
+    final = [d for d, (_, kind) in enumerate(meta) if kind != "partial"]   # the dialogues that answer as tested
+    mean = lambda xs: sum(xs) / len(xs) if xs else None
+    return {"reward": r_base.mean().item(), "reward_with_bonus": r.mean().item(),
+            "accuracy": r_base[final].mean().item(), "dsu_rate": mean(fired) or 0.0,
+            "P_full": mean(p_full), "P_partial": mean(p_part), "adv_abs": adv.abs().mean().item(),
+            "zero_var_groups": zero_variance_fraction(r.flatten(), groups), **row,
+            "gen_tokens_per_s": row["student_tokens"] / max(t_gen, 1e-9), "gen_seconds": round(t_gen, 2),
+            "step_seconds": round(time.time() - t0, 2)}

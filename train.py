@@ -84,7 +84,10 @@ BETA = exgrpo.BETA       # KL weight 0.04
 CLIP_EPS = exgrpo.CLIP_EPS
 AUX_WEIGHT = exgrpo.AUX_WEIGHT
 AGG = "token"
-ADV_NORM = "std"         # (r - mean) / std per group; "none" = r - mean (see --adv-norm)
+ADV_GROUP = exgrpo.ADV_GROUP   # one advantage group per question: Scenario A and B together
+ADV_NORM = exgrpo.ADV_NORM     # r - mean, no std division (the std divides the DSU bonus out)
+EVAL_EVERY = 0           # RL steps between held-out evaluations (0 = none), on EVAL_EVERY_N questions
+EVAL_EVERY_N = 200
 RL_LR = 1e-5
 RL_MICRO = 4              # rollouts per forward/backward (activation memory)
 RL_MAX_NEW_TOKENS = 80   # per student turn
@@ -168,9 +171,15 @@ def get_args(argv=None):
     g.add_argument("--clip-eps", type=float, default=CLIP_EPS)
     g.add_argument("--aux-weight", type=float, default=AUX_WEIGHT)
     g.add_argument("--agg", default=AGG, choices=exgrpo.AGG_MODES)
-    g.add_argument("--adv-norm", default=ADV_NORM, choices=["std", "none"],
-                   help="std: (r - mean) / std per group (DESIGN.md); none: r - mean (Dr. GRPO). With binary "
-                        "rewards the std division cancels the DSU bonus exactly; 'none' keeps it")
+    g.add_argument("--adv-group", default=ADV_GROUP, choices=["question", "scenario"],
+                   help="question: one advantage group per question, its Scenario A and B rollouts together "
+                        "(2G; plain GRPO: G); scenario: each scenario its own group of G")
+    g.add_argument("--adv-norm", default=ADV_NORM, choices=["none", "std"],
+                   help="none: A = r - mean(group) (Dr. GRPO); std: (r - mean) / (std + 1e-4). With binary "
+                        "rewards the std division cancels the DSU bonus (DESIGN.md section 1)")
+    g.add_argument("--eval-every", type=int, default=EVAL_EVERY,
+                   help="evaluate every N RL steps on the first --eval-every-n questions of each split (0 = never)")
+    g.add_argument("--eval-every-n", type=int, default=EVAL_EVERY_N)
     g.add_argument("--rl-lr", type=float, default=RL_LR)
     g.add_argument("--rl-micro", type=int, default=RL_MICRO)
     g.add_argument("--max-new-tokens", type=int, default=RL_MAX_NEW_TOKENS, help="per student turn")
@@ -186,12 +195,18 @@ def get_args(argv=None):
         ap.error("--data-fraction must be in (0, 1]")
     if args.k < 1 or args.G < 1 or args.rl_questions < 1:
         ap.error("--k, --G and --rl-questions must be >= 1")
+    if args.resume and (Path(args.resume) / "config.json").exists():   # a resumed run keeps its flags
+        saved = json.loads((Path(args.resume) / "config.json").read_text())
+        for key, value in vars(args).items():
+            if key not in ("resume", "out") and key in saved and value != ap.get_default(key) and value != saved[key]:
+                ap.error(f"--{key.replace('_', '-')} {value} differs from the resumed run's {saved[key]} "
+                         f"({args.resume}/config.json); drop the flag or start a new run")
     if args.teacher == "none":
         args.no_probes = True
     if args.sft_from and not (Path(args.sft_from) / "config.json").exists():
         ap.error(f"--sft-from {args.sft_from}: no checkpoint there (no config.json)")
-    if args.k_partial is not None and not 0 <= args.k_partial < args.k:
-        ap.error("--k-partial must be in [0, k-1]")
+    if args.k_partial is not None and not 1 <= args.k_partial < args.k:
+        ap.error(f"--k-partial must be in [1, k-1] = [1, {args.k - 1}], got {args.k_partial}")
     return args
 
 # -----------------------------------------------------------------------------
@@ -221,11 +236,11 @@ class Run:
             f.write(json.dumps(row) + "\n")
 
     def trim_log(self, stage, from_step):
-        """Drop log lines of `stage` at or after `from_step`: they are redone after a resume."""
+        """Drop log lines of `stage` (and its held-out evals) at or after `from_step`: they are redone."""
         path = self.path / "metrics.jsonl"
         if path.exists():
             rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-            keep = [r for r in rows if not (r.get("stage") == stage and r["step"] >= from_step)]
+            keep = [r for r in rows if not (r.get("stage") in (stage, stage + "_eval") and r["step"] >= from_step)]
             path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
     def save(self, stage, name, model, tok, trainer_state=None):
@@ -312,35 +327,34 @@ def build_dei(args, run, train):
     return probes.load_dei(out)
 
 
-def kept_probes(record, for_rl=False):
-    """The probes of a D_EI record that passed both filters. For RL dialogues, also drop the
-    probes that state the original answer (a reverse probe gives the end amount): a student
-    could copy it into its final turn instead of reasoning."""
-    return [p for p in record.get("probes", []) if p.get("kept") and not (for_rl and p.get("reveals_answer"))]
-
-
-def probe_message(p):
-    return data.user_message({"question": p["question"], "answer_type": p["answer_type"]})
-
 # -----------------------------------------------------------------------------
 # stage 2: SFT warm-up
 
 
+def correct_reasoning(record, key="reasoning"):
+    """Teacher reasoning that SFT may imitate: present, and not marked wrong by the answer checker
+    (EI sets reasoning_correct on every record and probe; a dataset's own reasoning has none)."""
+    return bool(record.get(key)) and record.get("reasoning_correct", True) is not False
+
+
 def sft_examples(args, train, dei):
-    """(ids, mask) pairs: each question with the teacher's reasoning, plus up to --sft-probes
-    probes of it with the teacher's answers. Loss only on the teacher's tokens."""
+    """(user, assistant) dialogues: each question with the teacher's reasoning, plus up to
+    --sft-probes probes of it with the teacher's answers; reasoning whose answer is wrong is
+    skipped (and counted). Loss only on the teacher's tokens."""
     rng = random.Random(args.seed)
-    pairs = []
-    source = dei if dei is not None else train
-    for r in source:
-        if r.get("reasoning"):
+    pairs, wrong = [], 0
+    for r in dei if dei is not None else train:
+        if correct_reasoning(r):
             pairs.append([(data.user_message(r), r["reasoning"])])
-        if dei is not None:
-            ps = [p for p in kept_probes(r) if p.get("teacher_reasoning")]
-            for p in rng.sample(ps, min(args.sft_probes, len(ps))):
-                pairs.append([(probe_message(p), p["teacher_reasoning"])])
+        wrong += bool(r.get("reasoning")) and not correct_reasoning(r)
+        ps = [p for p in r.get("probes", []) if p.get("kept") and p.get("teacher_reasoning")]
+        wrong += sum(not correct_reasoning(p, "teacher_reasoning") for p in ps)
+        ps = [p for p in ps if correct_reasoning(p, "teacher_reasoning")]
+        for p in rng.sample(ps, min(args.sft_probes, len(ps))):
+            pairs.append([(exgrpo.probe_message(p), p["teacher_reasoning"])])
     if not pairs:
-        raise ValueError("no SFT examples: the training records carry no teacher reasoning")
+        raise ValueError("no SFT examples: the training records carry no correct teacher reasoning")
+    print(f"SFT: {len(pairs)} examples; {wrong} teacher answers skipped as wrong")
     return pairs
 
 
@@ -407,137 +421,31 @@ def sft_stage(args, run, model, tok, train, dei, device):
 # stage 3: ExGRPO
 
 
-def rl_step_rollouts(args, model, tok, questions, step):
-    """Roll out one step's dialogues. Returns the flat rollouts (ids, masks), rewards
-    (num_groups, G), and the per-question aux dialogues (teacher answers to the same probes)."""
-    rng = random.Random(args.seed * 100_003 + step)  # the same draws after a resume
-    dialogues, groups, aux = [], [], []
-    for q in questions:
-        qmsg = data.user_message(q)
-        ps = [] if args.no_probes else kept_probes(q, for_rl=True)
-        if not ps:
-            dialogues.append([qmsg])
-            groups.append(("plain", q))
-            continue
-        drawn = rng.sample(ps, min(args.k, len(ps)))
-        k = len(drawn)
-        k_part = args.k_partial if args.k_partial is not None else (rng.randint(1, k - 1) if k > 1 else 0)
-        k_part = min(k_part, k - 1)
-        dialogues.append([probe_message(p) for p in drawn] + [qmsg])            # Scenario A
-        groups.append(("full", q))
-        dialogues.append([probe_message(p) for p in drawn[:k_part]] + [qmsg])   # Scenario B
-        groups.append(("partial", q))
-        if not args.no_aux:
-            aux.append([(probe_message(p), p["teacher_reasoning"]) for p in drawn if p.get("teacher_reasoning")])
-    roll = sample.rollout_dialogues(model, tok, dialogues, n=args.G, max_new_tokens=args.max_new_tokens,
-                                    temperature=args.temperature,
-                                    batch_size=args.rollout_batch or max(len(dialogues) * args.G, 1))
-    r = torch.tensor([rewards.reward(roll.turns[i][-1], groups[i // args.G][1]["answer"],
-                                     groups[i // args.G][1]["answer_type"], groups[i // args.G][1]["question"])
-                      for i in range(len(roll.ids))]).view(len(groups), args.G)
-    return roll, r, groups, [a for a in aux if a]
-
-
-def rl_step(args, model, ref, tok, opt, questions, step, device):
-    """One ExGRPO step: roll out, reward, one optimizer update. Returns the metrics row."""
-    t0 = time.time()
-    limit = sample.vocab_limit_of(model, tok)
-    roll, r_base, groups, aux = rl_step_rollouts(args, model, tok, questions, step)
-    t_gen = time.time() - t0
-    # --- rewards: R_base, plus the DSU bonus for full dialogues that beat partial ones
-    r = r_base.clone()
-    fired, p_full, p_part = [], [], []
-    for gi, (kind, q) in enumerate(groups):
-        if kind == "full":   # groups[gi + 1] is the same question's Scenario B
-            bonus = torch.zeros(args.G) if args.no_dsu else torch.tensor(
-                exgrpo.dsu_bonus(r_base[gi].tolist(), r_base[gi + 1].tolist(), args.delta, args.nu))
-            r[gi] += bonus
-            fired.append(float(bonus.abs().sum() > 0))
-            p_full.append(r_base[gi].mean().item())
-            p_part.append(r_base[gi + 1].mean().item())
-    # one group per scenario per question; --adv-norm none keeps the DSU bonus visible (see
-    # exgrpo.group_advantages: dividing by the std undoes a bonus on binary rewards)
-    adv = exgrpo.group_advantages(r, scale=args.adv_norm == "std").flatten()
-    # --- the batch: every student token of every turn is in the loss mask
-    batch = sample.pack([[]] * len(roll.ids), roll.ids, tok.pad_token_id, roll.student_mask)
-    norm = {"num_tokens": int(batch.loss_mask.sum()), "num_seqs": len(roll.ids),
-            "max_len": int(batch.loss_mask.sum(-1).max())}
-    aux_batch = None
-    if aux:
-        tf = [sample.teacher_forced(tok, a) for a in aux]
-        aux_batch = sample.pack([[]] * len(tf), [x[0] for x in tf], tok.pad_token_id, [x[1] for x in tf])
-        norm["aux_tokens"] = int(aux_batch.loss_mask.sum())
-    micro = [slice(s, s + args.rl_micro) for s in range(0, len(roll.ids), args.rl_micro)]
-    on = lambda t, sl: t[sl].to(device)
-
-    def logp(m, sl, temperature=args.temperature):
-        return sample.token_logprobs(m, on(batch.ids, sl), on(batch.attn, sl), on(batch.loss_mask, sl),
-                                     temperature, limit)
-    use_ref = ref is not None and args.beta > 0
-    fused = getattr(opt, "fused", False)   # each backward() is an optimizer step: pi_old must be frozen
-    with torch.no_grad():   # reference (and old-policy) log-probs: once per rollout batch
-        ref_lp = [logp(ref, sl) if use_ref else None for sl in micro]
-        old_lp = [logp(model, sl) for sl in micro] if args.ppo_epochs > 1 or (fused and len(micro) > 1) else None
-    model.train()
-    sums, skipped, gnorm = {}, 0, 0.0
-    for epoch in range(args.ppo_epochs):
-        sums = {}
-        for mi, sl in enumerate(micro):
-            mask = on(batch.loss_mask, sl)
-            lp = logp(model, sl)
-            old = old_lp[mi] if old_lp is not None else lp.detach()   # one step per batch: pi_old = pi_theta
-            refl = ref_lp[mi] if use_ref else lp.detach()
-            aux_kw = {}
-            if aux_batch is not None and mi == 0:   # the aux loss rides on the first micro-batch
-                aux_kw = dict(aux_logp=sample.token_logprobs(model, aux_batch.ids.to(device), aux_batch.attn.to(device),
-                                                             aux_batch.loss_mask.to(device), 1.0, limit),
-                              aux_mask=aux_batch.loss_mask.to(device), aux_weight=args.aux_weight)
-            mnorm = norm if not fused else {   # a fused micro-batch is a whole step: its own normalizers
-                "num_tokens": int(mask.sum()), "num_seqs": mask.shape[0], "max_len": norm["max_len"],
-                "aux_tokens": norm.get("aux_tokens")}   # (max_len stays global: "constant" stays constant)
-            loss, m = exgrpo.exgrpo_loss(lp, old, refl, adv[sl].to(device), mask, args.clip_eps,
-                                         args.beta if use_ref else 0.0, args.agg, norm=mnorm, **aux_kw)
-            if not exgrpo.is_finite_loss(loss):
-                skipped += 1   # P6: a NaN/inf micro-batch is dropped, not applied
-                continue
-            loss.backward()
-            share = mask.sum().item() / max(norm["num_tokens"], 1)   # token-weighted means
-            # loss terms already carry the full-batch normalizer, except in fused mode
-            summed = ("aux_nll",) if fused else ("loss", "pg_loss", "aux_nll")
-            if fused and "aux_nll" in m:   # the aux term is the first micro-step's alone: not shared
-                aux_part = args.aux_weight * m["aux_nll"]
-                m["loss"] = (m["loss"] - aux_part) + aux_part / share
-            for key, v in m.items():
-                sums[key] = sums.get(key, 0.0) + (v if key in summed else v * share)
-            # entropy, estimated by the mean -log p of the sampled tokens
-            sums["entropy"] = sums.get("entropy", 0.0) + float(-(lp.detach() * mask).sum()) / max(norm["num_tokens"], 1)
-        gnorm = optim.finish_step(opt, model.parameters(), args.grad_clip)
-        if fused:   # sqrt(sum over the micro-steps) -> the root mean square of one step's norm
-            gnorm /= len(micro) ** 0.5
-    turn_lens = [sum(m) for m in roll.student_mask]
-    return {"reward": r_base.mean().item(), "reward_with_bonus": r.mean().item(),
-            "accuracy": r_base[[i for i, g in enumerate(groups) if g[0] != "partial"]].mean().item(),
-            "dsu_rate": sum(fired) / len(fired) if fired else 0.0,
-            "P_full": sum(p_full) / len(p_full) if p_full else None,
-            "P_partial": sum(p_part) / len(p_part) if p_part else None,
-            "zero_var_groups": exgrpo.zero_variance_fraction(r), "grad_norm": gnorm, "skipped_micro": skipped,
-            "student_tokens_per_rollout": sum(turn_lens) / len(turn_lens),
-            "gen_tokens_per_s": norm["num_tokens"] / max(t_gen, 1e-9), "gen_seconds": round(t_gen, 2),
-            "step_seconds": round(time.time() - t0, 2), **sums}
-
-
-def rl_stage(args, run, model, ref, tok, pool, device):
+def rl_stage(args, run, model, ref, tok, pool, evals):
+    """Stage 3: --rl-steps calls of exgrpo.exgrpo_step, each on --rl-questions questions drawn
+    from D_EI; with --eval-every N, greedy accuracy on a fixed slice of each split every N steps."""
     opt = optim.make_optimizer(model, args.rl_lr, args.optimizer)
     start = resume_trainer(run, "rl", model, opt)
+    held = {n: r[:args.eval_every_n] for n, r in evals.items()}
+
+    def held_out(step):
+        accs = eval_all(args, run, f"rl/eval_step{step}", model, tok, held, quiet=True)
+        run.log({"stage": "rl_eval", "step": step, **accs})
+        return accs
+
     bar = tqdm(range(start, args.rl_steps), desc="GRPO" if args.no_probes else "ExGRPO",
                initial=start, total=args.rl_steps)
     for step in bar:
+        if args.eval_every and step % args.eval_every == 0:
+            held_out(step)
         questions = random.Random(args.seed * 7 + step).sample(pool, min(args.rl_questions, len(pool)))
-        row = rl_step(args, model, ref, tok, opt, questions, step, device)
+        row = exgrpo.exgrpo_step(args, model, ref, tok, opt, questions, step)
         run.log({"stage": "rl", "step": step, **row})
         bar.set_postfix(reward=f"{row['reward']:.2f}", kl=f"{row.get('kl', 0):.4f}")
         if due(args, step, args.rl_steps):
             save_trainer(run, "rl", model, tok, opt, step + 1)
+    if args.eval_every:
+        held_out(args.rl_steps)
     run.save("rl", "final", model, tok)
     shutil.rmtree(run.path / "rl" / "ckpt", ignore_errors=True)
 
@@ -587,13 +495,13 @@ def resume_trainer(run, stage, model, opt):
 # main
 
 
-def eval_all(args, run, stage, model, tok, evals):
+def eval_all(args, run, stage, model, tok, evals, quiet=False):
     res = {}
     for name, records in evals.items():
         out = evaluate.evaluate(model, tok, records, max_new_tokens=args.eval_max_new_tokens,
                                 predictions_path=run.path / stage / f"predictions_{name}.jsonl", desc=f"{stage}/{name}")
         res[name] = out["accuracy"]
-        print(f"{stage:>10} {name:>10}: {100 * out['accuracy']:5.1f}% ± {100 * out['stderr']:.1f} "
+        quiet or print(f"{stage:>10} {name:>10}: {100 * out['accuracy']:5.1f}% ± {100 * out['stderr']:.1f} "
               f"({out['correct']}/{out['n']})")
     return res
 
@@ -666,7 +574,7 @@ def main(argv=None):
             ref = None
         pool = dei if dei is not None else train
         if not run.finished("rl"):
-            stage("rl", lambda: rl_stage(args, run, model, ref, tok, pool, device) or {"done": True})
+            stage("rl", lambda: rl_stage(args, run, model, ref, tok, pool, evals) or {"done": True})
         load_weights(model, run.path / "rl" / "final")
         del ref
         stage("eval_rl", lambda: eval_all(args, run, "rl", model, tok, evals))

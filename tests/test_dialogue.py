@@ -74,7 +74,8 @@ def test_aux_mask_covers_exactly_the_teachers_answers(tok):
 def _args(**kw):
     a = dict(no_probes=False, no_dsu=False, no_aux=False, k=2, k_partial=None, G=2, delta=0.5, nu=1.0,
              beta=0.04, clip_eps=0.2, aux_weight=0.1, agg="token", rl_micro=3, max_new_tokens=6,
-             temperature=1.0, ppo_epochs=1, grad_clip=1.0, seed=0, rollout_batch=0, adv_norm="std")
+             temperature=1.0, ppo_epochs=1, grad_clip=1.0, seed=0, rollout_batch=0, adv_norm="none",
+             adv_group="question")
     a.update(kw)
     return argparse.Namespace(**a)
 
@@ -86,14 +87,34 @@ def _dei_question():
     return dei[0]
 
 
+def _varying_reward(text, gold, answer_type, question):
+    """A reward that varies within a group whatever the tiny model writes (its real reward is
+    always 0): 1 for an answer of an even number of characters."""
+    return float(len(text) % 2 == 0)
+
+
 def test_one_exgrpo_step_changes_every_parameter(tiny, tok):
     q = _dei_question()
     ref = sample.tiny_model(tok, seed=0).eval().requires_grad_(False)
     before = {n: p.detach().clone() for n, p in tiny.named_parameters()}
     opt = optim.make_optimizer(tiny, 1e-3)
-    row = train.rl_step(_args(), tiny, ref, tok, opt, [q], step=0, device="cpu")
+    row = exgrpo.exgrpo_step(_args(G=4), tiny, ref, tok, opt, [q], step=0, reward_fn=_varying_reward)
     assert all(torch.isfinite(torch.tensor(v)) for v in (row["loss"], row["kl"], row["aux_nll"]))
     assert row["skipped_micro"] == 0 and row["P_full"] is not None
+    for n, p in tiny.named_parameters():
+        assert not torch.equal(p.detach(), before[n]), f"{n} did not move"
+
+
+def test_the_policy_gradient_alone_moves_every_parameter(tiny, tok):
+    # no aux loss, no KL: only the clipped surrogate is left, so deleting it would leave the
+    # weights where they are (the tiny model's real rewards are all 0: a varying reward is passed in)
+    q = _dei_question()
+    before = {n: p.detach().clone() for n, p in tiny.named_parameters()}
+    opt = optim.make_optimizer(tiny, 1e-3)
+    torch.manual_seed(1)
+    row = exgrpo.exgrpo_step(_args(G=4, no_aux=True, beta=0.0), tiny, None, tok, opt, [q], step=0,
+                             reward_fn=_varying_reward)
+    assert row["zero_var_groups"] < 1 and "aux_nll" not in row
     for n, p in tiny.named_parameters():
         assert not torch.equal(p.detach(), before[n]), f"{n} did not move"
 
@@ -131,8 +152,10 @@ def test_batched_dialogues_equal_one_at_a_time_greedy(tiny, tok):
 
 def test_scenarios_share_their_probes_and_partial_is_shorter(tiny, tok):
     q = _dei_question()
-    roll, r, groups, aux = train.rl_step_rollouts(_args(k=3, G=2), tiny, tok, [q], step=0)
-    assert [g[0] for g in groups] == ["full", "partial"] and r.shape == (2, 2)
+    import random
+    dialogues, meta, aux = exgrpo.build_scenarios([q], k=3, rng=random.Random(0))
+    roll, r = exgrpo.rollout_and_score(_args(k=3, G=2), tiny, tok, [q], dialogues, meta)
+    assert meta == [(0, "full"), (0, "partial")] and r.shape == (2, 2)
     full, part = roll.dialogues[0], roll.dialogues[2]
     assert len(full) == 4 and 2 <= len(part) <= 3           # k = 3 probes; k' in [1, 2]
     assert part[:-1] == full[:len(part) - 1] and part[-1] == full[-1]   # same first probes, same Q

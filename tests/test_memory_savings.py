@@ -201,7 +201,7 @@ def _rl_step(model, tok, kind, q, **kw):
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     opt = optim.make_optimizer(model, 1e-3, kind)
     torch.manual_seed(0)   # the same rollouts for every optimizer
-    row = train.rl_step(_rl_args(**kw), model, ref, tok, opt, [q], step=0, device="cpu")
+    row = exgrpo.exgrpo_step(_rl_args(**kw), model, ref, tok, opt, [q], step=0)
     return opt, row
 
 
