@@ -1,5 +1,7 @@
-"""Stage 1 (probes.py): the ten rules against an independent recomputation, the filters,
-bad input, the CLI and the hf: teacher smoke test. The endpoint teacher is in test_teachers.py."""
+"""Stage 1 (probes.py, data/oracle.py): the ten rules against an independent recomputation,
+reveals_answer against an independent reading of the probe text, the text templates, the
+filters, reasoning_correct, bad input, the CLI and the hf: teacher smoke test. The endpoint
+teacher is in test_teachers.py."""
 import json
 import re
 import subprocess
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import probes
+from data.oracle import reveals_answer, solve
 from data.synth import generate, op_sentence
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +107,7 @@ def test_every_rule_agrees_with_independent_recompute_on_500_problems():
             assert probe["answer_type"] == ("yesno" if gold in ("yes", "no") else "number")
             answers[rule].add(gold)
             # the oracle's reasoning: true arithmetic, ending "The answer is <gold>."
-            assert check_reasoning(probes.solve(probe["spec"])[1]) == gold
+            assert check_reasoning(solve(probe["spec"])[1]) == gold
             # self-contained: the probe restates every step of the problem
             q = probe["question"]
             for i in range(len(p["ops"])):
@@ -139,6 +142,79 @@ def test_reverse_inverts_the_question():
     assert probe["answer"] == str(p["start"]) and probe["reveals_answer"] is True
 
 
+def states_the_answer(probe_text, question, answer):
+    """An independent reading of a synthetic probe: does it state Q's answer? Q's own sentences
+    are cut out (every probe restates them; Q itself is no leak) and so are step numbers
+    ("step 2"); what is left is what the probe writes of its own: a changed sentence, a
+    claimed equation "12 - 4 = 8", a transition "from 12 to 8", a hypothesis, a whole
+    inverted problem. It states the answer when any number in it equals the answer: the
+    result of an equation, an amount, an operand alike."""
+    for sentence in re.split(r"(?<=[.?])\s+", question):
+        probe_text = probe_text.replace(sentence, " ")
+    probe_text = re.sub(r"\b[Ss]tep \d+", " ", probe_text)
+    return str(answer) in re.findall(r"\d+", probe_text)
+
+
+def synth_questions():
+    """1,100 questions: forward and reversed problems, 2 to 5 steps."""
+    return generate("train", 700, seed=9) + generate("test_ood", 400, seed=9)
+
+
+def test_no_probe_marked_safe_states_the_answer_on_1100_questions():
+    records = synth_questions()
+    assert sum(r["problem"]["reverse"] for r in records) > 50
+    safe, flagged = {r: 0 for r in TEN}, {r: 0 for r in TEN}
+    for rec in records:
+        for p in probes.make_probes(rec):
+            assert isinstance(p["reveals_answer"], bool), p
+            stated = states_the_answer(p["question"], rec["question"], rec["answer"])
+            if p["reveals_answer"]:
+                flagged[p["rule"]] += 1
+            else:
+                safe[p["rule"]] += 1
+                assert not stated, (p["rule"], rec["question"], p["question"])
+    assert flagged["reverse"] > 1000 and safe["reverse"] == 0  # the reverse probe gives the end amount
+    for rule in TEN:
+        if rule != "reverse":
+            assert safe[rule] > 0.6 * (safe[rule] + flagged[rule]), (rule, safe[rule], flagged[rule])
+    # the flag is not only the reverse rule: the leaks the issue names are caught
+    assert flagged["challenge"] > 50 and flagged["process"] > 0 and flagged["hypothesis"] > 0
+
+
+def test_the_oracle_flags_the_named_leaks():
+    p = {"template": "marbles", "name": "Mia", "start": 7, "ops": [["add", 5], ["sub", 4]], "reverse": False}
+    ask = lambda **kw: dict(kw, problem=kw.get("problem", p))
+    assert reveals_answer(ask(ask="check_step", step=2, claim=[12, "sub", 4, 8]), p)    # 12 - 4 = 8
+    assert reveals_answer(ask(ask="check_step", step=2, claim=[12, "add", 4, 16]), p) is False
+    assert reveals_answer(ask(ask="check_step", step=1, claim=[7, "add", 5, 8]), p)     # a wrong claim of 8
+    assert reveals_answer(ask(ask="which_step", **{"from": 12, "to": 8}), p)            # "from 12 to 8"
+    assert reveals_answer(ask(ask="which_step", **{"from": 7, "to": 12}), p) is False
+    assert reveals_answer(ask(ask="final", problem=dict(p, reverse=True)), p)             # the end amount
+    assert reveals_answer(ask(ask="final", problem=dict(p, start=8)), p)                  # new start 8
+    assert reveals_answer(ask(ask="value", step=1), p) is False
+    back = dict(p, reverse=True)  # answer 7, the start: "from 7 to 12" and "7 + 5 = 12" state it
+    assert reveals_answer(ask(ask="which_step", problem=back, **{"from": 7, "to": 12}), back)
+    assert reveals_answer(ask(ask="check_step", problem=back, step=1, claim=[7, "add", 5, 12]), back)
+    assert reveals_answer(ask(ask="final", problem=p), back)                              # the forward problem
+
+
+def test_rl_dialogues_never_state_the_answer():
+    records = synth_questions()[:300]
+    dei, stats = probes.build_dei(records, "oracle", progress=False)
+    n_rl = 0
+    for d in dei:
+        rl = probes.rl_probes(d)
+        assert all(p["kept"] and p["reveals_answer"] is False for p in rl)
+        assert len(rl) == sum(p["kept"] and not p["reveals_answer"] for p in d["probes"])
+        for p in rl:
+            assert not states_the_answer(p["question"], d["question"], d["answer"]), p["question"]
+        n_rl += len(rl)
+    assert n_rl == sum(s["consistent"] - s["reveals"] for s in stats["rules"].values()) > 1500
+    # a record written before the flag existed: nothing in it is trusted for RL
+    old = dict(dei[0], probes=[{k: v for k, v in p.items() if k != "reveals_answer"} for p in dei[0]["probes"]])
+    assert probes.rl_probes(old) == []
+
+
 def test_rules_are_deterministic_and_seeded():
     recs = generate("train", 50, seed=3)
     assert [probes.make_probes(r) for r in recs] == [probes.make_probes(r) for r in recs]
@@ -168,17 +244,44 @@ def test_text_rules_apply_or_say_they_do_not():
     assert probes.challenge(number) == []          # no teacher reasoning to challenge
     [c] = probes.challenge(yesno)
     assert "Sea water holds dissolved salt from rocks." in c["question"] and c["answer_type"] == "yesno"
+    assert c["reveals_answer"] is False and c["answer"] is None
     [r] = probes.reverse(number)                   # a number of the question is hidden
     assert r["answer"] in ("12", "30") and "x" in r["question"] and r["answer_type"] == "number"
-    assert r["answer"] not in r["question"].split("\n\n")[0].split()
+    assert r["answer"] not in r["question"].split("\n\n")[0].split() and r["reveals_answer"] is True
     [r] = probes.reverse(choice)                   # RevThink's backward question, its gold split off
     assert r["answer"] == "A" and "correct answer" not in r["question"] and r["answer_type"] == "choice"
-    [cmp] = probes.compare(choice)
-    assert cmp["answer"] == ("yes" if "Is option (B)" in cmp["question"] else "no")
+    [cmp] = probes.compare(choice)                 # names the gold option: SFT only
+    assert cmp["answer"] == ("yes" if "Is option (B)" in cmp["question"] else "no") and cmp["reveals_answer"]
     for ex in (yesno, number, choice):
+        # no template can write these on free text without asking Q again: they write none
+        for rule in ("decompose", "why", "cause_effect", "process"):
+            assert probes.RULES[rule](ex) == [], rule
+        assert probes.compare(ex) == [] or ex is choice  # a yes/no contrast is Q again
         for p in probes.make_probes(ex):
             assert p["question"] and p["spec"] is None and p["answer_type"] in ("number", "yesno", "choice")
             assert ex["question"].split("?")[0] in p["question"] or p["rule"] == "reverse"
+            assert isinstance(p["reveals_answer"], bool) and p["writer"] == "template"
+            # a probe graded with Q's own answer would be Q asked again: it must at least reveal
+            assert p["answer"] != ex["answer"] or p["answer_type"] != ex["answer_type"] or p["reveals_answer"]
+            if not p["reveals_answer"]:
+                assert p["answer"] is None and p["rule"] in ("counterfactual", "challenge"), p
+
+
+def test_text_checker_sees_what_a_probe_writes_beyond_q():
+    q = "Where are books kept? (A) bank (B) library (C) river"
+    assert probes.beyond_question(f"{q}\n\nWhich is older?", q).strip() == "Which is older?"
+    # restating every option names no single answer; singling out the gold option does
+    assert "(B)" not in probes.beyond_question("Which? (A) bank (B) library (C) river. Explain.", "Q?")
+    ex = {"question": q, "answer": "B", "answer_type": "choice"}
+    assert probes._checked(probes._probe("why", "Why is (B) better than (A)?", "yesno"), ex)["reveals_answer"]
+    assert not probes._checked(probes._probe("why", "Is (C) ever wet?", "yesno"), ex)["reveals_answer"]
+    assert not probes._checked(probes._probe("why", q + " Which two are buildings? (A) bank (B) library "
+                                                   "(C) river", "choice"), ex)["reveals_answer"]
+    num = {"question": "Tom has 12 apples and buys 30 more. How many now?", "answer": "42", "answer_type": "number"}
+    assert probes._checked(probes._probe("why", "If Tom ends with 42 apples, how many did he buy?", "number"),
+                           num)["reveals_answer"]
+    assert not probes._checked(probes._probe("why", "If Tom buys 31 more, how many are there?", "number"),
+                               num)["reveals_answer"]
 
 
 def test_parse_written_probe():
@@ -223,7 +326,7 @@ def test_oracle_refuses_text_probes():
 def oracle_fn(wrong_q_when=None, wrong_probe_rule=None):
     """A text-free teacher built on the oracle's answers, with chosen mistakes."""
     def fn(messages, spec):
-        text = probes.solve(spec)[1]
+        text = solve(spec)[1]
         if len(messages) == 3 and wrong_q_when and wrong_q_when in messages[0]["content"]:
             return text.rsplit("The answer is", 1)[0] + "The answer is 99999."
         if len(messages) == 1 and wrong_probe_rule and spec.get("ask") == wrong_probe_rule:
@@ -347,20 +450,22 @@ def test_rows_without_question_or_answer_are_counted_and_skipped(capsys):
 
 def test_cli_synth_writes_dei_and_the_table(tmp_path):
     out = tmp_path / "dei.jsonl"
-    r = subprocess.run([sys.executable, "probes.py", "--dataset", "synth", "--teacher", "oracle", "--limit", "25",
+    r = subprocess.run([sys.executable, "probes.py", "--dataset", "synth", "--limit", "25",
                         "--out", str(out), "--no-progress"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     for rule in TEN:
-        assert re.search(rf"^{rule} +25 ", r.stdout, re.MULTILINE) or rule in ("counterfactual", "process"), r.stdout
+        assert re.search(rf"^{rule} +template +25 ", r.stdout, re.MULTILINE) or rule in ("counterfactual", "process"), r.stdout
     assert "25 kept" in r.stdout
     dei = probes.load_dei(out)
     assert len(dei) == 25 and dei[0]["probes"][0]["teacher_reasoning"].endswith(".")
     rec = json.loads(out.read_text().splitlines()[0])
     for key in ("id", "question", "answer", "answer_type", "problem", "reasoning", "probes", "kept", "drop_reason"):
         assert key in rec
-    for key in ("rule", "question", "answer", "answer_type", "teacher_reasoning", "teacher_answer",
+    for key in ("rule", "writer", "question", "answer", "answer_type", "teacher_reasoning", "teacher_answer",
                 "consistent", "student_correct", "spec"):
         assert key in rec["probes"][0]
+    assert all(isinstance(p["reveals_answer"], bool) and p["reasoning_correct"] is True
+               for d in dei for p in d["probes"])
     stats = json.loads(out.with_suffix(".stats.json").read_text())
     assert stats["questions"]["kept"] == 25 and set(stats["rules"]) == set(TEN)
 

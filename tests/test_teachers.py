@@ -1,8 +1,10 @@
-"""Teachers and the teacher cache: the OpenAI-compatible endpoint against a real local HTTP
-server with injected faults, a CLI killed mid-run and resumed, 4xx and unreachable endpoints,
-a cache whose last line was cut short, and the CLI on StrategyQA."""
+"""Teachers and the teacher cache (teachers.py): the OpenAI-compatible endpoint against a real
+local HTTP server with injected faults, a CLI killed mid-run and resumed, 4xx and unreachable
+endpoints, a cache whose last line was cut short, and the probes.py CLI on StrategyQA with the
+teacher writing the probes (its default there) and with the templates."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,6 +17,8 @@ from pathlib import Path
 import pytest
 
 import probes
+import teachers
+from data.oracle import solve
 from data.synth import generate, oracle_solution
 from fake_openai_server import FakeOpenAI
 
@@ -29,7 +33,7 @@ def oracle_table(records, rules=None):
     for r in records:
         table[probes.format_question(r["question"], r["answer_type"])] = oracle_solution(r["problem"])
         for p in probes.make_probes(r, rules):
-            table[probes.format_question(p["question"], p["answer_type"])] = probes.solve(p["spec"])[1]
+            table[probes.format_question(p["question"], p["answer_type"])] = solve(p["spec"])[1]
     return table
 
 
@@ -73,7 +77,7 @@ def test_endpoint_survives_faults_and_never_asks_twice(tmp_path):
 
     cache = tmp_path / "cache.jsonl"
     with FakeOpenAI(answer_from(table), faults, hang_s=HANG) as srv:
-        teacher = probes.make_teacher(url=srv.url, model="fake", key="sk-test", cache_path=cache, **FAST)
+        teacher = teachers.make_teacher(url=srv.url, model="fake", key="sk-test", cache_path=cache, **FAST)
         out = teacher.answer(prompts + prompts[:5])  # repeats within one call are asked once
         assert out == [table[p] for p in prompts + prompts[:5]]
         assert set(srv.answered.values()) == {1} and len(srv.answered) == len(prompts)
@@ -84,7 +88,7 @@ def test_endpoint_survives_faults_and_never_asks_twice(tmp_path):
         assert all(auth == "Bearer sk-test" for _, _, auth in srv.requests)
         assert len(cache.read_text().splitlines()) == len(prompts)
         n = len(srv.requests)
-        again = probes.make_teacher(url=srv.url, model="fake", cache_path=cache, **FAST)
+        again = teachers.make_teacher(url=srv.url, model="fake", cache_path=cache, **FAST)
         assert again.answer(prompts) == out[:len(prompts)]
         assert len(srv.requests) == n and again.calls == 0 and again.cache_hits == len(prompts)
 
@@ -92,10 +96,10 @@ def test_endpoint_survives_faults_and_never_asks_twice(tmp_path):
 def test_endpoint_4xx_is_a_clear_error_without_retries(tmp_path, monkeypatch):
     monkeypatch.setenv("EXGRPO_TEACHER_KEY", "sk-wrong")
     with FakeOpenAI(lambda m: "unused", lambda m, a: "401") as srv:
-        teacher = probes.make_teacher(url=srv.url, model="fake", cache_path=tmp_path / "c.jsonl",
+        teacher = teachers.make_teacher(url=srv.url, model="fake", cache_path=tmp_path / "c.jsonl",
                                       **dict(FAST, retries=5, backoff=0.2))
         t0 = time.time()
-        with pytest.raises(probes.TeacherError) as e:
+        with pytest.raises(teachers.TeacherError) as e:
             teacher.answer([f"question {i}" for i in range(40)])
         assert time.time() - t0 < 1.0  # no backoff waits at all
         msg = str(e.value)
@@ -104,36 +108,36 @@ def test_endpoint_4xx_is_a_clear_error_without_retries(tmp_path, monkeypatch):
         assert len(srv.requests) <= FAST["concurrency"]  # and no storm of new prompts after the error
         assert srv.requests[0][2] == "Bearer sk-wrong"  # the key came from the environment
     with FakeOpenAI(lambda m: "unused", lambda m, a: "404") as srv:
-        with pytest.raises(probes.TeacherError, match="404"):
-            probes.make_teacher(url=srv.url, model="nope", **FAST).answer(["q"])
+        with pytest.raises(teachers.TeacherError, match="404"):
+            teachers.make_teacher(url=srv.url, model="nope", **FAST).answer(["q"])
         assert len(srv.requests) == 1
 
 
 def test_unreachable_endpoint_errors_after_retries_and_keeps_the_cache(tmp_path):
     cache = tmp_path / "cache.jsonl"
     with FakeOpenAI(lambda m: f"The answer is {len(m[-1]['content'])}.") as srv:
-        probes.make_teacher(url=srv.url, model="fake", cache_path=cache, **FAST).answer(["a", "bb", "ccc"])
+        teachers.make_teacher(url=srv.url, model="fake", cache_path=cache, **FAST).answer(["a", "bb", "ccc"])
     before = cache.read_bytes()
     url = f"http://127.0.0.1:{dead_port()}/v1"
-    teacher = probes.make_teacher(url=url, model="fake", cache_path=cache, **dict(FAST, retries=2))
-    with pytest.raises(probes.TeacherError) as e:
+    teacher = teachers.make_teacher(url=url, model="fake", cache_path=cache, **dict(FAST, retries=2))
+    with pytest.raises(teachers.TeacherError) as e:
         teacher.answer(["a", "bb", "ccc", "dddd"])
     msg = str(e.value)
     assert "could not get an answer" in msg and "after 3 tries" in msg and url in msg and str(cache) in msg
     assert cache.read_bytes() == before  # intact: nothing lost, nothing half-written
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a clean file: no corrupt-line warning
-        offline = probes.make_teacher(url=url, model="fake", cache_path=cache, **FAST)
+        offline = teachers.make_teacher(url=url, model="fake", cache_path=cache, **FAST)
     assert offline.answer(["ccc", "a"]) == ["The answer is 3.", "The answer is 1."]  # no network needed
 
 
 def test_endpoint_needs_url_and_model():
-    with pytest.raises(probes.TeacherError, match="teacher-model"):
-        probes.make_teacher(url="http://127.0.0.1:1/v1")
-    with pytest.raises(probes.TeacherError, match="teacher-url"):
-        probes.make_teacher("openai")
-    with pytest.raises(probes.TeacherError, match="unknown teacher"):
-        probes.make_teacher("gpt-9")
+    with pytest.raises(teachers.TeacherError, match="teacher-model"):
+        teachers.make_teacher(url="http://127.0.0.1:1/v1")
+    with pytest.raises(teachers.TeacherError, match="teacher-url"):
+        teachers.make_teacher("openai")
+    with pytest.raises(teachers.TeacherError, match="unknown teacher"):
+        teachers.make_teacher("gpt-9")
 
 
 # -----------------------------------------------------------------------------
@@ -142,31 +146,31 @@ def test_endpoint_needs_url_and_model():
 
 def test_cache_skips_a_corrupt_last_line_and_appends_cleanly(tmp_path):
     path = tmp_path / "cache.jsonl"
-    c = probes.TeacherCache(path)
+    c = teachers.TeacherCache(path)
     for i in range(3):
         c.put(f"k{i}", "t", [{"role": "user", "content": str(i)}], f"answer {i}")
     c.close()
     with open(path, "ab") as f:
         f.write(b'{"key": "k3", "teacher": "t", "answ')  # killed mid-write
     with pytest.warns(UserWarning, match="line 4 is corrupt"):
-        c = probes.TeacherCache(path)
+        c = teachers.TeacherCache(path)
     assert len(c) == 3 and c.get("k2") == "answer 2" and "k3" not in c
     c.put("k3", "t", [], "answer 3")
     c.close()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        c = probes.TeacherCache(path)
+        c = teachers.TeacherCache(path)
     assert len(c) == 4 and c.get("k3") == "answer 3"
     assert all(json.loads(line) for line in path.read_text().splitlines())
 
 
 def test_cache_key_covers_teacher_prompt_and_sampling():
     m = [{"role": "user", "content": "2+2?"}]
-    k = probes.cache_key("openai:a", m, {"temperature": 0})
-    assert k == probes.cache_key("openai:a", [dict(m[0])], {"temperature": 0})
-    assert k != probes.cache_key("openai:b", m, {"temperature": 0})
-    assert k != probes.cache_key("openai:a", [{"role": "user", "content": "2+3?"}], {"temperature": 0})
-    assert k != probes.cache_key("openai:a", m, {"temperature": 1})
+    k = teachers.cache_key("openai:a", m, {"temperature": 0})
+    assert k == teachers.cache_key("openai:a", [dict(m[0])], {"temperature": 0})
+    assert k != teachers.cache_key("openai:b", m, {"temperature": 0})
+    assert k != teachers.cache_key("openai:a", [{"role": "user", "content": "2+3?"}], {"temperature": 0})
+    assert k != teachers.cache_key("openai:a", m, {"temperature": 1})
 
 
 def test_function_teacher_reruns_from_the_cache(tmp_path):
@@ -174,12 +178,12 @@ def test_function_teacher_reruns_from_the_cache(tmp_path):
 
     def fn(messages, spec):
         calls.append(messages)
-        return probes.solve(spec)[1]
+        return solve(spec)[1]
     recs = generate("train", 5)
-    dei1, _ = probes.build_dei(recs, probes.make_teacher(fn, cache_path=tmp_path / "c.jsonl"), progress=False)
+    dei1, _ = probes.build_dei(recs, teachers.make_teacher(fn, cache_path=tmp_path / "c.jsonl"), progress=False)
     n = len(calls)
     assert n > 50
-    dei2, stats = probes.build_dei(recs, probes.make_teacher(fn, cache_path=tmp_path / "c.jsonl"), progress=False)
+    dei2, stats = probes.build_dei(recs, teachers.make_teacher(fn, cache_path=tmp_path / "c.jsonl"), progress=False)
     assert len(calls) == n and stats["teacher"]["cache_hits"] == n and dei1 == dei2
 
 
@@ -239,19 +243,36 @@ def test_cli_reports_a_teacher_error_cleanly(tmp_path):
 # a real dataset through the CLI, with the endpoint teacher
 
 
-def test_cli_strategyqa_with_endpoint_teacher(shared_data, tmp_path):
-    from data.real import load_dataset
-    recs = load_dataset("strategyqa", "train", data_dir=shared_data, limit=5)
+def strategyqa_teacher(recs):
+    """A canned endpoint teacher for StrategyQA: right on every Q; as a probe writer it writes a
+    probe for most rules, NOT APPLICABLE for compare, Q itself again for why (must be dropped),
+    a probe stating the gold for hypothesis (must be marked reveals_answer); no final answer
+    to necessity probes (reasoning_correct false)."""
     gold = {probes.format_question(r["question"], r["answer_type"]): r["answer"] for r in recs}
 
     def canned(messages):
         last = messages[-1]["content"]
         if last in gold:
             return f"Thinking about the facts. The answer is {gold[last]}."
+        if last.startswith("You write explanatory probes"):
+            rule = last.split("Rule: ", 1)[1].split("\n", 1)[0]
+            q = last.split("Original question: ", 1)[1].split("\n", 1)[0]
+            a = last.split("Gold answer: ", 1)[1].split("\n", 1)[0]
+            return {"compare": "NOT APPLICABLE", "why": f"Probe: {q}",
+                    "hypothesis": f"Probe: Someone claims the answer is {a}. Which fact would support it?",
+                    }.get(rule, f"Sure.\nProbe: Which single fact matters most for the {rule} view of: {q}")
         if "(X)" in last:
             return "Working backwards. The answer is (A)."
+        if "fact matters most for the necessity view" in last:
+            return "Hard to say."
         return "Weighing it up. The answer is yes."
+    return canned, gold
 
+
+def test_cli_strategyqa_teacher_writes_the_probes_by_default(shared_data, tmp_path):
+    from data.real import load_dataset
+    recs = load_dataset("strategyqa", "train", data_dir=shared_data, limit=5)
+    canned, gold = strategyqa_teacher(recs)
     out = tmp_path / "dei.jsonl"
     with FakeOpenAI(canned, every_fault_once, hang_s=HANG) as srv:
         r = subprocess.run(cli("--dataset", "strategyqa", "--limit", "5", "--data-dir", str(shared_data),
@@ -260,15 +281,50 @@ def test_cli_strategyqa_with_endpoint_teacher(shared_data, tmp_path):
                            cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         assert max(srv.answered.values()) == 1
+        asked = [json.loads(k)[-1]["content"] for k, _, _ in srv.requests]
+        assert sum(a.startswith("You write explanatory probes") for a in set(asked)) == 5 * 10
         dialogues = [json.loads(k) for k, _, _ in srv.requests if len(json.loads(k)) == 3]
         assert dialogues and all([m["role"] for m in d] == ["user", "assistant", "user"] for d in dialogues)
         assert all(d[-1]["content"] in gold for d in dialogues)  # ... and each ends with the original Q
     dei = probes.load_dei(out, kept_only=False)
     assert len(dei) == 5 and all(d["reasoning_source"] == "dataset" for d in dei)  # Gemini's reasoning shipped
     assert any(d["kept"] for d in dei)
-    rules = {p["rule"] for d in dei for p in d["probes"]}
-    assert rules == set(probes.RULES) - {"compare"} or rules == set(probes.RULES)
-    assert all(p["teacher_reasoning"] for d in dei for p in d["probes"])
-    assert "strategyqa" not in r.stderr or "error" not in r.stderr.lower()
-    for rule in probes.RULES:
-        assert rule in r.stdout
+    ps = [p for d in dei for p in d["probes"]]
+    assert {p["rule"] for p in ps} == set(probes.RULES) - {"compare", "why"}  # n/a, and Q asked again
+    assert all(p["writer"] == "teacher" and p["teacher_reasoning"] for p in ps)
+    assert all(p["reveals_answer"] is (p["rule"] == "hypothesis") for p in ps)  # "the answer is <gold>"
+    assert all(p["reasoning_correct"] is (p["rule"] != "necessity") for p in ps)  # no answer given
+    assert not any(p["kept"] for p in ps if p["rule"] == "necessity")
+    assert all(p not in probes.rl_probes(d) for d in dei for p in d["probes"] if p["rule"] == "hypothesis")
+    table = r.stdout
+    assert re.search(r"^why +teacher +0 +5 +0 ", table, re.MULTILINE), table
+    assert re.search(r"^necessity +teacher +5 +0 +5 +5 +0 +0 +0 ", table, re.MULTILINE), table
+    assert re.search(r"^hypothesis +teacher +5 +0 +5 +0 +0 +5 +0 ", table, re.MULTILINE), table
+    wrong_q = sum(not d["reasoning_correct"] for d in dei)  # Gemini's shipped reasoning, checked too
+    assert f"{wrong_q} of 5 questions, 5 of 40 probes" in table, table
+
+
+def test_cli_strategyqa_templates_write_only_real_probes(shared_data, tmp_path):
+    """--probe-writer template on text: rules that could only ask Q again write nothing."""
+    from data.real import load_dataset
+    recs = load_dataset("strategyqa", "train", data_dir=shared_data, limit=5)
+    canned, _ = strategyqa_teacher(recs)
+    out = tmp_path / "dei.jsonl"
+    with FakeOpenAI(canned) as srv:
+        r = subprocess.run(cli("--dataset", "strategyqa", "--limit", "5", "--data-dir", str(shared_data),
+                               "--teacher-url", srv.url, "--teacher-model", "fake", "--probe-writer", "template",
+                               "--cache", "none", "--out", str(out)), cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+    dei = probes.load_dei(out, kept_only=False)
+    ps = [p for d in dei for p in d["probes"]]
+    assert {p["rule"] for p in ps} <= {"counterfactual", "challenge", "hypothesis", "reverse", "necessity"}
+    assert {"counterfactual", "reverse"} <= {p["rule"] for p in ps}
+    for d in dei:
+        for p in d["probes"]:
+            assert p["writer"] == "template" and isinstance(p["reveals_answer"], bool)
+            assert p["question"].strip() != d["question"].strip()
+            if not p["reveals_answer"]:  # an RL probe is never graded with Q's own answer
+                assert p["answer"] is None and p["rule"] in ("counterfactual", "challenge"), p
+    for rule in ("decompose", "why", "cause_effect", "process", "compare"):
+        assert re.search(rf"^{rule} +template +0 +5 +0 ", r.stdout, re.MULTILINE), r.stdout
