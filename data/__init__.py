@@ -12,10 +12,14 @@ from data import real, synth
 DATASETS = ("synth",) + tuple(real.DATASETS)
 
 
-def load(name, split, limit=None, seed=0, data_dir=None):
-    """Records of a dataset split. synth: split in train|test_id|test_ood, `limit` problems."""
+def load(name, split, limit=None, seed=0, data_dir=None, level=None):
+    """Records of a dataset split. synth: split in train|test_id|test_ood, `limit` problems at
+    difficulty `level` (None = synth.DEFAULT_LEVEL). `seed` picks the training questions only:
+    the synth test splits are fixed by synth.EVAL_SEED (every run is scored on the same
+    questions, and the first n of a split are the same for every limit >= n)."""
     if name == "synth":
-        return synth.generate(split, 1000 if limit is None else limit, seed)
+        n, level = 1000 if limit is None else limit, synth.DEFAULT_LEVEL if level is None else level
+        return synth.generate(split, n, seed if split == "train" else synth.EVAL_SEED, level)
     if name not in real.DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return real.load_dataset(name, split, data_dir=data_dir, limit=limit)

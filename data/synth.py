@@ -18,9 +18,18 @@ Splits (seeded, reproducible, disjoint by seed stream):
     test_ood  4-5 steps; half on the 2 templates never seen in train, and a
               quarter of all questions reversed (end amount given, start asked)
 
+Difficulty levels (`level`, LEVELS below): 1 = easy (1-2 steps in train/test_id, amounts
+up to 50), 2 = the default above, 3 = hard (3-4 steps, larger operands). At every level
+test_ood has longer chains than test_id.
+
+Evaluation sets are fixed: `data.load("synth", "test_id" | "test_ood", ...)` always draws
+them with EVAL_SEED, whatever the training seed, so every run is scored on the same
+questions. A split is prefix-stable: the first 200 questions of a 500-question set are the
+200-question set.
+
 Run it to see a few problems and their oracle solutions:
 
-    python -m data.synth --split test_ood --n 3 --seed 0
+    python -m data.synth --split test_ood --n 3 --seed 0 --level 1
 """
 
 import argparse
@@ -30,11 +39,22 @@ import random
 # defaults
 
 SPLITS = ("train", "test_id", "test_ood")
+TEST_SPLITS = SPLITS[1:]   # the evaluation splits (fixed by EVAL_SEED in data.load)
 SPLIT_SEED_OFFSET = {"train": 0, "test_id": 1_000_003, "test_ood": 2_000_029}  # disjoint streams
-ID_STEPS = (2, 3)          # operations per problem in train / test_id
-OOD_STEPS = (4, 5)         # longer chains out of distribution
+EVAL_SEED = 0              # the test splits' seed in data.load: never the training seed
 OOD_REVERSED_FRACTION = 0.25
-MAX_VALUE = 200            # keep every intermediate amount in [1, MAX_VALUE]
+MAX_VALUE = 200            # every intermediate amount of every level lies in [1, MAX_VALUE]
+# difficulty: amount cap, start range, add/sub operand cap, multipliers, divisors, chain lengths
+LEVELS = {
+    1: dict(max_value=50, start=(2, 10), addsub=9, mul=(2, 3), div=(2, 3), id_steps=(1, 2), ood_steps=(3, 4)),
+    2: dict(max_value=200, start=(2, 20), addsub=12, mul=(2, 3, 4), div=(2, 3, 4, 5),
+            id_steps=(2, 3), ood_steps=(4, 5)),
+    3: dict(max_value=200, start=(2, 50), addsub=30, mul=(2, 3, 4, 5), div=(2, 3, 4, 5, 6),
+            id_steps=(3, 4), ood_steps=(5, 6)),
+}
+DEFAULT_LEVEL = 2
+ID_STEPS = LEVELS[DEFAULT_LEVEL]["id_steps"]    # operations per problem in train / test_id
+OOD_STEPS = LEVELS[DEFAULT_LEVEL]["ood_steps"]  # longer chains out of distribution
 OPS = ("add", "sub", "mul", "div")
 
 # -----------------------------------------------------------------------------
@@ -146,27 +166,34 @@ OP_WORD = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide"}
 # -----------------------------------------------------------------------------
 # problem generation
 
-def _random_op(rng, value):
-    """A random operation that keeps the amount a whole number in [1, MAX_VALUE]."""
+def _random_op(rng, value, level=DEFAULT_LEVEL):
+    """A random operation that keeps the amount a whole number in [1, the level's max_value]."""
+    lv = LEVELS[level]
+    top = lv["max_value"]
     choices = []
-    if value + 1 <= MAX_VALUE: choices.append("add")
+    if value + 1 <= top: choices.append("add")
     if value >= 2: choices.append("sub")
-    if value * 2 <= MAX_VALUE: choices.append("mul")
-    divisors = [d for d in (2, 3, 4, 5) if value % d == 0 and value // d >= 1]
+    if value * lv["mul"][0] <= top: choices.append("mul")
+    divisors = [d for d in lv["div"] if value % d == 0 and value // d >= 1]
     if divisors: choices.append("div")
     kind = rng.choice(choices)
-    if kind == "add": return ("add", rng.randint(1, min(12, MAX_VALUE - value)))
-    if kind == "sub": return ("sub", rng.randint(1, min(12, value - 1)))
-    if kind == "mul": return ("mul", rng.choice([m for m in (2, 3, 4) if value * m <= MAX_VALUE]))
+    if kind == "add": return ("add", rng.randint(1, min(lv["addsub"], top - value)))
+    if kind == "sub": return ("sub", rng.randint(1, min(lv["addsub"], value - 1)))
+    if kind == "mul": return ("mul", rng.choice([m for m in lv["mul"] if value * m <= top]))
     return ("div", rng.choice(divisors))
 
 
-def make_problem(rng, template, n_steps, reverse=False):
+def _check_level(level):
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; choose one of {', '.join(map(str, LEVELS))}")
+
+
+def make_problem(rng, template, n_steps, reverse=False, level=DEFAULT_LEVEL):
     """One problem as a structure: template, name, start, ops, reverse flag."""
-    start = rng.randint(2, 20)
+    start = rng.randint(*LEVELS[level]["start"])
     ops, value = [], start
     for _ in range(n_steps):
-        op = _random_op(rng, value)
+        op = _random_op(rng, value, level)
         ops.append(op)
         value = apply_op(value, op)
     name = rng.choice(TEMPLATES[template]["names"])
@@ -237,24 +264,29 @@ def to_record(problem, rid):
 # -----------------------------------------------------------------------------
 # splits
 
-def generate(split, n, seed=0):
-    """n records of a split; the same (split, n, seed) always gives the same records."""
+def generate(split, n, seed=0, level=DEFAULT_LEVEL):
+    """n records of a split; the same (split, seed, level) always gives the same records, and
+    the first n of them for any n (prefix-stable: record i depends only on records < i)."""
+    _check_level(level)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    rng = random.Random(seed * 7_919 + SPLIT_SEED_OFFSET[split])
+    # level 2 is the original world: its streams and ids stay as they were; others get their own
+    rng = random.Random(seed * 7_919 + SPLIT_SEED_OFFSET[split] + 104_729 * (level - 2))
+    tag = "" if level == 2 else f"L{level}-"
     records = []
     for i in range(n):
         if split == "test_ood":
             template = rng.choice(OOD_TEMPLATES if i % 2 == 0 else TRAIN_TEMPLATES)
-            problem = make_problem(rng, template, rng.choice(OOD_STEPS),
-                                   reverse=rng.random() < OOD_REVERSED_FRACTION)
+            problem = make_problem(rng, template, rng.choice(LEVELS[level]["ood_steps"]),
+                                   reverse=rng.random() < OOD_REVERSED_FRACTION, level=level)
         else:
-            problem = make_problem(rng, rng.choice(TRAIN_TEMPLATES), rng.choice(ID_STEPS))
-        records.append(to_record(problem, f"synth-{split}-{seed}-{i}"))
+            problem = make_problem(rng, rng.choice(TRAIN_TEMPLATES), rng.choice(LEVELS[level]["id_steps"]),
+                                   level=level)
+        records.append(to_record(problem, f"synth-{split}-{tag}{seed}-{i}"))
     return records
 
 
@@ -270,6 +302,7 @@ if __name__ == "__main__":
     ap.add_argument("--split", default="train", choices=SPLITS)
     ap.add_argument("--n", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--level", type=int, default=DEFAULT_LEVEL, choices=sorted(LEVELS))
     args = ap.parse_args()
-    for r in generate(args.split, args.n, args.seed):
+    for r in generate(args.split, args.n, args.seed, args.level):
         print(r["question"], "\n", r["reasoning"], "\n", sep="")
