@@ -71,12 +71,15 @@ def _strip_echo(text, question):
     """Cut verbatim copies of the question, and of its longer sentences, out of the output.
     A sentence naming an option ('(B) four hours and fifteen minutes') is kept: repeating
     one option is how many models answer, and a copied option list names several (= none)."""
-    if not question:
-        return text
-    pieces = [question.strip()] + [p for p in re.split(r"(?<=[.?!])\s+|\n", question) if not _MARK.search(p)]
-    for piece in sorted({p.strip() for p in pieces if len(p.strip()) >= _ECHO_MIN}, key=len, reverse=True):
+    for piece in _echo_pieces(question) if question else ():
         text = text.replace(piece, " ")
     return text
+
+
+@lru_cache(maxsize=1024)
+def _echo_pieces(question):
+    pieces = [question.strip()] + [p for p in re.split(r"(?<=[.?!])\s+|\n", question) if not _MARK.search(p)]
+    return sorted({p.strip() for p in pieces if len(p.strip()) >= _ECHO_MIN}, key=len, reverse=True)
 
 
 def _final_phrase(text):
@@ -306,6 +309,7 @@ _ANY_LABELS = "ABCDEFGHIJ123456789"  # when no question tells us the options
 _LABEL_FOLLOWERS = r"(?:because|since|as|is|was|which|for|and|or|but|so|with|from|in|on|\(|-|:|,)"
 
 
+@lru_cache(maxsize=1024)  # a group of rollouts shares its question
 def _options(question):
     """{label: option text} from '... (A) bank (B) library.' or ARC's '(1) ... (2) ...'.
     The option list is the longest run of consecutive marks starting at (A) or (1), so a
@@ -339,12 +343,24 @@ def _inside(span, spans):
 def _option_texts(phrase, options):
     """[(start, end, label)] of option texts named in phrase ('library' for (B)): whole
     words, exact case first ('Rr' vs 'RR'), then any case; not inside a longer match."""
-    for flags in (0, re.IGNORECASE):
-        texts = [(m.start(), m.end(), label) for label, body in options.items() if body
-                 for m in re.finditer(r"(?<!\w)" + re.escape(body) + r"(?!\w)", phrase, flags)]
-        if texts:
-            break
-    return [t for t in texts if not _inside(t, texts)]
+    for pattern in _option_patterns(tuple(options.items())):
+        if pattern.search(phrase):  # one quick test before the scan option by option
+            texts = [(s, e, label) for label, body in options.items() if body
+                     for s, e in _all_matches(body, phrase, pattern.flags & re.IGNORECASE)]
+            return [t for t in texts if not _inside(t, texts)]
+    return []
+
+
+@lru_cache(maxsize=1024)
+def _option_patterns(items):
+    """One alternation of all option texts, exact case then any case: a quick first test."""
+    alts = "|".join(re.escape(body) for _, body in items if body)
+    return [re.compile(rf"(?<!\w)(?:{alts})(?!\w)", f) for f in (0, re.IGNORECASE)] if alts else []
+
+
+def _all_matches(body, phrase, flags):
+    """Spans of every whole-word occurrence of body (overlapping options are all found)."""
+    return [m.span() for m in re.finditer(r"(?<!\w)" + re.escape(body) + r"(?!\w)", phrase, flags)]
 
 
 def _choice_label(phrase, options):
@@ -363,9 +379,9 @@ def _choice_label(phrase, options):
         found = [m for m in re.finditer(pattern, phrase) if m.group(1).upper() in labels
                  and not _inside(m.span(1), texts)]
         if found:
-            kept = [m.group(1).upper() for m in found if m.start() not in negated]
+            kept = [m.group(1).upper() for m in found if m.start() not in negated and m.start(1) not in negated]
             return _commit(kept) if kept else _NONE
-    kept = [label for s, _, label in texts if not any(s == n for n in negated)]
+    kept = [label for s, _, label in texts if s not in negated]
     return _commit(kept) if kept else _NONE
 
 

@@ -274,8 +274,112 @@ class Generation:
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts, n=1, max_new_tokens=128, temperature=1.0, batch_size=64):
-    """Sample n completions of each prompt. temperature 0 = greedy.
+    """Sample n completions of each prompt (sample_ids). temperature 0 = greedy.
 
+    logprobs: list = None  # N lists: log-prob of each sampled id at the temperature (T = 1 if greedy)
+
+
+def _new_cache(model, capacity):
+    """A transformers DynamicCache whose full-attention layers keep their keys and values in one
+    buffer of `capacity` positions: a new token is written in place (transformers' DynamicLayer
+    re-copies the whole cache with torch.cat every step) and attention sees only the filled part.
+    Sliding-window layers (Gemma 3) keep transformers' own layer: they are bounded already."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class Layer(DynamicLayer):
+        def __init__(self):
+            super().__init__()
+            self.n = 0
+
+        def lazy_initialization(self, k, v):
+            self.device, self.is_initialized = k.device, True
+            self.kbuf = k.new_empty(k.shape[0], k.shape[1], capacity, k.shape[3])
+            self.vbuf = v.new_empty(v.shape[0], v.shape[1], capacity, v.shape[3])
+
+        def update(self, k, v, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(k, v)
+            L = k.shape[-2]
+            self.kbuf[:, :, self.n:self.n + L] = k
+            self.vbuf[:, :, self.n:self.n + L] = v
+            self.n += L
+            self.keys, self.values = self.kbuf[:, :, :self.n], self.vbuf[:, :, :self.n]
+            return self.keys, self.values
+
+        def get_seq_length(self):
+            return self.n
+
+        def batch_select_indices(self, idx):  # drop finished rows / expand shared prompts
+            if self.is_initialized:
+                self.kbuf, self.vbuf = self.kbuf[idx], self.vbuf[idx]
+                self.keys, self.values = self.kbuf[:, :, :self.n], self.vbuf[:, :, :self.n]
+
+    cache = DynamicCache(config=model.config)
+    cache.layers = [Layer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+def _pick(logits, temperature):
+    """(next id, its log-prob) per row of logits (n, V): argmax at T = 0, else one draw from
+    softmax(logits / T) by inverse CDF, one uniform number per row. (torch.multinomial draws
+    one exponential per vocabulary entry: 30 ms a step for 16 rows of SmolLM2's 49k here.)
+    The log-prob is log_softmax(logits / T) at the id, in fp32, as token_logprobs computes it
+    (greedy ids are scored at T = 1, like token_logprobs does)."""
+    logp = (logits.float() / (temperature or 1.0)).log_softmax(-1)
+    if temperature == 0:
+        ids = logp.argmax(-1)
+    else:
+        cdf = logp.exp().double().cumsum_(-1)   # fp64: an fp32 sum over 49k terms blurs the tail
+        u = torch.rand(cdf.shape[0], 1, dtype=cdf.dtype, device=cdf.device) * cdf[:, -1:]
+        ids = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)
+    return ids, logp.gather(-1, ids[:, None]).squeeze(1)
+
+
+@torch.no_grad()
+def sample_ids(model, rows, max_new_tokens, temperature, eos, pad_id, vocab_limit=None):
+    """The KV-cached batched sampler behind generate() and rollout_dialogues().
+
+    rows: list of prompt id lists. Returns (completions, logprobs): per row the sampled ids,
+    cut after the first EOS (kept), and each id's log-prob from _pick. What it does, and why:
+      - identical prompts (the n copies of a rollout group) are prefilled once, then copied;
+      - the prefill computes logits at the last position only (not B x T x V);
+      - the cache is preallocated (_new_cache); a row that samples an EOS leaves the batch (P3),
+        so finished rows cost nothing and the step ends when every row is done;
+      - position ids come from the attention mask, as in token_logprobs (P4);
+      - nothing but the temperature and the vocabulary limit shapes the distribution (P7, P12).
+    The caller puts the model in eval() (P8)."""
+    device = next(model.parameters()).device
+    unique = {}
+    first = [unique.setdefault(tuple(r), len(unique)) for r in rows]
+    ids, attn = left_pad([list(u) for u in unique], pad_id)
+    ids, attn = ids.to(device), attn.to(device)
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    cache = _new_cache(model, ids.shape[1] + max_new_tokens)
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, cache=cache, use_cache=True,
+                   logits_to_keep=1).logits[:, -1]
+    expand = torch.tensor(first, device=device)
+    cache.batch_select_indices(expand)
+    logits, attn, pos = logits[expand], attn[expand], pos[expand, -1:]
+    eos = torch.tensor(list(eos), device=device)
+    out_ids = torch.full((len(rows), max_new_tokens), pad_id, dtype=torch.long, device=device)
+    out_lp = torch.zeros((len(rows), max_new_tokens), dtype=torch.float32, device=device)
+    lengths = torch.zeros(len(rows), dtype=torch.long, device=device)
+    alive = torch.arange(len(rows), device=device)          # which row each batch row is
+    for t in range(max_new_tokens):
+        nxt, lp = _pick(logits[:, :vocab_limit], temperature)  # P12: padding rows of the head never drawn
+        out_ids[alive, t], out_lp[alive, t], lengths[alive] = nxt, lp, t + 1
+        keep = ~torch.isin(nxt, eos)
+        if t + 1 == max_new_tokens or not keep.any():
+            break
+        if not keep.all():
+            alive, nxt, attn, pos = alive[keep], nxt[keep], attn[keep], pos[keep]
+            cache.batch_select_indices(keep.nonzero().squeeze(1))
+        attn = torch.cat([attn, attn.new_ones(len(alive), 1)], 1)
+        pos = pos + 1
+        logits = model(input_ids=nxt[:, None], attention_mask=attn, position_ids=pos, cache=cache,
+                       use_cache=True).logits[:, -1]
+    lengths, out_ids, out_lp = lengths.tolist(), out_ids.cpu(), out_lp.cpu()
+    return ([out_ids[i, :n].tolist() for i, n in enumerate(lengths)],
+            [out_lp[i, :n].tolist() for i, n in enumerate(lengths)])
     prompts: list of id lists. Rows of the result are grouped: [p0 x n, p1 x n, ...].
     The model runs in eval() with the KV cache (P8); its previous mode is restored after."""
     if not prompts:
@@ -283,32 +387,47 @@ def generate(model, tokenizer, prompts, n=1, max_new_tokens=128, temperature=1.0
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     rows = [p for p in prompts for _ in range(n)]
-    cfg = generation_config(tokenizer, max_new_tokens, temperature)
-    eos = eos_ids(tokenizer)
-    processors = []
-    head = model.get_output_embeddings().weight.shape[0]
-    if head > len(tokenizer):
-        from transformers import LogitsProcessorList
-        processors = LogitsProcessorList([_VocabLimit(len(tokenizer))])
-    was_training, saved_cfg = model.training, model.generation_config
+    eos, limit = eos_ids(tokenizer), vocab_limit_of(model, tokenizer)
+    was_training = model.training
     model.eval()
-    model.generation_config = cfg  # nothing of the model's own sampling defaults leaks in (P7)
-    device = next(model.parameters()).device
-    completions = []
+    completions, logprobs = [], []
     try:
         for s in range(0, len(rows), batch_size):
-            ids, attn = left_pad(rows[s:s + batch_size], tokenizer.pad_token_id)
-            out = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device),
-                                 generation_config=cfg, logits_processor=processors or None)
-            new = out[:, ids.shape[1]:].cpu()
-            mask = completion_mask(new, eos)
-            completions += [row[m.bool()].tolist() for row, m in zip(new, mask)]
+            c, lp = sample_ids(model, rows[s:s + batch_size], max_new_tokens, temperature, eos,
+                               tokenizer.pad_token_id, limit)
+            completions += c
+            logprobs += lp
     finally:
-        model.generation_config = saved_cfg
         model.train(was_training)
     texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
     finished = [bool(c) and c[-1] in eos for c in completions]
-    return Generation(rows, completions, texts, finished)
+    return Generation(rows, completions, texts, finished, logprobs)
+
+
+@torch.no_grad()
+def hf_generate(model, tokenizer, rows, max_new_tokens, temperature, **generate_kwargs):
+    """The same sampling through transformers' model.generate: the reference sample_ids is
+    tested and benchmarked against (bench/rollout.py passes cache_implementation="static").
+    Returns the completions, cut after the first EOS."""
+    cfg = generation_config(tokenizer, max_new_tokens, temperature)
+    processors = None
+    if vocab_limit_of(model, tokenizer):
+        from transformers import LogitsProcessorList
+        processors = LogitsProcessorList([_VocabLimit(len(tokenizer))])
+    saved, was_training = model.generation_config, model.training
+    model.generation_config = cfg  # nothing of the model's own sampling defaults leaks in (P7)
+    model.eval()
+    try:
+        ids, attn = left_pad(rows, tokenizer.pad_token_id)
+        device = next(model.parameters()).device
+        out = model.generate(input_ids=ids.to(device), attention_mask=attn.to(device), generation_config=cfg,
+                             logits_processor=processors, **generate_kwargs)
+    finally:
+        model.generation_config = saved
+        model.train(was_training)
+    new = out[:, ids.shape[1]:].cpu()
+    mask = completion_mask(new, eos_ids(tokenizer))
+    return [row[m.bool()].tolist() for row, m in zip(new, mask)]
 
 
 def generate_text(model, tokenizer, conversations, max_new_tokens=256, batch_size=16, temperature=0.0):
@@ -339,6 +458,7 @@ class Dialogues:
 def rollout_dialogues(model, tokenizer, dialogues, n=1, max_new_tokens=128, temperature=1.0,
                       batch_size=64):
     """Roll out multi-turn dialogues on-policy: the student answers user turn 1, sees its own
+    logprobs: list = None  # N lists, same lengths: the sampler's log-prob on student tokens, else 0.0
     answer in the context, answers user turn 2, ... All dialogues advance together, one
     batched generate() per turn; a dialogue with fewer turns simply drops out.
 
@@ -359,7 +479,8 @@ def rollout_dialogues(model, tokenizer, dialogues, n=1, max_new_tokens=128, temp
     for t in range(max(len(d) for d in rows)):
         active = [i for i, d in enumerate(rows) if t < len(d)]
         gen = generate(model, tokenizer, [ids[i] for i in active], 1, max_new_tokens, temperature, batch_size)
-        for i, comp, text, done in zip(active, gen.completions, gen.texts, gen.finished):
+        for i, comp, lp, text, done in zip(active, gen.completions, gen.logprobs, gen.texts, gen.finished):
+    logp = [[0.0] * len(x) for x in ids]
             ids[i] += comp
             mask[i] += [1] * len(comp)
             if not done:  # out of budget: close the turn for the template, not as the student
@@ -368,11 +489,14 @@ def rollout_dialogues(model, tokenizer, dialogues, n=1, max_new_tokens=128, temp
             turns[i].append(text)
             if t + 1 < len(rows[i]):
                 history = [m for u, a in zip(rows[i][:t + 1], turns[i])
+            logp[i] += lp
                            for m in ({"role": "user", "content": u}, {"role": "assistant", "content": a})]
                 glue = turn_glue_ids(tokenizer, history, rows[i][t + 1])
                 ids[i] += glue
+                logp[i].append(0.0)
                 mask[i] += [0] * len(glue)
-    return Dialogues(ids, mask, turns, rows)
+                logp[i] += [0.0] * len(glue)
+    return Dialogues(ids, mask, turns, rows, logp)
 
 
 def teacher_forced(tokenizer, turns):
