@@ -270,12 +270,6 @@ class Generation:
     completions: list      # N lists of generated ids, cut after the first EOS (EOS kept)
     texts: list            # N decoded completions, special tokens dropped
     finished: list         # N bools: did the completion end with an EOS?
-
-
-@torch.no_grad()
-def generate(model, tokenizer, prompts, n=1, max_new_tokens=128, temperature=1.0, batch_size=64):
-    """Sample n completions of each prompt (sample_ids). temperature 0 = greedy.
-
     logprobs: list = None  # N lists: log-prob of each sampled id at the temperature (T = 1 if greedy)
 
 
@@ -380,6 +374,12 @@ def sample_ids(model, rows, max_new_tokens, temperature, eos, pad_id, vocab_limi
     lengths, out_ids, out_lp = lengths.tolist(), out_ids.cpu(), out_lp.cpu()
     return ([out_ids[i, :n].tolist() for i, n in enumerate(lengths)],
             [out_lp[i, :n].tolist() for i, n in enumerate(lengths)])
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts, n=1, max_new_tokens=128, temperature=1.0, batch_size=64):
+    """Sample n completions of each prompt (sample_ids). temperature 0 = greedy.
+
     prompts: list of id lists. Rows of the result are grouped: [p0 x n, p1 x n, ...].
     The model runs in eval() with the KV cache (P8); its previous mode is restored after."""
     if not prompts:
@@ -452,13 +452,13 @@ class Dialogues:
     student_mask: list  # N lists, same lengths: 1 on every token the student sampled, else 0
     turns: list        # N lists of the student's decoded answers, one per turn
     dialogues: list    # N lists of user turns (dialogue i repeated n times, contiguous)
+    logprobs: list = None  # N lists, same lengths: the sampler's log-prob on student tokens, else 0.0
 
 
 @torch.no_grad()
 def rollout_dialogues(model, tokenizer, dialogues, n=1, max_new_tokens=128, temperature=1.0,
                       batch_size=64):
     """Roll out multi-turn dialogues on-policy: the student answers user turn 1, sees its own
-    logprobs: list = None  # N lists, same lengths: the sampler's log-prob on student tokens, else 0.0
     answer in the context, answers user turn 2, ... All dialogues advance together, one
     batched generate() per turn; a dialogue with fewer turns simply drops out.
 
@@ -474,26 +474,26 @@ def rollout_dialogues(model, tokenizer, dialogues, n=1, max_new_tokens=128, temp
     rows = [list(d) for d in dialogues for _ in range(n)]
     ids = [chat_ids(tokenizer, [{"role": "user", "content": d[0]}]) for d in rows]
     mask = [[0] * len(x) for x in ids]
+    logp = [[0.0] * len(x) for x in ids]
     turns = [[] for _ in rows]
     eot = end_of_turn_id(tokenizer)
     for t in range(max(len(d) for d in rows)):
         active = [i for i, d in enumerate(rows) if t < len(d)]
         gen = generate(model, tokenizer, [ids[i] for i in active], 1, max_new_tokens, temperature, batch_size)
         for i, comp, lp, text, done in zip(active, gen.completions, gen.logprobs, gen.texts, gen.finished):
-    logp = [[0.0] * len(x) for x in ids]
             ids[i] += comp
             mask[i] += [1] * len(comp)
+            logp[i] += lp
             if not done:  # out of budget: close the turn for the template, not as the student
                 ids[i].append(eot)
                 mask[i].append(0)
+                logp[i].append(0.0)
             turns[i].append(text)
             if t + 1 < len(rows[i]):
                 history = [m for u, a in zip(rows[i][:t + 1], turns[i])
-            logp[i] += lp
                            for m in ({"role": "user", "content": u}, {"role": "assistant", "content": a})]
                 glue = turn_glue_ids(tokenizer, history, rows[i][t + 1])
                 ids[i] += glue
-                logp[i].append(0.0)
                 mask[i] += [0] * len(glue)
                 logp[i] += [0.0] * len(glue)
     return Dialogues(ids, mask, turns, rows, logp)

