@@ -28,11 +28,8 @@ For one question Q with gold answer A and teacher reasoning R_T:
    consistent probes of Q; keep Q iff it has >= 1 consistent probe, the student misses at
    least one, and solves at least a fraction tau_hard of them (--student none: skip it).
 
-D_EI is a JSONL file, one record per question ({id, question, answer, answer_type, problem,
-reasoning, reasoning_source, reasoning_correct, probes, n_probes, n_consistent,
-n_student_correct, kept, drop_reason}; a probe: {rule, writer, question, answer, answer_type,
-teacher_reasoning, teacher_answer, answer_correct, reasoning_correct, consistent,
-student_correct, kept, reveals_answer, spec}), plus <out>.stats.json: the filter table.
+D_EI is a JSONL file, one record per question (its fields: _build_chunk and _verdict; a
+probe's: _probe), plus <out>.stats.json with the filter table that is also printed.
 """
 
 import argparse
@@ -45,10 +42,11 @@ import sys
 import time
 from pathlib import Path
 
-from data.oracle import (OP_PHRASE, is_valid, item_of, reveals_answer, solve, start_from_end,  # noqa: F401
-                         start_sentence, statement, yesno)
+from data.oracle import (OP_PHRASE, is_valid, item_of, quote, reveals_answer, solve, start_from_end,
+                         start_sentence, statement)
 from data import load as load_records  # noqa: F401  (synth or any dataset data/real.py knows)
 from data.synth import OP_SYMBOL, answer_of, op_sentence, question_text, trace
+from rewards import ANSWER_TYPES, extract_answer, is_correct, states_answer
 import teachers
 from teachers import TEACHER, TeacherCache, TeacherError, make_teacher, user  # noqa: F401 (probes.make_teacher)
 
@@ -70,11 +68,10 @@ SHIFTS = (-6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6)  # how far a counterfactual 
 # fact it needs, because in stage 3 several probes share one dialogue with Q.
 
 def _probe(rule, question, answer_type, answer=None, spec=None, reveals=False, writer="template"):
-    """A fresh probe; reveals_answer is settled by make_probes, the rest by build_dei."""
-    return {"rule": rule, "writer": writer, "question": question, "answer": answer,
-            "answer_type": answer_type, "teacher_reasoning": None, "teacher_answer": None,
-            "answer_correct": None, "reasoning_correct": None, "consistent": None,
-            "student_correct": None, "kept": None, "reveals_answer": reveals, "spec": spec}
+    """A fresh probe; reveals_answer is settled by _synth or _checked, the rest by build_dei."""
+    return {"rule": rule, "writer": writer, "question": question, "answer": answer, "answer_type": answer_type,
+            "teacher_reasoning": None, "teacher_answer": None, "answer_correct": None, "reasoning_correct": None,
+            "consistent": None, "student_correct": None, "kept": None, "reveals_answer": reveals, "spec": spec}
 
 
 def _synth(rule, question, spec, answer_type, p):
@@ -88,19 +85,9 @@ def _rng(ex, rule, seed):
     return random.Random(f"{seed}|{rule}|{ex['question']}")
 
 
-def _quote(p, i):
-    return f'step {i} ("{op_sentence(p, i - 1)}")'
-
-
-def _options(question):
-    """Option labels written into a question: '... (A) bank (B) library' -> ['A', 'B']."""
-    return list(dict.fromkeys(re.findall(r"\(([A-J1-9])\)", question)))
-
-
-def _text(rule, ex, ask, answer_type, answer=None, reveals=False):
-    """A text probe: the original question, then what this rule asks about it. `reveals`:
-    the rule wrote A into it by construction (_checked looks at the rest)."""
-    return [_checked(_probe(rule, f"{ex['question'].strip()}\n\n{ask}", answer_type, answer, None, reveals), ex)]
+def _text(rule, ex, ask, answer_type):
+    """A text probe: the original question, then what this rule asks about it (no gold)."""
+    return [_checked(_probe(rule, f"{ex['question'].strip()}\n\n{ask}", answer_type), ex)]
 
 
 def counterfactual(ex, seed=0):
@@ -118,44 +105,29 @@ def counterfactual(ex, seed=0):
                      "were different, so that the answer changes. Say which fact you change and "
                      "how, then answer the changed question.", ex["answer_type"])
     rng, item, v = _rng(ex, "counterfactual", seed), item_of(p), trace(p["start"], p["ops"])
-    cands = []  # (new problem, what the probe says, the oracle's note)
-    for i, (kind, n) in enumerate(p["ops"]):
-        alts = [n + d for d in SHIFTS] if kind in ("add", "sub") else (2, 3, 4, 5)
-        for m in alts:
-            if m >= 1 and m != n:
-                ops = [list(op) for op in p["ops"]]
-                ops[i] = [kind, m]
-                cands.append((i, ops, None))
-    for d in SHIFTS:
-        cands.append((None, [list(op) for op in p["ops"]], d))  # change the start (or the end)
+    cands = [(i, m) for i, (kind, n) in enumerate(p["ops"])  # (step, new operand) or (None, shift)
+             for m in ([n + d for d in SHIFTS] if kind in ("add", "sub") else (2, 3, 4, 5)) if m >= 1 and m != n]
+    cands += [(None, d) for d in SHIFTS]  # move the start (the end, for a reversed problem)
     rng.shuffle(cands)
-    for i, ops, d in cands:
-        if p["reverse"]:  # the end stays as told (or moves by d); the start follows
-            end = v[-1] + (d or 0)
-            start = start_from_end(end, ops)
-        else:
-            start = p["start"] + (d or 0)
-        if start is None or start < 1:
-            continue
+    for i, m in cands:
+        ops = [list(op) if j != i else [op[0], m] for j, op in enumerate(p["ops"])]
+        end = v[-1] + (m if i is None else 0)  # reversed: the end stays as told, or moves
+        start = start_from_end(end, ops) if p["reverse"] else p["start"] + (m if i is None else 0)
         new = dict(p, start=start, ops=ops)
         spec = {"ask": "final", "problem": new}
         # the conclusion must change, and the changed fact must not be Q's answer (RL-usable)
-        if not is_valid(new) or answer_of(new) == answer_of(p) or reveals_answer(spec, p):
+        if start is None or start < 1 or not is_valid(new) or answer_of(new) == answer_of(p) \
+                or reveals_answer(spec, p):
             continue
         if i is not None:
-            old_s, new_s = op_sentence(p, i), op_sentence(new, i)
-            change = f'step {i + 1} were "{new_s}" instead of "{old_s}"'
-            note = f'Change step {i + 1} to "{new_s}"'
+            change = f'step {i + 1} were "{op_sentence(new, i)}" instead of "{op_sentence(p, i)}"'
         elif p["reverse"]:
             change = f"there were {end} {item} at the end instead of {v[-1]}"
-            note = f"Change the end amount to {end} {item}"
         else:
-            old_s, new_s = start_sentence(p, p["start"]), start_sentence(p, start)
-            change = f'the problem began "{new_s}" instead of "{old_s}"'
-            note = f'Change the start to "{new_s}"'
+            change = f'the problem began "{start_sentence(p, start)}" instead of "{start_sentence(p, p["start"])}"'
         ask = (f"How many {item} would there have been at the start?" if p["reverse"]
                else f"How many {item} would there be at the end?")
-        spec["note"] = note + ", everything else the same."
+        spec["note"] = f"Suppose {change}, with everything else the same."
         return [_synth("counterfactual", f"{statement(p)} Suppose {change}, with everything else "
                        f"the same. {ask}", spec, "number", p)]
     return []
@@ -173,11 +145,10 @@ def challenge(ex, seed=0):
     p, rng = ex.get("problem"), _rng(ex, "challenge", seed)
     if p is None:
         steps = [s.strip(" *-#") for s in re.split(r"(?<=[.!?])\s+|\n", ex.get("reasoning") or "")]
-        steps = [s for s in steps if len(s.split()) >= 4 and "answer is" not in s.lower()]
-        if not steps:
-            return []
+        steps = [s for s in steps if len(s.split()) >= 4 and not states_answer(s, ex["answer"], ex["answer_type"])]
         return _text("challenge", ex, f'One step of a proposed solution says: "{rng.choice(steps)}" '
-                     "Is this step correct? Justify your verdict from the facts of the question.", "yesno")
+                     "Is this step correct? Justify your verdict from the facts of the question.",
+                     "yesno") if steps else []
     i = rng.randint(1, len(p["ops"]))
     v, (kind, n) = trace(p["start"], p["ops"]), p["ops"][i - 1]
     claim = [v[i - 1], kind, n, v[i]]
@@ -192,7 +163,7 @@ def challenge(ex, seed=0):
                                                     if v[i] + d >= 1 and v[i] + d != answer_of(p)])]
     spec = {"ask": "check_step", "problem": p, "step": i, "claim": claim}
     eq = f"{claim[0]} {OP_SYMBOL[claim[1]]} {claim[2]} = {claim[3]}"
-    return [_synth("challenge", f"{statement(p)} A student says that {_quote(p, i)} is {eq}. "
+    return [_synth("challenge", f"{statement(p)} A student says that {quote(p, i)} is {eq}. "
                    "Is this step right? Answer yes or no.", spec, "yesno", p)]
 
 
@@ -205,10 +176,9 @@ def decompose(ex, seed=0):
     One probe per intermediate amount (none for a one-step problem). On text: none (a
     template cannot name a sub-question of free text; --probe-writer teacher can)."""
     p = ex.get("problem")
-    if p is None:
-        return []
+    if p is None: return []  # on text: none, the docstring says why
     return [_synth("decompose", f"{statement(p)} Break the problem into steps. How many {item_of(p)} "
-                   f"are there right after {_quote(p, i)}?", {"ask": "value", "problem": p, "step": i},
+                   f"are there right after {quote(p, i)}?", {"ask": "value", "problem": p, "step": i},
                    "number", p) for i in range(1, len(p["ops"]))]
 
 
@@ -221,13 +191,12 @@ def why(ex, seed=0):
          multiply the amount by 3? Answer yes or no.'  (answer no: it means divide by 3)
     On text: none ("explain why the answer is A" only re-asks Q; --probe-writer teacher)."""
     p, rng = ex.get("problem"), _rng(ex, "why", seed)
-    if p is None:
-        return []
+    if p is None: return []  # on text: none, the docstring says why
     i = rng.randint(1, len(p["ops"]))
     kind, n = p["ops"][i - 1]
     claim = kind if rng.random() < 0.5 else rng.choice([k for k in OP_PHRASE if k != kind])
     spec = {"ask": "is_op", "problem": p, "step": i, "op": [claim, n]}
-    return [_synth("why", f"{statement(p)} Why does the amount change in {_quote(p, i)}? Does this "
+    return [_synth("why", f"{statement(p)} Why does the amount change in {quote(p, i)}? Does this "
                    f"sentence mean that we {OP_PHRASE[claim].format(n=n)}? Answer yes or no.", spec, "yesno", p)]
 
 
@@ -240,10 +209,9 @@ def cause_effect(ex, seed=0):
          amount? Answer with the size of the change.'  (answer 4: 12 - 8)
     On text: none (a template could only re-ask Q; --probe-writer teacher)."""
     p, rng = ex.get("problem"), _rng(ex, "cause_effect", seed)
-    if p is None:
-        return []
+    if p is None: return []  # on text: none, the docstring says why
     i, item = rng.randint(1, len(p["ops"])), item_of(p)
-    return [_synth("cause_effect", f"{statement(p)} What is the effect of {_quote(p, i)} on the number "
+    return [_synth("cause_effect", f"{statement(p)} What is the effect of {quote(p, i)} on the number "
                    f"of {item}: by how many {item} does it change the amount? Answer with the size of "
                    "the change.", {"ask": "change", "problem": p, "step": i}, "number", p)]
 
@@ -258,8 +226,7 @@ def process(ex, seed=0):
     end amount, "from 12 to 8") is preferred, so the probe can enter RL. On text: none (a template could only
     re-ask Q; --probe-writer teacher)."""
     p, rng = ex.get("problem"), _rng(ex, "process", seed)
-    if p is None:
-        return []
+    if p is None: return []  # on text: none, the docstring says why
     v = trace(p["start"], p["ops"])
     pairs = [(v[j - 1], v[j]) for j in range(1, len(v))]
     unique = [pair for pair in pairs if pairs.count(pair) == 1]
@@ -277,16 +244,9 @@ def compare(ex, seed=0):
     Example: "Mia has 7 marbles. Mia finds 5 more marbles. Mia gives away 4 marbles."
       -> probe: the same facts, then 'Compare the start and the end: are there more
          marbles at the end than at the start? Answer yes or no.'  (answer yes: 8 > 7)
-    On text: a choice question compares the gold option with a distractor (it names the
-    gold option, so it reveals); other questions: none (a yes/no contrast only re-asks Q)."""
-    p, rng = ex.get("problem"), _rng(ex, "compare", seed)
-    if p is None:
-        options = _options(ex["question"])
-        if ex["answer_type"] != "choice" or ex["answer"] not in options or len(options) < 2:
-            return []
-        x, y = rng.sample([ex["answer"], rng.choice([o for o in options if o != ex["answer"]])], 2)
-        return _text("compare", ex, f"Compare option ({x}) with option ({y}). Is option ({x}) a better "
-                     f"answer to the question than option ({y})?", "yesno", yesno(x == ex["answer"]), True)
+    On text: none (gold option vs a distractor, or yes vs no: knowing A answers it)."""
+    p = ex.get("problem")
+    if p is None: return []  # on text: none, the docstring says why
     return [_synth("compare", f"{statement(p)} Compare the start and the end: are there more "
                    f"{item_of(p)} at the end than at the start? Answer yes or no.",
                    {"ask": "more_at_end", "problem": p}, "yesno", p)]
@@ -299,19 +259,10 @@ def hypothesis(ex, seed=0):
       -> probe: the same facts, then 'Hypothesis: right after step 1 ("Mia finds 5 more
          marbles.") there are 13 marbles. Test this hypothesis: is it true? Answer yes or
          no.'  (answer no: there are 12)
-    Synthetic: about an intermediate amount (none for a one-step problem). On text: the
-    hypothesis is the gold answer or a wrong one, and it is tested against the facts."""
+    About an intermediate amount (none for a one-step problem). On text: none ("is the
+    answer h?" is Q asked again)."""
     p, rng = ex.get("problem"), _rng(ex, "hypothesis", seed)
-    if p is None:
-        a, t = ex["answer"], ex["answer_type"]
-        wrong = {"yesno": [o for o in ("yes", "no") if o != a.lower()],
-                 "choice": [f"({o})" for o in _options(ex["question"]) if o != a]}.get(t, [])
-        if t == "number" and re.fullmatch(r"-?\d+", a):
-            wrong = [str(int(a) + d) for d in (-2, -1, 1, 2)]
-        gold_h = f"({a})" if t == "choice" else a
-        h = rng.choice(wrong) if wrong and rng.random() < 0.5 else gold_h
-        return _text("hypothesis", ex, f"Hypothesis: the answer is {h}. Test this hypothesis against "
-                     "the facts of the question. Is it true?", "yesno", yesno(h == gold_h), reveals=True)
+    if p is None: return []  # on text: none, the docstring says why
     if len(p["ops"]) < 2:
         return []
     i = rng.randint(1, len(p["ops"]) - 1)
@@ -319,7 +270,7 @@ def hypothesis(ex, seed=0):
     # v[i - 1] != v[i] (every step changes the amount); a wrong claim never names Q's answer
     wrong = [w for w in [v[i - 1]] + [v[i] + d for d in (-2, -1, 1, 2)] if w >= 1 and w != answer_of(p)]
     claim = v[i] if rng.random() < 0.5 else rng.choice(wrong)
-    return [_synth("hypothesis", f"{statement(p)} Hypothesis: right after {_quote(p, i)} there are "
+    return [_synth("hypothesis", f"{statement(p)} Hypothesis: right after {quote(p, i)} there are "
                    f"{claim} {item_of(p)}. Test this hypothesis: is it true? Answer yes or no.",
                    {"ask": "check_value", "problem": p, "step": i, "claim": claim}, "yesno", p)]
 
@@ -332,28 +283,26 @@ def reverse(ex, seed=0):
          marbles. In the end there are 8 marbles. How many marbles were there at the
          start?'  (answer 7). A reversed problem is inverted to its forward form.
     The probe states the original answer (reveals_answer). On text: RevThink's backward
-    question when the record has one; a number question hides one of its numbers;
-    otherwise the answer is checked backwards against the facts."""
+    question when the record has one; else a number question hides one of its numbers and
+    gives A; else none ("do the facts support A?" is yes for every question)."""
     p = ex.get("problem")
     if p is not None:
         new = dict(p, reverse=not p["reverse"])
         return [_synth("reverse", question_text(new), {"ask": "final", "problem": new}, "number", p)]
     bq = ex.get("backward_question") or ""
     m = re.search(r"\s*The correct answer is \(?([A-J1-9])\)?\.?\s*$", bq)
-    if m and m.group(1) in _options(bq[:m.start()]):
+    if m and f"({m.group(1)})" in bq[:m.start()]:  # its gold is one of its options
         return [_checked(_probe("reverse", bq[:m.start()].strip(), "choice", m.group(1), reveals=True), ex)]
-    a, q = ex["answer"], ex["question"]
-    if ex["answer_type"] == "number":
-        nums = [m for m in re.finditer(r"(?<![\w.,])\d+(?:\.\d+)?(?![\w]|[.,]\d)", q)
-                if len(re.findall(rf"(?<![\w.,]){re.escape(m.group())}(?![\w]|[.,]\d)", q)) == 1]
-        if nums:
-            m = _rng(ex, "reverse", seed).choice(nums)
-            hidden = q[:m.start()] + "x" + q[m.end():]
-            return [_checked(_probe("reverse", f"{hidden.strip()}\n\nThe answer to this question is {a}. Working "
-                           "backwards from this answer, what is the value of x?", "number", m.group(), reveals=True), ex)]
-    return [_checked(_probe("reverse", f"The answer to the question below is {a}.\n{q.strip()}\n\nWork backwards: "
-                   "starting from this answer, which facts must hold for it to be right? Do all of them "
-                   "hold?", "yesno", "yes", reveals=True), ex)]
+    q = ex["question"]
+    nums = [m for m in re.finditer(r"(?<![\w.,])\d+(?:\.\d+)?(?![\w]|[.,]\d)", q)  # numbers said once
+            if len(re.findall(rf"(?<![\w.,]){re.escape(m.group())}(?![\w]|[.,]\d)", q)) == 1]
+    if ex["answer_type"] != "number" or not nums:
+        return []
+    m = _rng(ex, "reverse", seed).choice(nums)
+    hidden = q[:m.start()] + "x" + q[m.end():]
+    return [_checked(_probe("reverse", f"{hidden.strip()}\n\nThe answer to this question is {ex['answer']}. "
+                            "Working backwards from this answer, what is the value of x?", "number", m.group(),
+                            reveals=True), ex)]
 
 
 def necessity(ex, seed=0):
@@ -363,13 +312,10 @@ def necessity(ex, seed=0):
       -> probe: the same facts, then 'Is step 1 ("Mia finds 5 more marbles.") needed?
          Suppose it did not happen and everything else stayed the same. How many marbles
          would there be at the end?'  (answer 3, not 8: the step is needed)
-    Applies when some step can be left out with whole amounts left. On text: the answerer
-    names the fact the answer depends on most and says whether the answer survives without it."""
+    Applies when some step can be left out with whole amounts left. On text: none ("is A
+    still sure without the key fact?" has the same answer, no, for every question)."""
     p, rng = ex.get("problem"), _rng(ex, "necessity", seed)
-    if p is None:
-        return _text("necessity", ex, f"Which single fact stated in or implied by this question is "
-                     f"necessary for the answer {ex['answer']}? Without that fact, could one still be "
-                     "sure of this answer?", "yesno", "no", reveals=True)
+    if p is None: return []  # on text: none, the docstring says why
     end, ok = trace(p["start"], p["ops"])[-1], []
     for k in range(1, len(p["ops"]) + 1):
         ops = [op for j, op in enumerate(p["ops"], 1) if j != k]
@@ -381,7 +327,7 @@ def necessity(ex, seed=0):
     k, item = rng.choice(ok), item_of(p)
     ask = (f"and the end amount were still {end}. How many {item} would there have been at the start?"
            if p["reverse"] else f"and everything else stayed the same. How many {item} would there be at the end?")
-    return [_synth("necessity", f"{statement(p)} Is {_quote(p, k)} needed? Suppose it did not happen {ask}",
+    return [_synth("necessity", f"{statement(p)} Is {quote(p, k)} needed? Suppose it did not happen {ask}",
                    {"ask": "without_step", "problem": p, "step": k}, "number", p)]
 
 
@@ -418,7 +364,6 @@ def beyond_question(text, question):
 def _checked(probe, ex):
     """A text probe of example ex with reveals_answer settled: the rule's own verdict (it wrote
     A in), else the answer checker on what the probe writes beyond Q."""
-    from rewards import states_answer
     rest = beyond_question(probe["question"], ex["question"])
     probe["reveals_answer"] = bool(probe["reveals_answer"]) or states_answer(rest, ex["answer"], ex["answer_type"])
     return probe
@@ -451,12 +396,13 @@ def consistency_dialogue(probe, question, answer_type):
 
 
 def writer_prompt(rule, ex, answer_type):
-    """--probe-writer teacher: the rule's definition and example (its docstring) plus (Q, A, R_T)."""
+    """--probe-writer teacher: the rule's definition and example (its docstring, without the
+    notes on text templates) plus (Q, A, R_T)."""
     kind = {"yesno": "yes or no", "number": "a single number", "choice": "an option letter",
             "math": "a short mathematical expression"}[answer_type]
     return (f"You write explanatory probes: new questions that make a student explain the logic "
             f"behind an answer instead of pattern-matching it. Apply this rule.\n\nRule: {rule}\n"
-            f"{inspect.getdoc(RULES[rule])}\n\nOriginal question: {ex['question'].strip()}\n"
+            f"{inspect.getdoc(RULES[rule]).split('On text:')[0].strip()}\n\nOriginal question: {ex['question'].strip()}\n"
             f"Gold answer: {ex['answer']}\nTeacher reasoning: {(ex.get('reasoning') or '(none)').strip()}\n\n"
             f"Write one probe for this question with the rule above. The probe must restate every "
             f"fact it needs (its reader will not see the original question), must not ask the "
@@ -476,9 +422,8 @@ def parse_written_probe(text):
 
 def _usable(r):
     """A row needs a question, a gold answer and a known answer type."""
-    from rewards import ANSWER_TYPES
     q, a = r.get("question"), r.get("answer")
-    return (isinstance(q, str) and bool(q.strip()) and a is not None and bool(str(a).strip())
+    return (isinstance(q, str) and q.strip() and a is not None and str(a).strip()
             and r.get("answer_type") in ANSWER_TYPES)
 
 
@@ -494,11 +439,9 @@ def _write_probes(batch, rules, teacher, probe_writer, seed):
     """The probes of each example of a batch: from the templates, or written by the teacher."""
     if probe_writer == "template":
         return [make_probes(ex, rules, seed) for ex in batch]
-    asks = []  # (example index, rule, answer type)
-    for b, ex in enumerate(batch):
-        types = {p["rule"]: p["answer_type"] for p in make_probes(ex, rules, seed)}
-        asks += [(b, r, types.get(r, ex["answer_type"])) for r in rules]
-    replies = teacher.answer([writer_prompt(r, batch[b], t) for b, r, t in asks]) if asks else []
+    types = [{p["rule"]: p["answer_type"] for p in make_probes(ex, rules, seed)} for ex in batch]
+    asks = [(b, r, types[b].get(r, ex["answer_type"])) for b, ex in enumerate(batch) for r in rules]
+    replies = teacher.answer([writer_prompt(r, batch[b], t) for b, r, t in asks])
     probes = [[] for _ in batch]
     for (b, r, t), reply in zip(asks, replies):
         text, ex = parse_written_probe(reply), batch[b]
@@ -513,13 +456,11 @@ def _final_spec(d):
 
 def _reason_on_q(dei, teacher, stats):
     """Teacher reasoning for Q itself (shipped with the dataset, else asked), checked against A."""
-    from rewards import is_correct
     ask = [d for d in dei if d["reasoning"] is None]
-    if ask:
-        texts = teacher.answer([format_question(d["question"], d["answer_type"]) for d in ask],
-                               [_final_spec(d) for d in ask])
-        for d, text in zip(ask, texts):
-            d["reasoning"] = text
+    texts = teacher.answer([format_question(d["question"], d["answer_type"]) for d in ask],
+                           [_final_spec(d) for d in ask])
+    for d, text in zip(ask, texts):
+        d["reasoning"] = text
     for d in dei:
         d["reasoning_correct"] = is_correct(d["reasoning"], d["answer"], d["answer_type"], d["question"])
         stats["questions"]["teacher_wrong_on_question"] += not d["reasoning_correct"]
@@ -528,9 +469,8 @@ def _reason_on_q(dei, teacher, stats):
 def _answer_probes(flat, teacher):
     """The teacher answers every probe. reasoning_correct: its answer matches the gold, or, with
     no gold (most text probes), it gave one (its answer is then the probe's only gold)."""
-    from rewards import extract_answer, is_correct
     texts = teacher.answer([format_question(p["question"], p["answer_type"]) for _, p in flat],
-                           [p["spec"] for _, p in flat]) if flat else []
+                           [p["spec"] for _, p in flat])
     for (d, p), text in zip(flat, texts):
         p["teacher_reasoning"] = text
         p["teacher_answer"] = extract_answer(text, p["answer_type"], p["question"])
@@ -543,10 +483,9 @@ def _answer_probes(flat, teacher):
 
 def _consistency(flat, teacher, stats):
     """EI-consistency: shown [probe | its reasoning and answer | Q], the teacher must still say A."""
-    from rewards import is_correct
     check = [(d, p) for d, p in flat if p["answer_correct"] is not False]
     texts = teacher.answer([consistency_dialogue(p, d["question"], d["answer_type"]) for d, p in check],
-                           [_final_spec(d) for d, _ in check]) if check else []
+                           [_final_spec(d) for d, _ in check])
     for (d, p), text in zip(check, texts):
         p["consistent"] = is_correct(text, d["answer"], d["answer_type"], d["question"])
     for d, p in flat:
@@ -558,7 +497,6 @@ def _consistency(flat, teacher, stats):
 
 def _difficulty(kept, student, stats, max_new_tokens, batch_size):
     """The untrained student answers the consistent probes (gold: known, else the teacher's)."""
-    from rewards import is_correct
     convs = [user(format_question(p["question"], p["answer_type"])) for _, p in kept]  # each on its own
     if callable(student):  # fn(conversations) -> texts: tests, or a student served elsewhere
         texts = list(student(convs)) if convs else []
@@ -576,18 +514,12 @@ def _verdict(d, student, tau_hard, stats):
     """Keep Q or say why not."""
     good = [p for p in d["probes"] if p["kept"]]
     solved = sum(bool(p["student_correct"]) for p in good)
-    d.update(n_probes=len(d["probes"]), n_consistent=len(good),
-             n_student_correct=solved if student is not None else None)
-    if not d["probes"]:
-        reason = "no_probe"
-    elif not good:
-        reason = "no_consistent_probe"
-    elif student is not None and solved == len(good):
-        reason = "too_easy"   # the student already explains all of it: nothing to learn
-    elif student is not None and solved < tau_hard * len(good):
-        reason = "too_hard"   # the student cannot follow any of it yet
-    else:
-        reason = None
+    checked = student is not None
+    d.update(n_probes=len(d["probes"]), n_consistent=len(good), n_student_correct=solved if checked else None)
+    reason = ("no_probe" if not d["probes"] else "no_consistent_probe" if not good
+              else "too_easy" if checked and solved == len(good)           # nothing left to learn
+              else "too_hard" if checked and solved < tau_hard * len(good)  # cannot follow it yet
+              else None)
     d["kept"], d["drop_reason"] = reason is None, reason
     stats["questions"][reason or "kept"] += 1
     for p in good if reason is None else []:
@@ -596,6 +528,7 @@ def _verdict(d, student, tau_hard, stats):
 
 def _build_chunk(batch, teacher, rules, student, tau_hard, probe_writer, seed, stats,
                  student_max_tokens, student_batch_size):
+    """One chunk of questions through the whole stage: a D_EI record each."""
     dei = [{"id": ex.get("id"), "question": ex["question"], "answer": str(ex["answer"]).strip(),
             "answer_type": ex["answer_type"], "problem": ex.get("problem"),
             "reasoning": ex.get("reasoning") or None,
@@ -612,8 +545,7 @@ def _build_chunk(batch, teacher, rules, student, tau_hard, probe_writer, seed, s
     _answer_probes(flat, teacher)
     _consistency(flat, teacher, stats)
     if student is not None:
-        _difficulty([(d, p) for d, p in flat if p["kept"]], student, stats, student_max_tokens,
-                    student_batch_size)
+        _difficulty([(d, p) for d, p in flat if p["kept"]], student, stats, student_max_tokens, student_batch_size)
     for d in dei:
         _verdict(d, student, tau_hard, stats)
     return dei
@@ -622,13 +554,11 @@ def _build_chunk(batch, teacher, rules, student, tau_hard, probe_writer, seed, s
 def build_dei(records, teacher, rules=None, student=None, tau_hard=TAU_HARD, cache_path=None,
               probe_writer=PROBE_WRITER, seed=0, chunk=CHUNK, progress=True,
               student_max_tokens=STUDENT_MAX_TOKENS, student_batch_size=16):
-    """D_EI from uniform records: (one record per usable question, stats).
-
-    teacher: a Teacher (make_teacher) or its spec string; student: None / "none" (skip the
-    student check), a sample.py name ("tiny", "smollm2-135m", a path), (model, tokenizer), or
-    a function fn(conversations) -> answer texts;
-    tau_hard: the fraction of its consistent probes the student must solve for Q to stay.
-    Rows without a question, a gold answer or an answer type are counted and skipped."""
+    """D_EI from uniform records: (one record per usable question, stats). teacher: a Teacher
+    (make_teacher) or its spec string; student: None / "none" (skip the student check), a
+    sample.py name ("tiny", "smollm2-135m", a path), (model, tokenizer), or a function
+    fn(conversations) -> answer texts. Rows without a question, gold answer or answer type
+    are counted and skipped."""
     from tqdm import tqdm
     rules = parse_rules(rules)
     if not 0 <= tau_hard <= 1:
@@ -638,12 +568,11 @@ def build_dei(records, teacher, rules=None, student=None, tau_hard=TAU_HARD, cac
     teacher = make_teacher(teacher) if isinstance(teacher, str) else teacher
     if cache_path is not None and teacher.cacheable and teacher.cache is None:
         teacher.cache = TeacherCache(cache_path)
-    if isinstance(student, str):
-        if student == "none":
-            student = None
-        else:
-            from sample import load_student
-            student = load_student(student)
+    if student == "none":
+        student = None
+    elif isinstance(student, str):
+        from sample import load_student
+        student = load_student(student)
     stats = _new_stats(rules, tau_hard, probe_writer)
     good = [r for r in records if _usable(r)]
     stats["questions"]["rows"] = len(records)
@@ -670,26 +599,22 @@ def format_table(stats):
     kept and not stating Q's answer), then the questions."""
     head = ("rule", "writer", "questions", "n/a", "probes", "wrong", "inconsistent", "kept", "for_rl",
             "student_ok", "in_kept")
-    keys = ("probes", "wrong_answer", "inconsistent", "consistent", "reveals", "student_checked",
-            "student_correct", "in_kept")
-    ok = lambda s: f"{s['student_correct']}/{s['student_checked']}" if s["student_checked"] else "-"
-    row = lambda name, w, q, na, s: (name, w, q, na, s["probes"], s["wrong_answer"], s["inconsistent"],
-                                     s["consistent"], s["consistent"] - s["reveals"], ok(s), s["in_kept"])
+    total = {k: sum(s[k] for s in stats["rules"].values()) for k in next(iter(stats["rules"].values()))}
     writer = stats.get("writer", PROBE_WRITER)
-    rows = [row(r, writer, s["questions"], s["not_applicable"], s) for r, s in stats["rules"].items()]
-    rows.append(row("all", "", "", "", {k: sum(s[k] for s in stats["rules"].values()) for k in keys}))
+    rows = [(r, writer if r != "all" else "", s["questions"], s["not_applicable"],
+             s["probes"], s["wrong_answer"], s["inconsistent"], s["consistent"], s["consistent"] - s["reveals"],
+             f"{s['student_correct']}/{s['student_checked']}" if s["student_checked"] else "-", s["in_kept"])
+            for r, s in [*stats["rules"].items(), ("all", dict(total, questions="", not_applicable=""))]]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    fmt = lambda r: "  ".join(str(x).ljust(w) if i < 2 else str(x).rjust(w) for i, (x, w) in enumerate(zip(r, widths)))
-    q, total = stats["questions"], rows[-1]
-    n_q = q["rows"] - q["skipped_bad_rows"]
-    lines = [fmt(head)] + [fmt(r) for r in rows] + [
-        f"questions: {q['rows']} rows, {q['skipped_bad_rows']} skipped (no question/answer), "
-        f"{q['no_probe']} with no probe, {q['no_consistent_probe']} with no consistent probe, "
-        f"{q['too_easy']} too easy (student solved every probe), {q['too_hard']} too hard "
-        f"(< tau_hard={stats['tau_hard']}), {q['kept']} kept"
-        + ("" if stats.get("student") else " (student check off)"),
-        f"teacher reasoning wrong (reasoning_correct false, left out of SFT): "
-        f"{q['teacher_wrong_on_question']} of {n_q} questions, {total[5]} of {total[4]} probes"]
+    lines = ["  ".join(str(x).ljust(w) if i < 2 else str(x).rjust(w) for i, (x, w) in enumerate(zip(r, widths)))
+             for r in [head] + rows]
+    q = stats["questions"]
+    lines += [f"questions: {q['rows']} rows, {q['skipped_bad_rows']} skipped (no question/answer), "
+              f"{q['no_probe']} with no probe, {q['no_consistent_probe']} with no consistent probe, "
+              f"{q['too_easy']} too easy (student solved every probe), {q['too_hard']} too hard "
+              f"(< tau_hard={stats['tau_hard']}), {q['kept']} kept" + ("" if stats.get("student") else " (student check off)"),
+              f"teacher reasoning wrong (reasoning_correct false, left out of SFT): {q['teacher_wrong_on_question']} "
+              f"of {q['rows'] - q['skipped_bad_rows']} questions, {total['wrong_answer']} of {total['probes']} probes"]
     if "teacher" in stats:
         t = stats["teacher"]
         lines.append(f"teacher {t['id']}: {t['calls']} answers asked, {t['cache_hits']} from the cache")
@@ -702,8 +627,7 @@ def save_dei(path, dei):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        for d in dei:
-            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in dei)
     os.replace(tmp, path)
 
 
@@ -718,8 +642,8 @@ def load_dei(path, kept_only=True):
 # command line
 
 def default_probe_writer(dataset, teacher=TEACHER, teacher_url=None):
-    """teacher on a text dataset with a real teacher (hf: model or endpoint): templates write
-    no probe for most rules there; template otherwise (the synthetic world, or the oracle)."""
+    """teacher on a text dataset with a real teacher (hf: or an endpoint), where templates
+    write no probe for most rules; template otherwise (the synthetic world, the oracle)."""
     real = teacher_url is not None or str(teacher).startswith("hf:") or teacher in ("openai", "endpoint")
     return "teacher" if dataset != "synth" and real else "template"
 

@@ -136,6 +136,8 @@ class Teacher:
 
     def answer(self, prompts, specs=None):
         """One answer text per prompt. Cached answers are reused; identical prompts asked once."""
+        if not prompts:  # nothing to ask: never start a teacher (no model load, no request)
+            return []
         convs = [user(p) if isinstance(p, str) else list(p) for p in prompts]
         specs = list(specs) if specs is not None else [None] * len(convs)
         out = [None] * len(convs)

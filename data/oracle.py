@@ -44,6 +44,11 @@ def statement(p):
     return text[:text.rindex(" How many")]
 
 
+def quote(p, i):
+    """Step i named with its sentence: 'step 2 ("Mia gives away 4 marbles.")'."""
+    return f'step {i} ("{op_sentence(p, i - 1)}")'
+
+
 def start_sentence(p, start):
     name = p["name"]
     return TEMPLATES[p["template"]]["start"].format(name=name, n=start, pron=PRONOUN.get(name, "their"))

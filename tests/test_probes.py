@@ -250,13 +250,13 @@ def test_text_rules_apply_or_say_they_do_not():
     assert r["answer"] not in r["question"].split("\n\n")[0].split() and r["reveals_answer"] is True
     [r] = probes.reverse(choice)                   # RevThink's backward question, its gold split off
     assert r["answer"] == "A" and "correct answer" not in r["question"] and r["answer_type"] == "choice"
-    [cmp] = probes.compare(choice)                 # names the gold option: SFT only
-    assert cmp["answer"] == ("yes" if "Is option (B)" in cmp["question"] else "no") and cmp["reveals_answer"]
+    assert probes.reverse(yesno) == []             # "do the facts support A?": yes for every question
     for ex in (yesno, number, choice):
-        # no template can write these on free text without asking Q again: they write none
-        for rule in ("decompose", "why", "cause_effect", "process"):
+        # on free text a template for these could only ask something that knowing A answers
+        # (Q again, "is the answer h?", gold vs a distractor) or that has one answer for every
+        # question: they write none, and --probe-writer teacher writes real ones
+        for rule in ("decompose", "why", "cause_effect", "process", "compare", "hypothesis", "necessity"):
             assert probes.RULES[rule](ex) == [], rule
-        assert probes.compare(ex) == [] or ex is choice  # a yes/no contrast is Q again
         for p in probes.make_probes(ex):
             assert p["question"] and p["spec"] is None and p["answer_type"] in ("number", "yesno", "choice")
             assert ex["question"].split("?")[0] in p["question"] or p["rule"] == "reverse"
@@ -265,6 +265,11 @@ def test_text_rules_apply_or_say_they_do_not():
             assert p["answer"] != ex["answer"] or p["answer_type"] != ex["answer_type"] or p["reveals_answer"]
             if not p["reveals_answer"]:
                 assert p["answer"] is None and p["rule"] in ("counterfactual", "challenge"), p
+    # a reasoning step that states A is never the one challenged (it would reveal A)
+    leaky = dict(number, reasoning="Tom buys 30 more apples after the first 12. So Tom has 42 apples now.")
+    for seed in range(20):
+        [c] = probes.challenge(leaky, seed)
+        assert "Tom buys 30 more apples" in c["question"] and not c["reveals_answer"]
 
 
 def test_text_checker_sees_what_a_probe_writes_beyond_q():
