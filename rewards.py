@@ -200,7 +200,7 @@ def _numbers(s):
 
 def _number_phrase(phrase):
     """The committed number of an answer text; _NONE when it has no number."""
-    phrase = _drop_asides(phrase.replace("\u2212", "-"))
+    phrase = _drop_asides(re.sub(r"\\[()]", " ", phrase.replace("\u2212", "-")))  # '\(18\)'
     phrase = re.sub(r"(?<=[a-zA-Z])\^\{?\d+\}?|[²³]", "", phrase)  # 'm^2', 'cm²': units, not numbers
     phrase = re.sub(_NEGATION + r"-?\$?\d[\d,.]*", " ", phrase, flags=re.IGNORECASE)  # '18, not 28'
     phrase = phrase.rsplit("=", 1)[-1]  # 'The answer is 9 * 2 = 18': the result, not the equation
@@ -457,14 +457,17 @@ def _math_value(s):
     return None if v is None else (s, v)
 
 
-def _math_phrase(phrase):
-    """The answer of a math answer text (cleaned LaTeX), None for two answers, _NONE for none."""
+def _math_phrase(phrase, prose_ok=True):
+    """The answer of a math answer text (cleaned LaTeX), None for two answers, _NONE for none.
+    prose_ok=False: words alone ('our answer is correct') are no answer (a box is there)."""
     phrase = re.split(r",?\s*(?:or\s+equivalently|i\.e\.|that\s+is,|which\s+is\s+(?:about|approx))", phrase)[0]
     inline = re.findall(r"\$+([^$]+)\$+|\\\((.+?)\\\)", phrase.replace("\\$", "\\dollar"))
     if inline:
         parts = [_clean_math((a or b).replace("\\dollar", "")) for a, b in inline]
     elif re.search(r"\bor\b", phrase):  # 'The answer is 2 or 3': two answers
         return None
+    elif not prose_ok and re.fullmatch(r"[A-Za-z ,'!]*", phrase):
+        return _NONE
     else:  # bare text: drop trailing words ('18 square units')
         parts = [_clean_math(re.sub(r"(?<=[\d}])\s+(?:[a-zA-Z]{2,}\s*)+$", "", phrase))]
     parts = [p for p in parts if p]
@@ -475,7 +478,8 @@ def _math_phrase(phrase):
 
 
 def _math_answer(text):
-    return _read(text, _math_phrase, lambda t: None)
+    boxed = len(_answer_texts(text)) > 1  # a box beside the phrase: prose in the phrase is no answer
+    return _read(text, lambda t: _math_phrase(t, prose_ok=not boxed), lambda t: None)
 
 
 @lru_cache(maxsize=4096)

@@ -188,8 +188,272 @@ MATH = [
     ("The answer is", "1", 0.0),
 ]
 
-CASES = ([("number", t, g, None, e) for t, g, e in NUMBER] + [("yesno", t, g, None, e) for t, g, e in YESNO]
-         + [("choice", t, g, q, e) for t, g, q, e in CHOICE] + [("math", t, g, None, e) for t, g, e in MATH])
+
+# -----------------------------------------------------------------------------
+# issue 14: answer layouts real models write (correct but written differently) and
+# near misses (wrong but similar); rows as above
+
+NUMBER_MORE = [
+    ("The final answer is:\n\\[ \\boxed{18} \\]", "18", 1.0),                 # display math below the phrase
+    ("The final answer is:\n$$ 18 $$", "18", 1.0),
+    ("**Final Answer:**\n\n$$\\boxed{18}$$", "18", 1.0),
+    ("The answer is 18 (that is, 2 times 9).", "18", 1.0),                  # an aside
+    ("The answer is 18, not 28.", "18", 1.0),                               # a rejected alternative
+    ("The answer is 18 rather than 20.", "18", 1.0),
+    ("The answer is 18 m^2.", "18", 1.0),                                   # unit exponents
+    ("The answer is 18 cm\u00b2.", "18", 1.0),
+    ("The answer is approx. 18.5 km.", "18.5", 1.0),                        # 'approx.' ends no sentence
+    ("The answer is 1 234.", "1234", 1.0),                                  # space as thousands separator
+    ("So the total is \\boxed{18}. Therefore our answer is correct.", "18", 1.0),  # a later empty phrase
+    ("Final Answer: The final answer is $18$. I hope it is correct.", "18", 1.0),  # Minerva
+    ("The answer is $\\boxed{1,234}$ dollars.", "1234", 1.0),
+    ("The answer is 0.333.", "0.33", 1.0),                                  # at the gold's precision
+    ("The answer is 0.4545.", "5/11", 1.0),                                 # 4 places for a fraction
+    ("The answer is 3/4.", "0.75", 1.0),
+    ("The answer is .5", "0.5", 1.0),
+    ("The answer is 18.", "18.00", 1.0),
+    ("**Answer:** 18", "18", 1.0),
+    ("The answer is: 18", "18", 1.0),
+    ("The answer is 18 eggs (9 pairs).", "18", 1.0),
+    ("the answer is 18", "18", 1.0),
+    ("The answer is $18$.", "18", 1.0),
+    ("The answer is \\(18\\).", "18", 1.0),
+    ("The answer is 2,500,000.", "2500000", 1.0),
+    ("The answer is 7 \u00d7 2 = 14.", "14", 1.0),
+    ("The answer is 11,111,111,101.", "11111111100", 0.0),                  # no relative tolerance
+    ("The answer is 1/1025.", "1/1024", 0.0),                               # no absolute tolerance
+    ("The answer is .0000675.", ".0000672", 0.0),
+    ("The answer is 18.4.", "18", 0.0),                                     # an integer gold is exact
+    ("The answer is 0.3.", "1/3", 0.0),                                     # too few places for 1/3
+    ("The answer is 0.33.", "1/3", 0.0),
+    ("The answer is 0.3334.", "1/3", 0.0),                                  # 4 places, badly rounded
+    ("The answer is 1.3.", "1.25", 0.0),                                    # coarser than the gold
+    ("The answer is 1.24.", "1.25", 0.0),
+    ("The answer is 28, not 18.", "18", 0.0),                               # the rejected one is the gold
+    ("The answer is 20 rather than 18.", "18", 0.0),
+    ("\\boxed{18}. The answer is 20.", "18", 0.0),                          # a later phrase with a number
+    ("The final answer is:\n\\[ \\boxed{20} \\]", "18", 0.0),
+    ("The final answer is:\n$$ 18 + 2 $$", "18", 0.0),
+    ("The answer is 18 and 20.", "18", 0.0),
+    ("The answer is 1 235.", "1234", 0.0),
+    ("The answer is 12,340.", "1234", 0.0),
+    ("The answer is -18.", "18", 0.0),
+    ("The answer is \u221218.", "18", 0.0),
+    ("The answer is 18%.", "0.18", 0.0),
+    ("The answer is 1/2.", "2", 0.0),
+    ("The answer is 18 m^2 or 20 m^2.", "18", 0.0),
+    ("The answer is 81.", "18", 0.0),
+    ("The answer is 0.18.", "18", 0.0),
+    ("The answer is 18000.", "18", 0.0),
+    ("Final Answer: The final answer is $19$. I hope it is correct.", "18", 0.0),
+    ("**Answer:** 17", "18", 0.0),
+    ("The answer is 18/5.", "18", 0.0),
+    ("The answer is 1.8e1.", "18", 0.0),                                    # not a number format we read
+    ("The final answer is:", "18", 0.0),                                    # nothing below the phrase
+    ("The answer is \\boxed{}.", "18", 0.0),
+    ("The answer is 1,8.", "18", 0.0),
+]
+
+YESNO_MORE = [
+    ("No. It is not true that penguins can fly.", "no", 1.0),               # the committed word
+    ("Yes, because the Nile is longer than the Danube.", "yes", 1.0),
+    ("**Yes**", "yes", 1.0),
+    ("The answer is: No", "no", 1.0),
+    ("Answer: yes", "yes", 1.0),
+    ("The final answer is:\n\\[ \\boxed{\\text{Yes}} \\]", "yes", 1.0),
+    ("\\boxed{No}", "no", 1.0),
+    ("The answer is no, it is not true that the moon is made of cheese.", "no", 1.0),
+    ("The answer is **no**.", "no", 1.0),
+    ("Final Answer: The final answer is yes. I hope it is correct.", "yes", 1.0),
+    ("The answer is yes (it is well documented).", "yes", 1.0),
+    ("The answer is not true.", "no", 1.0),
+    ("The answer is yes, not no.", "yes", 1.0),
+    ("It is true that birds fly. No, wait: penguins do not. The answer is no.", "no", 1.0),
+    ("No, because it is true that penguins are birds.", "no", 1.0),
+    ("False.", "no", 1.0),
+    ("True. Water boils at 100 C at sea level.", "yes", 1.0),
+    ("Let me think.\n\nNo.", "no", 1.0),
+    ("Let me think. Yes, it is possible.", "yes", 1.0),
+    ("**Answer: No**", "no", 1.0),
+    ("The answer is YES.", "yes", 1.0),
+    ("The answer is yes, since 2 > 1.", "yes", 1.0),
+    ("the answer is no", "no", 1.0),
+    ("The answer is $\\boxed{yes}$.", "yes", 1.0),
+    ("Yes.\n\nThe Eiffel Tower is in Paris, so it is not true that it is in Rome.", "yes", 1.0),
+    ("No. It is not true that penguins can fly.", "yes", 0.0),
+    ("The answer is yes and no.", "no", 0.0),                               # both: no answer
+    ("The answer is yes and no.", "yes", 0.0),
+    ("Yes and no.", "no", 0.0),
+    ("The answer is yes/no.", "yes", 0.0),
+    ("The answer is maybe.", "yes", 0.0),
+    ("It depends on the season.", "no", 0.0),
+    ("I cannot say.", "no", 0.0),
+    ("The answer is not clear.", "no", 0.0),
+    ("Yes, because the Nile is longer than the Danube.", "no", 0.0),
+    ("**Yes**", "no", 0.0),
+    ("The answer is: No", "yes", 0.0),
+    ("\\boxed{No}", "yes", 0.0),
+    ("The final answer is:\n\\[ \\boxed{\\text{Yes}} \\]", "no", 0.0),
+    ("The answer is not true.", "yes", 0.0),
+    ("False.", "yes", 0.0),
+    ("The answer is yes, not no.", "no", 0.0),
+    ("No, because it is true that penguins are birds.", "yes", 0.0),
+    ("Yes. The answer is no.", "yes", 0.0),                                 # the phrase wins
+    ("The answer is no. Yes.", "yes", 0.0),
+    ("The answer is nobody.", "no", 0.0),
+    ("The answer is yesterday.", "yes", 0.0),
+    ("The answer is no-one.", "no", 0.0),
+    ("Yesterday it rained.", "yes", 0.0),
+    ("The answer is true or false.", "yes", 0.0),
+    ("The answer is yes or no.", "no", 0.0),
+    ("Yes or no? Hard to tell.", "yes", 0.0),
+    ("The answer is", "no", 0.0),
+    ("Noted.", "no", 0.0),
+    ("Notably, penguins swim.", "no", 0.0),
+]
+
+DATE = ("Jane visited the museum for a while. How long?\nOptions:\n(A) three hours\n"
+        "(B) four hours and fifteen minutes\n(C) two hours\n(D) one hour")
+
+CHOICE_MORE = [
+    ("The answer is (B) four hours and fifteen minutes.", "B", DATE, 1.0),  # an option with its text
+    ("The answer is four hours and fifteen minutes.", "B", DATE, 1.0),
+    ("(B) four hours and fifteen minutes", "B", DATE, 1.0),
+    ("The answer is (b).", "B", CSQA, 1.0),                                 # lowercase labels
+    ("the answer is d", "D", CSQA, 1.0),
+    ("The answer is b) library.", "B", CSQA, 1.0),
+    ("**B**", "B", CSQA, 1.0),                                              # a bold label alone
+    ("After thinking, **(B)**", "B", CSQA, 1.0),
+    ("The answer is (D), not (E).", "D", CSQA, 1.0),                        # a rejected alternative
+    ("The answer is D, not E.", "D", CSQA, 1.0),
+    ("The answer is (D) rather than (A).", "D", CSQA, 1.0),
+    ("It is not (A). It is (D).", "D", CSQA, 1.0),
+    ("The final answer is:\n\\[ \\boxed{B} \\]", "B", CSQA, 1.0),          # display math
+    ("\\boxed{\\text{(B)}}", "B", CSQA, 1.0),
+    ("So \\boxed{B}. Our answer is correct.", "B", CSQA, 1.0),              # a later empty phrase
+    ("Final Answer: The final answer is B. I hope it is correct.", "B", CSQA, 1.0),
+    ("**Answer:** (B) library", "B", CSQA, 1.0),
+    ("The answer is A because banks need security.", "A", CSQA, 1.0),      # 'A because': a label
+    ("The answer is A.", "A", CSQA, 1.0),
+    ("The answer is option C.", "C", CSQA, 1.0),
+    ("The answer is (C) bank account.", "C", CSQA, 1.0),
+    ("The answer is library (B).", "B", CSQA, 1.0),
+    ("The answer is: **(E) new york**", "E", CSQA, 1.0),
+    ("Answer: (2)", "2", ARC, 1.0),
+    ("The answer is (C) no.", "C", ESNLI, 1.0),
+    ("The answer is: it is not possible to tell", "B", ESNLI, 1.0),
+    ("The answer is entailment.", "A", ANLI, 1.0),
+    ("The answer is (B) Hunter.", "B", TABMWP, 1.0),
+    ("The options are:\n(A) bank\n(B) library\n\nThe answer is (B).", "B", CSQA, 1.0),
+    ("Bank is wrong. **(C)** bank account.", "C", CSQA, 1.0),
+    ("The answer is A library.", "A", CSQA, 0.0),                           # an article, not a label
+    ("The answer is a library.", "A", CSQA, 0.0),
+    ("The answer is (B) four hours and fifteen minutes.", "A", DATE, 0.0),
+    ("The answer is four hours and fifteen minutes.", "D", DATE, 0.0),
+    ("The answer is (b).", "A", CSQA, 0.0),
+    ("the answer is d", "E", CSQA, 0.0),
+    ("**B**", "A", CSQA, 0.0),
+    ("The answer is (D), not (E).", "E", CSQA, 0.0),
+    ("The answer is D, not E.", "E", CSQA, 0.0),
+    ("The answer is (D) rather than (A).", "A", CSQA, 0.0),
+    ("The final answer is:\n\\[ \\boxed{B} \\]", "C", CSQA, 0.0),
+    ("So \\boxed{B}. Our answer is correct.", "A", CSQA, 0.0),
+    ("The answer is (B) or (D).", "B", CSQA, 0.0),                          # two answers
+    ("The answer is b or d.", "B", CSQA, 0.0),
+    ("The answer is (B) and (D).", "B", CSQA, 0.0),
+    ("The answer is (B) library or (D) mall.", "D", CSQA, 0.0),
+    ("The answer is (B) mall.", "D", CSQA, 0.0),                            # label and text disagree: label counts
+    ("(A) bank\n(B) library\n(C) bank account\n(D) mall\n(E) new york", "E", CSQA, 0.0),  # an option list
+    ("(A) three hours\n(B) four hours and fifteen minutes\n(C) two hours\n(D) one hour", "D", DATE, 0.0),
+    ("The answer is (G).", "A", CSQA, 0.0),                                 # not an option
+    ("The answer is e.g. a bank.", "E", CSQA, 0.0),
+    ("The answer is (3).", "2", ARC, 0.0),
+    ("The answer is steam.", "1", ARC, 0.0),
+    ("The answer is (A) yes.", "C", ESNLI, 0.0),
+    ("The answer is neutral.", "A", ANLI, 0.0),
+    ("The answer is Erica.", "B", TABMWP, 0.0),
+    ("The answer is none of the above.", "A", CSQA, 0.0),
+    ("I think it is a bank account, not a bank.", "A", CSQA, 0.0),
+    ("Final Answer: The final answer is C. I hope it is correct.", "B", CSQA, 0.0),
+    ("**Answer:** (A) bank", "B", CSQA, 0.0),
+    ("The answer is I don't know.", "A", CSQA, 0.0),
+]
+
+MATH_MORE = [
+    ("The final answer is:\n\\[ \\boxed{\\frac{1}{2}} \\]", "\\frac12", 1.0),  # display math
+    ("The final answer is:\n$$\\frac{1}{2}$$", "\\frac12", 1.0),
+    ("So $x = \\boxed{18}$. Therefore our answer is correct.", "18", 1.0),   # a later empty phrase
+    ("\\boxed{\\frac 59}", "\\frac{5}{9}", 1.0),                            # \frac without braces
+    ("\\boxed{\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", 1.0),
+    ("\\boxed{\\begin{pmatrix} -1 \\\\ 2 \\end{pmatrix}}", "\\begin{pmatrix}-1\\\\2\\end{pmatrix}", 1.0),
+    ("\\boxed{\\displaystyle \\frac{1}{2}}", "\\frac12", 1.0),
+    ("\\boxed{C}", "\\text{(C)}", 1.0),                                     # an option letter
+    ("\\boxed{(C)}", "\\text{(C)}", 1.0),
+    ("\\boxed{30^\\circ}", "30", 1.0),                                      # degrees
+    ("\\boxed{30\u00b0}", "30^\\circ", 1.0),
+    ("\\boxed{5\\text{ cm}^2}", "5", 1.0),                                  # units with an exponent
+    ("The answer is $\\frac12$, or equivalently $0.5$.", "\\frac{1}{2}", 1.0),
+    ("The answer is $\u22125$.", "-5", 1.0),                                # unicode minus
+    ("\\boxed{\\frac12\\pi}", "\\pi/2", 1.0),                               # math-verify equivalences
+    ("\\boxed{\\sqrt8}", "2\\sqrt2", 1.0),
+    ("\\boxed{\\frac{1+x}{2}}", "\\frac{x+1}{2}", 1.0),
+    ("\\boxed{0.001}", "10^{-3}", 1.0),
+    ("\\boxed{2\\frac{1}{2}}", "\\frac52", 1.0),                            # a mixed number
+    ("\\boxed{\\frac{\\sqrt{3}}{3}}", "\\frac{1}{\\sqrt{3}}", 1.0),
+    ("\\boxed{x^2+2x+1}", "(x+1)^2", 1.0),
+    ("\\boxed{\\{1,2,3\\}}", "3, 2, 1", 1.0),
+    ("\\boxed{[2,5)}", "[2, 5)", 1.0),
+    ("\\boxed{y=2x+3}", "y = 2x + 3", 1.0),
+    ("Final Answer: The final answer is $\\frac{14}{3}$. I hope it is correct.", "\\frac{14}{3}", 1.0),
+    ("**Answer:** $p - q$", "p-q", 1.0),
+    ("The answer is $\\boxed{\\text{Evelyn}}$.", "\\text{Evelyn}", 1.0),
+    ("The answer is $\\boxed{4.5}$.", "\\frac92", 1.0),
+    ("\\boxed{90^{\\circ}}", "90^\\circ", 1.0),
+    ("The answer is $\\boxed{10\\%}$.", "10", 1.0),
+    ("\\boxed{\\frac{1}{1025}}", "\\frac{1}{1024}", 0.0),                   # exact numbers
+    ("\\boxed{0.0000675}", "0.0000672", 0.0),
+    ("\\boxed{11111111101}", "11111111100", 0.0),
+    ("\\boxed{\\frac{\\pi}{3}}", "\\frac{\\pi}{2}", 0.0),
+    ("\\boxed{1.5708}", "\\frac{\\pi}{2}", 0.0),                            # a decimal for an exact gold
+    ("\\boxed{3\\sqrt2}", "2\\sqrt2", 0.0),
+    ("\\boxed{\\sqrt{2}/2}", "\\sqrt{2}", 0.0),
+    ("\\boxed{\\frac{x+1}{3}}", "\\frac{x+1}{2}", 0.0),
+    ("\\boxed{10^{-2}}", "10^{-3}", 0.0),
+    ("\\boxed{2\\frac{1}{3}}", "\\frac52", 0.0),
+    ("\\boxed{\\begin{pmatrix} 2 \\\\ 1 \\end{pmatrix}}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}", 0.0),
+    ("\\boxed{(2,5)}", "[2, 5)", 0.0),
+    ("\\boxed{D}", "\\text{(C)}", 0.0),
+    ("\\boxed{\\text{west}}", "\\text{east}", 0.0),
+    ("\\boxed{x^2+1}", "(x+1)^2", 0.0),
+    ("\\boxed{\\{1,2\\}}", "1, 2, 3", 0.0),
+    ("\\boxed{60^\\circ}", "30", 0.0),
+    ("\\boxed{-5}", "5", 0.0),
+    ("The answer is $\\frac12$ or $\\frac13$.", "\\frac{1}{2}", 0.0),       # two answers
+    ("The final answer is:\n\\[ \\boxed{\\frac{1}{3}} \\]", "\\frac12", 0.0),
+    ("So $x = \\boxed{18}$. The answer is $20$.", "18", 0.0),
+    ("Final Answer: The final answer is $\\frac{13}{3}$. I hope it is correct.", "\\frac{14}{3}", 0.0),
+    ("**Answer:** $p + q$", "p-q", 0.0),
+    ("\\boxed{\\infty}", "-\\infty", 0.0),
+    ("\\boxed{y=2x-3}", "y = 2x + 3", 0.0),
+    ("\\boxed{4.6}", "\\frac92", 0.0),
+    ("\\boxed{\\frac{5}{9}\\pi}", "\\frac{5}{9}", 0.0),
+    ("\\boxed{1}", "i", 0.0),
+    ("\\boxed{2i}", "-2i", 0.0),
+    ("The answer is $x = 3$ and $x = -3$.", "3", 0.0),
+    ("\\boxed{\\frac{1}{2}} and \\boxed{\\frac{1}{3}}", "\\frac{1}{3}", 1.0),  # the last box counts
+]
+
+TABLES = {"number": [(t, g, None, e) for t, g, e in NUMBER + NUMBER_MORE],
+          "yesno": [(t, g, None, e) for t, g, e in YESNO + YESNO_MORE],
+          "choice": CHOICE + CHOICE_MORE,
+          "math": [(t, g, None, e) for t, g, e in MATH + MATH_MORE]}
+CASES = [(kind, t, g, q, e) for kind, rows in TABLES.items() for t, g, q, e in rows]
+
+
+@pytest.mark.parametrize("answer_type", ANSWER_TYPES)
+def test_each_table_has_30_correct_and_30_wrong_rows(answer_type):
+    expected = [e for *_, e in TABLES[answer_type]]
+    assert expected.count(1.0) >= 30 and expected.count(0.0) >= 30, (expected.count(1.0), expected.count(0.0))
 
 
 @pytest.mark.parametrize("answer_type,text,gold,question,expected", CASES)
