@@ -61,6 +61,17 @@ def step_normalizer(opt, full_batch, micro_batch):
     return micro_batch if getattr(opt, "fused", False) else full_batch
 
 
+def fused_notes(args):
+    """What --optimizer bf16-fused changes, said once at the start (see the module docstring)."""
+    if args.grad_clip:
+        print(f"note: --optimizer bf16-fused steps inside backward and cannot clip the global gradient "
+              f"norm; --grad-clip {args.grad_clip} is not applied (the norm is logged)")
+    rollouts = args.rl_questions * args.G * (1 if args.no_probes else 2)
+    if args.rl_micro < rollouts and not args.no_rl:
+        print(f"note: --optimizer bf16-fused: each of the {-(-rollouts // args.rl_micro)} micro-batches of "
+              f"a rollout batch ({rollouts} rollouts, --rl-micro {args.rl_micro}) is its own optimizer step")
+
+
 def cosine_lr(step, total, lr, warmup=0):
     """Linear warm-up to lr over `warmup` steps, then cosine decay to 0.1 * lr."""
     if warmup and step < warmup:

@@ -37,9 +37,7 @@ Design decisions and simplifications, stated once:
 
 import argparse
 import json
-import os
 import random
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -51,7 +49,7 @@ import data
 import evaluate
 import exgrpo
 import optim
-import rewards
+import runs
 import sample
 
 # -----------------------------------------------------------------------------
@@ -109,7 +107,8 @@ PRESETS = {"tiny": dict(train_n=16, eval_n=8, eval_max_new_tokens=16, sft_batch=
 # command line
 
 
-def get_args(argv=None):
+def parser():
+    """Every flag, by stage; the defaults are the module-level names above."""
     ap = argparse.ArgumentParser(description="EI -> SFT warm-up -> ExGRPO", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = ap.add_argument_group("run")
     g.add_argument("--out", default=None, help="run folder (default runs/<student>-<time>); never overwritten")
@@ -186,6 +185,12 @@ def get_args(argv=None):
     g.add_argument("--temperature", type=float, default=TEMPERATURE)
     g.add_argument("--ppo-epochs", type=int, default=PPO_EPOCHS)
     g.add_argument("--grad-clip", type=float, default=GRAD_CLIP)
+    return ap
+
+
+def get_args(argv=None):
+    """Parse and check every flag before anything is loaded or written (a bad value: one line, exit 2)."""
+    ap = parser()
     pre, _ = ap.parse_known_args(argv)
     ap.set_defaults(**PRESETS.get(pre.student, {}))  # flags given on the command line still win
     args = ap.parse_args(argv)
@@ -193,8 +198,14 @@ def get_args(argv=None):
         ap.error(f"unknown dataset {args.dataset!r}; choose one of {', '.join(data.DATASETS)}")
     if not 0 < args.data_fraction <= 1:
         ap.error("--data-fraction must be in (0, 1]")
-    if args.k < 1 or args.G < 1 or args.rl_questions < 1:
-        ap.error("--k, --G and --rl-questions must be >= 1")
+    if args.k < 1 or args.rl_questions < 1:
+        ap.error("--k and --rl-questions must be >= 1")
+    for flag, ok, allowed in (("G", args.G >= 2, ">= 2 (a group of one has no advantage)"),
+                              ("delta", args.delta >= 0, ">= 0"), ("nu", args.nu >= 1, ">= 1 (a margin)"),
+                              ("rl_steps", args.rl_steps >= 1 or args.no_rl, ">= 1 (or --no-rl)"),
+                              ("sft_epochs", args.sft_epochs >= 1 or args.no_sft, ">= 1 (or --no-sft)")):
+        if not ok:
+            ap.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be {allowed}")
     if args.resume and (Path(args.resume) / "config.json").exists():   # a resumed run keeps its flags
         saved = json.loads((Path(args.resume) / "config.json").read_text())
         for key, value in vars(args).items():
@@ -208,89 +219,6 @@ def get_args(argv=None):
     if args.k_partial is not None and not 1 <= args.k_partial < args.k:
         ap.error(f"--k-partial must be in [1, k-1] = [1, {args.k - 1}], got {args.k_partial}")
     return args
-
-# -----------------------------------------------------------------------------
-# the run folder: config, state, metrics, checkpoints
-
-
-class Run:
-    """A run folder: config.json (the args), state.json (finished stages and their results),
-    metrics.jsonl (one line per optimizer step), <stage>/ckpt and <stage>/final checkpoints."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-        self.state_path = self.path / "state.json"
-        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"done": {}}
-
-    def finished(self, stage):
-        return stage in self.state["done"]
-
-    def finish(self, stage, result):
-        self.state["done"][stage] = result
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=2))
-        os.replace(tmp, self.state_path)  # atomic: a crash leaves the old state, never half a file
-
-    def log(self, row):
-        with open(self.path / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-
-    def trim_log(self, stage, from_step):
-        """Drop log lines of `stage` (and its held-out evals) at or after `from_step`: they are redone."""
-        path = self.path / "metrics.jsonl"
-        if path.exists():
-            rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-            keep = [r for r in rows if not (r.get("stage") in (stage, stage + "_eval") and r["step"] >= from_step)]
-            path.write_text("".join(json.dumps(r) + "\n" for r in keep))
-
-    def save(self, stage, name, model, tok, trainer_state=None):
-        """save_pretrained (loadable by AutoModelForCausalLM.from_pretrained) + trainer state,
-        written to a temp folder and renamed, so the previous checkpoint survives a crash."""
-        target = self.path / stage / name
-        tmp = target.with_name(name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        if trainer_state is not None:
-            torch.save(trainer_state, tmp / "trainer.pt")
-        old = target.with_name(name + ".old")
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-
-    def checkpoint(self, stage):
-        ckpt = self.path / stage / "ckpt"
-        return ckpt if (ckpt / "trainer.pt").exists() else None
-
-
-def resolve_run(args):
-    """(args, run folder path): a new folder, or the one named by --resume (its saved config
-    wins). Checked before anything is loaded or written: a folder is never overwritten."""
-    if args.resume:
-        path = Path(args.resume)
-        if not (path / "config.json").exists():
-            sys.exit(f"error: {path} holds no run to resume (no config.json)")
-        if (path / "results.json").exists():
-            sys.exit(f"error: {path} holds a finished run; nothing to resume")
-        saved = json.loads((path / "config.json").read_text())
-        # flags added since the run started take their defaults
-        return argparse.Namespace(**{**vars(args), **saved, "resume": args.resume}), path
-    path = Path(args.out or f"runs/{Path(args.student).name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if path.exists() and any(path.iterdir()):
-        what = "a finished run" if (path / "results.json").exists() else "an unfinished run"
-        sys.exit(f"error: {path} already holds {what}; pick another --out, or --resume {path}")
-    return args, path
-
-
-def open_run(args, path):
-    path.mkdir(parents=True, exist_ok=True)
-    if not (path / "config.json").exists():
-        (path / "config.json").write_text(json.dumps(vars(args), indent=2))
-    run = Run(path)
-    if args.resume:
-        print(f"resuming {path}: done = {', '.join(run.state['done']) or 'nothing yet'}")
-    return run
 
 # -----------------------------------------------------------------------------
 # data
@@ -383,7 +311,7 @@ def sft_stage(args, run, model, tok, train, dei, device):
     steps_per_epoch = (len(tf) + args.sft_batch - 1) // args.sft_batch
     total = steps_per_epoch * args.sft_epochs
     opt = optim.make_optimizer(model, args.sft_lr, args.optimizer)
-    start = resume_trainer(run, "sft", model, opt)
+    start = runs.resume_trainer(run, "sft", model, opt)
     model.train()
     bar = tqdm(range(start, total), desc="SFT", initial=start, total=total)
     for step in bar:
@@ -410,10 +338,9 @@ def sft_stage(args, run, model, tok, train, dei, device):
         run.log({"stage": "sft", "step": step, "loss": loss_total, "lr": lr, "grad_norm": gnorm,
                  "tokens": n_tok, "step_seconds": round(time.time() - t0, 3)})
         bar.set_postfix(loss=f"{loss_total:.3f}")
-        if due(args, step, total):
-            save_trainer(run, "sft", model, tok, opt, step + 1)
-    run.save("sft", "final", model, tok)
-    shutil.rmtree(run.path / "sft" / "ckpt", ignore_errors=True)
+        if runs.due(args, step, total):
+            runs.save_trainer(run, "sft", model, tok, opt, step + 1)
+    run.save_final("sft", model, tok)
     if hasattr(opt, "remove_hooks"):   # a fused optimizer steps inside backward until unhooked
         opt.remove_hooks()
 
@@ -425,7 +352,7 @@ def rl_stage(args, run, model, ref, tok, pool, evals):
     """Stage 3: --rl-steps calls of exgrpo.exgrpo_step, each on --rl-questions questions drawn
     from D_EI; with --eval-every N, greedy accuracy on a fixed slice of each split every N steps."""
     opt = optim.make_optimizer(model, args.rl_lr, args.optimizer)
-    start = resume_trainer(run, "rl", model, opt)
+    start = runs.resume_trainer(run, "rl", model, opt)
     held = {n: r[:args.eval_every_n] for n, r in evals.items()}
 
     def held_out(step):
@@ -442,54 +369,11 @@ def rl_stage(args, run, model, ref, tok, pool, evals):
         row = exgrpo.exgrpo_step(args, model, ref, tok, opt, questions, step)
         run.log({"stage": "rl", "step": step, **row})
         bar.set_postfix(reward=f"{row['reward']:.2f}", kl=f"{row.get('kl', 0):.4f}")
-        if due(args, step, args.rl_steps):
-            save_trainer(run, "rl", model, tok, opt, step + 1)
+        if runs.due(args, step, args.rl_steps):
+            runs.save_trainer(run, "rl", model, tok, opt, step + 1)
     if args.eval_every:
         held_out(args.rl_steps)
-    run.save("rl", "final", model, tok)
-    shutil.rmtree(run.path / "rl" / "ckpt", ignore_errors=True)
-
-# -----------------------------------------------------------------------------
-# optimizer, checkpoints
-
-
-_last_save = [time.time()]
-
-
-def due(args, step, total):
-    """Checkpoint after this step? Every --save-every steps, or when --save-minutes have passed."""
-    if step + 1 >= total:
-        return False   # the stage's final save follows
-    if args.save_every:
-        return (step + 1) % args.save_every == 0
-    return time.time() - _last_save[0] > 60 * args.save_minutes
-
-
-def save_trainer(run, stage, model, tok, opt, next_step):
-    _last_save[0] = time.time()
-    run.save(stage, "ckpt", model, tok, {"step": next_step, "optimizer": opt.state_dict(),
-                                         "torch_rng": torch.get_rng_state(),
-                                         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None})
-
-
-def resume_trainer(run, stage, model, opt):
-    """The step to start from: 0, or the step after the last checkpoint (weights, optimizer and
-    RNG restored; metric lines logged after that checkpoint are dropped and redone)."""
-    ckpt = run.checkpoint(stage)
-    if ckpt is None:
-        run.trim_log(stage, 0)
-        return 0
-    from transformers import AutoModelForCausalLM
-    state = torch.load(ckpt / "trainer.pt", weights_only=False, map_location="cpu")  # copied onto the device below
-    saved = AutoModelForCausalLM.from_pretrained(ckpt, dtype=next(model.parameters()).dtype)
-    model.load_state_dict(saved.state_dict())
-    opt.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    if state.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    run.trim_log(stage, state["step"])
-    print(f"{stage}: resumed at step {state['step']} from {ckpt}")
-    return state["step"]
+    run.save_final("rl", model, tok)
 
 # -----------------------------------------------------------------------------
 # main
@@ -506,19 +390,8 @@ def eval_all(args, run, stage, model, tok, evals, quiet=False):
     return res
 
 
-def fused_notes(args):
-    """What --optimizer bf16-fused changes, said once at the start (see the module docstring)."""
-    if args.grad_clip:
-        print(f"note: --optimizer bf16-fused steps inside backward and cannot clip the global gradient "
-              f"norm; --grad-clip {args.grad_clip} is not applied (the norm is logged)")
-    rollouts = args.rl_questions * args.G * (1 if args.no_probes else 2)
-    if args.rl_micro < rollouts and not args.no_rl:
-        print(f"note: --optimizer bf16-fused: each of the {-(-rollouts // args.rl_micro)} micro-batches of "
-              f"a rollout batch ({rollouts} rollouts, --rl-micro {args.rl_micro}) is its own optimizer step")
-
-
 def main(argv=None):
-    args, path = resolve_run(get_args(argv))
+    args, path = runs.resolve_run(get_args(argv))
     torch.manual_seed(args.seed)
     try:  # bad input fails here, before the run folder is touched
         train, evals = load_data(args)
@@ -528,8 +401,8 @@ def main(argv=None):
     if args.grad_checkpointing:   # training only: generation runs in eval() and keeps its KV cache
         model.activation_checkpointing_enable({"use_reentrant": False})
     if args.optimizer == "bf16-fused":
-        fused_notes(args)
-    run = open_run(args, path)
+        optim.fused_notes(args)
+    run = runs.open_run(args, path)
     device = next(model.parameters()).device
     print(f"run folder {run.path}; student {args.student} on {device}; {len(train)} training questions")
     timing = run.state.setdefault("timing", {})
@@ -560,7 +433,7 @@ def main(argv=None):
         if not args.sft_from:
             if not run.finished("sft"):
                 stage("sft", lambda: sft_stage(args, run, model, tok, train, dei, device) or {"done": True})
-        load_weights(model, ref_path)
+        runs.load_weights(model, ref_path)
         if not args.sft_from:
             stage("eval_sft", lambda: eval_all(args, run, "sft", model, tok, evals))
     if not args.no_rl:
@@ -575,16 +448,10 @@ def main(argv=None):
         pool = dei if dei is not None else train
         if not run.finished("rl"):
             stage("rl", lambda: rl_stage(args, run, model, ref, tok, pool, evals) or {"done": True})
-        load_weights(model, run.path / "rl" / "final")
+        runs.load_weights(model, run.path / "rl" / "final")
         del ref
         stage("eval_rl", lambda: eval_all(args, run, "rl", model, tok, evals))
     report(args, run, evals)
-
-
-def load_weights(model, path):
-    from transformers import AutoModelForCausalLM
-    saved = AutoModelForCausalLM.from_pretrained(path, dtype=next(model.parameters()).dtype)
-    model.load_state_dict(saved.state_dict())
 
 
 def report(args, run, evals):

@@ -73,6 +73,46 @@ def test_kill_and_resume_loses_and_repeats_no_step(tmp_path):
     assert _metrics(out, "rl") == [0, 1, 2, 3, 4]         # every step once, none lost, none repeated
     state = json.loads((out / "state.json").read_text())
     assert set(state["done"]) >= {"zero_shot", "ei", "sft", "eval_sft", "rl", "eval_rl"}
+    # ...and it ends where a run that was never killed ends: the same weights, the same rewards
+    whole = tmp_path / "whole"
+    subprocess.run(cmd[:-1] + [str(whole)], cwd=ROOT, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    from safetensors.torch import load_file
+    a, b = load_file(out / "rl" / "final" / "model.safetensors"), load_file(whole / "rl" / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+    rewards_of = lambda run: [r["reward"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                              if r["stage"] == "rl"]
+    assert rewards_of(out) == rewards_of(whole)
+
+
+def test_the_reference_of_stage_3_is_the_sft_checkpoint(tmp_path, monkeypatch):
+    import exgrpo
+    from transformers import AutoModelForCausalLM
+    seen = []
+    real_step = exgrpo.exgrpo_step
+    monkeypatch.setattr(exgrpo, "exgrpo_step", lambda cfg, model, ref, *a, **k: seen.append(
+        {n: p.detach().clone() for n, p in ref.named_parameters()}) or real_step(cfg, model, ref, *a, **k))
+    out = tmp_path / "run"
+    train.main(TINY + ["--rl-steps", "2", "--no-zero-shot", "--out", str(out)])
+    sft = dict(AutoModelForCausalLM.from_pretrained(out / "sft" / "final").named_parameters())
+    untouched = dict(train.sample.load_student("tiny", seed=0)[0].named_parameters())
+    assert len(seen) == 2
+    for name, p in seen[-1].items():   # after an RL step, the reference is still the warm-up
+        assert torch.equal(p, sft[name].detach()), name
+    assert any(not torch.equal(sft[n], untouched[n]) for n in sft)   # and the warm-up did move
+
+
+def test_resume_refuses_a_flag_that_differs_from_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps(vars(train.get_args(["--G", "4"]))))
+    assert train.get_args(["--resume", str(out), "--G", "4"]).G == 4   # the same value is fine
+    with pytest.raises(SystemExit) as e:
+        train.get_args(["--resume", str(out), "--G", "8"])
+    assert e.value.code == 2
+    assert "--G 8 differs from the resumed run's 4" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -80,6 +120,11 @@ def test_kill_and_resume_loses_and_repeats_no_step(tmp_path):
     (["--student", "/no/such/folder"], "no folder at"),
     (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     (["--k", "0"], "must be >= 1"),
+    (["--G", "1"], "--G 1: must be >= 2"),
+    (["--nu", "0.5"], "--nu 0.5: must be >= 1"),
+    (["--delta", "-1"], "--delta -1.0: must be >= 0"),
+    (["--rl-steps", "-3"], "--rl-steps -3: must be >= 1"),
+    (["--k", "3", "--k-partial", "0"], "--k-partial must be in [1, k-1]"),
 ])
 def test_bad_flags_exit_with_a_clear_message(tmp_path, argv, message, capsys):
     with pytest.raises(SystemExit) as e:
