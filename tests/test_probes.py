@@ -380,6 +380,34 @@ def test_wrong_probe_answer_is_dropped_before_the_consistency_call():
     assert calls.count(3) == stats["rules"]["why"]["probes"]  # no consistency call for a wrong probe
 
 
+def test_reasoning_correct_marks_wrong_teacher_reasoning_and_the_table_counts_it():
+    recs = [dict(r, reasoning=None) for r in generate("train", 6, seed=8)]  # the teacher reasons on Q
+    wrong_q = {probes.format_question(r["question"], "number") for r in recs[:2]}
+
+    def teacher(messages, spec):
+        text = solve(spec)[1]
+        if len(messages) == 1 and messages[0]["content"] in wrong_q:
+            return "Adding everything up. The answer is 99999."
+        if spec["ask"] == "is_op":  # the why-probes: the opposite verdict
+            return "It does. The answer is " + ("no." if text.endswith("yes.") else "yes.")
+        return text
+    dei, stats = probes.build_dei(recs, probes.make_teacher(teacher), rules=["why", "compare"], progress=False)
+    assert [d["reasoning_correct"] for d in dei] == [False, False, True, True, True, True]
+    assert all(d["reasoning_source"] == "teacher" for d in dei)
+    for p in (p for d in dei for p in d["probes"]):
+        assert p["reasoning_correct"] is (p["rule"] == "compare") and p["kept"] is p["reasoning_correct"]
+    assert stats["questions"]["teacher_wrong_on_question"] == 2 and stats["rules"]["why"]["wrong_answer"] == 6
+    assert "teacher reasoning wrong (reasoning_correct false, left out of SFT): 2 of 6 questions, 6 of 12 probes" \
+        in probes.format_table(stats)
+
+
+def test_default_probe_writer_is_the_teacher_on_text_with_a_real_teacher():
+    assert probes.default_probe_writer("strategyqa", "hf:some/model") == "teacher"
+    assert probes.default_probe_writer("gsm8k", "oracle", "http://localhost:8000/v1") == "teacher"
+    assert probes.default_probe_writer("gsm8k", "oracle") == "template"  # the oracle cannot write text
+    assert probes.default_probe_writer("synth", "hf:some/model") == "template"  # exact probes from the spec
+
+
 def solver(correct_rules):
     """A fake student: right on probes of the given rules, wrong on the rest."""
     def student(convs):
