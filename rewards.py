@@ -8,6 +8,8 @@ as pure functions of text.
     states_answer("If she ends with 18 eggs, how many ...?", "18", "number")   # -> True (a leak)
 
     python rewards.py "model output" GOLD TYPE ["question"]   # check one output by hand
+    git show 8f16c51:rewards.py > /tmp/rewards_old.py          # verdicts changed by a new checker:
+    python rewards.py --compare /tmp/rewards_old.py runs/eval/smollm2-135m/predictions_*.jsonl
 
 Ground floor: imports nothing of the project. `reward` never raises on a model output
 (empty, garbage, huge numbers); only an unknown answer_type raises ValueError.
@@ -402,8 +404,8 @@ def _choice_fallback(text, options):
     """The last '(X)' or bold '**X**' mark of the output that is not part of a listing."""
     labels = "".join(options) or _ANY_LABELS
     text = re.sub(_NEGATION + r"\(?[A-Za-z1-9]\)?", " ", text, flags=re.IGNORECASE)  # '(D), not (E)'
-    marks = [(m.start(), (m.group(1) or m.group(2)).upper()) for m in
-             re.finditer(r"\(([A-Za-z1-9])\)|\*\*\(?([A-Za-z1-9])[).:]?\*\*", text)]
+    marks = [(m.start(), next(g for g in m.groups() if g).upper()) for m in  # '(B)', '**B**', 'B) text'
+             re.finditer(r"\(([A-Za-z1-9])\)|\*\*\(?([A-Za-z1-9])[).:]?\*\*|^[ \t]*([A-Z])\)", text, re.M)]
     marks = [m for m in marks if m[1] in labels]
     listed = _listed(marks)
     kept = [m[1] for i, m in enumerate(marks) if i not in listed]
@@ -602,7 +604,30 @@ def states_answer(text: str, gold: str, answer_type: str) -> bool:
     return is_correct(text, gold, "yesno")
 
 
+def compare(old_module_path, prediction_files):
+    """Rescore evaluate.py's saved predictions with another version of this file and with
+    this one: {file: (questions, correct before, correct now, verdicts changed)}."""
+    import importlib.util
+    import json
+    spec = importlib.util.spec_from_file_location("rewards_old", old_module_path)
+    old = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(old)
+    out = {}
+    for path in prediction_files:
+        rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+        verdicts = [(old.is_correct(r["generated"], r["gold"], r["answer_type"], r["question"]),
+                     is_correct(r["generated"], r["gold"], r["answer_type"], r["question"])) for r in rows]
+        out[path] = (len(rows), sum(a for a, _ in verdicts), sum(b for _, b in verdicts),
+                     sum(a != b for a, b in verdicts))
+        print(f"{path}: {out[path][0]} questions, correct {out[path][1]} -> {out[path][2]}, "
+              f"{out[path][3]} verdicts changed", flush=True)
+    return out
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--compare"]:  # python rewards.py --compare OLD_rewards.py predictions_*.jsonl
+        compare(sys.argv[2], sys.argv[3:])
+        sys.exit()
     out, gold, kind = sys.argv[1:4]
     q = sys.argv[4] if len(sys.argv) > 4 else None
     print(f"extracted={extract_answer(out, kind, q)!r} reward={reward(out, gold, kind, q)}")

@@ -5,9 +5,12 @@
 Each row: (model output, gold, expected reward). The wrong rows are the traps: substring
 matches, several answers, echoes of the question, empty outputs, near-miss numbers.
 """
+import json
+from pathlib import Path
+
 import pytest
 
-from rewards import ANSWER_TYPES, extract_answer, is_correct, reward
+from rewards import ANSWER_TYPES, extract_answer, is_correct, reward, states_answer
 
 # -----------------------------------------------------------------------------
 # number
@@ -484,3 +487,53 @@ def test_never_raises_on_garbage(answer_type):
                  "1" * 5000, "answer: " * 1000, "\n\n\n", "The answer is $$."]:
         assert reward(text, "1", answer_type, question="Q? (A) x (B) y") in (0.0, 1.0)
         assert is_correct(text, "1", answer_type) in (True, False)
+
+
+# -----------------------------------------------------------------------------
+# real SmolLM2-135M-Instruct outputs (zero-shot, greedy; evaluate.py's predictions), each
+# verdict judged by reading the output: tests/fixtures/smollm2_outputs.jsonl
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "smollm2_outputs.jsonl"
+REAL = [json.loads(line) for line in FIXTURES.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("row", REAL, ids=[r["id"] for r in REAL])
+def test_real_smollm2_outputs(row):
+    assert extract_answer(row["generated"], row["answer_type"], row["question"]) == row["expected"]
+    assert is_correct(row["generated"], row["gold"], row["answer_type"], row["question"]) == row["expected_correct"]
+
+
+# -----------------------------------------------------------------------------
+# states_answer: the leak check of probes; exact numbers; math-verify off the main thread
+
+
+def test_states_answer_finds_the_gold_anywhere():
+    assert states_answer("If Janet ends with 18 eggs, how many did she start with?", "18", "number")
+    assert states_answer("She ends with 18.0 eggs.", "18", "number")
+    assert not states_answer("She ends with 180 eggs after 1.8 days.", "18", "number")
+    assert states_answer("Suppose the result were $\\frac{1}{2}$; what is x?", "\\frac12", "math")
+    assert states_answer("Given that the answer is \\boxed{0.5}, check it.", "\\frac{1}{2}", "math")
+    assert not states_answer("Suppose the result were $\\frac{1}{3}$.", "\\frac12", "math")
+    assert states_answer("Why is (B) right?", "B", "choice") and not states_answer("Why is (C) right?", "B", "choice")
+    assert states_answer("The answer is yes. Why?", "yes", "yesno")
+    assert not states_answer("Is it yes or no: can penguins fly?", "yes", "yesno")  # a question, no commitment
+
+
+def test_number_rounding_at_the_gold_precision_by_hand():
+    # gold 0.33 has 2 places: 0.334 -> round(0.334, 2) = 0.33 (same); 0.335 -> 0.34 (half away from 0)
+    assert reward("The answer is 0.334.", "0.33", "number") == 1.0
+    assert reward("The answer is 0.335.", "0.33", "number") == 0.0
+    assert reward("The answer is -0.334.", "-0.33", "number") == 1.0
+    # gold 1/3 (a fraction): a decimal of 4+ places must be 1/3 rounded at its own places
+    assert reward("The answer is 0.3333.", "1/3", "number") == 1.0  # round(1/3, 4) = 0.3333
+    assert reward("The answer is 0.66667.", "2/3", "number") == 1.0  # round(2/3, 5) = 0.66667
+    assert reward("The answer is 0.6666.", "2/3", "number") == 0.0  # round(2/3, 4) = 0.6667
+
+
+def test_math_verify_runs_off_the_main_thread():
+    import threading
+    got = []
+    t = threading.Thread(target=lambda: got.append(reward("\\boxed{\\sqrt8}", "2\\sqrt2", "math")))
+    t.start()
+    t.join()
+    assert got == [1.0]  # signal-based timeouts are skipped there, not raised
