@@ -44,11 +44,11 @@ from pathlib import Path
 
 from data.oracle import (OP_PHRASE, is_valid, item_of, quote, reveals_answer, solve, start_from_end,
                          start_sentence, statement)
-from data import load as load_records  # noqa: F401  (synth or any dataset data/real.py knows)
+from data import load as load_records  # synth, or any dataset data/real.py knows
 from data.synth import OP_SYMBOL, answer_of, op_sentence, question_text, trace
 from rewards import ANSWER_TYPES, extract_answer, is_correct, states_answer
 import teachers
-from teachers import TEACHER, TeacherCache, TeacherError, make_teacher, user  # noqa: F401 (probes.make_teacher)
+from teachers import TEACHER, TeacherCache, TeacherError, make_teacher, user  # probes.make_teacher stays
 
 # -----------------------------------------------------------------------------
 # defaults

@@ -3,7 +3,6 @@ local HTTP server with injected faults, a CLI killed mid-run and resumed, 4xx an
 endpoints, a cache whose last line was cut short, and the probes.py CLI on StrategyQA with the
 teacher writing the probes (its default there) and with the templates."""
 import json
-import os
 import re
 import signal
 import socket
