@@ -28,6 +28,7 @@ import torch
 
 import data
 import optim
+import probes
 import rewards
 import sample
 
@@ -49,23 +50,15 @@ AGG_MODES = ("token", "sequence", "constant")
 # 1. draw k probes, build Scenario A and Scenario B
 
 
-def rl_probes(record):
-    """The probes of a D_EI record that may enter an RL dialogue: kept by both filters, and known
-    not to state Q's answer (reveals_answer is False, not merely absent). A leaked answer would
-    make the final turn a copy task, and Scenario A holds more probes than B, so leaks would
-    raise P_full over P_partial: exactly what the DSU rewards (P17)."""
-    return [p for p in record.get("probes", []) if p.get("kept") and p.get("reveals_answer") is False]
-
-
 def probe_message(p):
     """The user message of a probe: its question plus the answer-format instruction."""
     return data.user_message({"question": p["question"], "answer_type": p["answer_type"]})
 
 
-def build_scenarios(questions, k, k_partial=None, rng=None, probes=True, aux=True):
+def build_scenarios(questions, k, k_partial=None, rng=None, use_probes=True, aux=True):
     """Per question: Scenario A (k probes, then Q) and Scenario B (the first k' of them, then Q),
     k' uniform in [1, k-1] unless fixed; a question with fewer than 2 usable probes (or
-    probes=False, plain GRPO) gets one plain dialogue [Q]. Returns
+    use_probes=False, plain GRPO) gets one plain dialogue [Q]. Returns
         dialogues: list of user-message lists, e.g. [[p1, p2, Q], [p1, Q], ...]
         meta:      one (question index, "full" | "partial" | "plain") per dialogue
         aux:       per question with probes, the teacher's answers to the same k probes,
@@ -74,7 +67,7 @@ def build_scenarios(questions, k, k_partial=None, rng=None, probes=True, aux=Tru
     dialogues, meta, aux_dialogues = [], [], []
     for qi, q in enumerate(questions):
         qmsg = data.user_message(q)
-        ps = rl_probes(q) if probes else []
+        ps = probes.rl_probes(q) if use_probes else []   # kept, and never stating Q's answer (P17)
         if len(ps) < 2:   # Scenario B needs at least one probe fewer than A, and k' >= 1
             dialogues.append([qmsg])
             meta.append((qi, "plain"))

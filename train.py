@@ -49,6 +49,7 @@ import data
 import evaluate
 import exgrpo
 import optim
+import probes
 import runs
 import sample
 
@@ -140,7 +141,8 @@ def parser():
                    help="oracle | hf:<path-or-id> | openai (with --teacher-url) | none (skip EI; implies --no-probes)")
     g.add_argument("--teacher-url", default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
     g.add_argument("--teacher-model", default=None)
-    g.add_argument("--probe-writer", default="template", choices=["template", "teacher"])
+    g.add_argument("--probe-writer", default=None, choices=["template", "teacher"],
+                   help="default: teacher on a text dataset with a real teacher, else template")
     g.add_argument("--rules", default=RULES, help="comma-separated subset of the ten rules")
     g.add_argument("--tau-hard", type=float, default=TAU_HARD)
     g.add_argument("--difficulty-student", default="none", help="student for the difficulty filter (none = skip)")
@@ -214,6 +216,7 @@ def get_args(argv=None):
                          f"({args.resume}/config.json); drop the flag or start a new run")
     if args.teacher == "none":
         args.no_probes = True
+    args.probe_writer = args.probe_writer or probes.default_probe_writer(args.dataset, args.teacher, args.teacher_url)
     if args.sft_from and not (Path(args.sft_from) / "config.json").exists():
         ap.error(f"--sft-from {args.sft_from}: no checkpoint there (no config.json)")
     if args.k_partial is not None and not 1 <= args.k_partial < args.k:
@@ -242,7 +245,6 @@ def load_data(args):
 
 def build_dei(args, run, train):
     """Stage 1: D_EI from the training records (probes.py), cached in the run folder."""
-    import probes
     out = run.path / "dei.jsonl"
     teacher = probes.make_teacher(args.teacher, url=args.teacher_url, model=args.teacher_model,
                                   cache_path=run.path / "teacher_cache.jsonl")
@@ -424,8 +426,7 @@ def main(argv=None):
             stage("ei", lambda: {"kept": len(build_dei(args, run, train))})
         except Exception as e:  # a teacher that fails after its retries: the cache keeps what arrived
             sys.exit(f"error in stage 1 (EI): {e}")
-        import probes
-        dei = probes.load_dei(run.path / "dei.jsonl")
+            dei = probes.load_dei(run.path / "dei.jsonl")
         if not dei:
             sys.exit("error: no question survived the EI filters (see dei.stats.json)")
     ref_path = Path(args.sft_from) if args.sft_from else run.path / "sft" / "final"
