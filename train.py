@@ -18,8 +18,9 @@ What happens (DESIGN.md section 1):
   3. ExGRPO: per question, k probes drawn without replacement; Scenario A = all k probes
      then the question, Scenario B = the first k' < k probes then the question; G on-policy
      rollouts of each; R_base on the final answer, + delta for correct A rollouts when
-     P_full > nu * P_partial (DSU); group advantages per scenario; clipped surrogate on every
-     student token + beta * KL(pi || pi_ref) + lambda * NLL of the teacher's probe answers.
+     P_full > nu * P_partial (DSU); advantages r - mean over one group per question (A and B
+     together); clipped surrogate on every student token + beta * KL(pi || pi_ref) + lambda *
+     NLL of the teacher's probe answers. All of it is exgrpo.exgrpo_step, called once per step.
   4. the final table: accuracy per stage on each evaluation split, and each stage's time.
 
 Design decisions and simplifications, stated once:
