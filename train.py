@@ -134,6 +134,8 @@ def parser():
     g.add_argument("--dataset", default=DATASET, help=f"one of {', '.join(data.DATASETS)}")
     g.add_argument("--data-dir", default=None, help="real datasets (default $EXGRPO_DATA_DIR or ../shared/data)")
     g.add_argument("--train-n", type=int, default=TRAIN_N, help="training questions (0 = all)")
+    g.add_argument("--data-seed", type=int, default=None, help="picks the training questions (default: --seed)")
+    g.add_argument("--level", type=int, default=None, help="synthetic world difficulty (data/synth.py LEVELS)")
     g.add_argument("--data-fraction", type=float, default=1.0, help="use this fraction of the training questions")
     g.add_argument("--eval-n", type=int, default=EVAL_N, help="questions per evaluation split")
     g.add_argument("--eval-max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS)
@@ -229,16 +231,17 @@ def get_args(argv=None):
 
 
 def load_data(args):
-    """Training records, and the evaluation splits {name: records}."""
-    train_split = "train"
-    limit = args.train_n or None
-    train = data.load(args.dataset, train_split, limit=limit, seed=args.seed, data_dir=args.data_dir)
+    """Training records, and the evaluation splits {name: records}. The synthetic test splits are
+    fixed (data/synth.py EVAL_SEED): --seed and --data-seed pick the training questions only."""
+    seed = args.seed if args.data_seed is None else args.data_seed
+    train = data.load(args.dataset, "train", limit=args.train_n or None, seed=seed, data_dir=args.data_dir,
+                      level=args.level)
     if args.data_fraction < 1:
-        train = random.Random(args.seed).sample(train, max(1, int(len(train) * args.data_fraction)))
+        train = random.Random(seed).sample(train, max(1, int(len(train) * args.data_fraction)))
     if not train:
         raise ValueError(f"dataset {args.dataset!r} has zero usable training rows")
     if args.dataset == "synth":
-        evals = {s: data.load("synth", s, limit=args.eval_n, seed=args.seed) for s in ("test_id", "test_ood")}
+        evals = {s: data.load("synth", s, limit=args.eval_n, level=args.level) for s in ("test_id", "test_ood")}
     else:
         evals = {args.dataset: data.load(args.dataset, "test", limit=args.eval_n, data_dir=args.data_dir)}
     return train, evals

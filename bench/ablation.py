@@ -1,26 +1,28 @@
 """
-The paper's ablation on the synthetic world: five variants x several seeds, one table.
+The paper's ablation on the synthetic world, from one shared SFT warm-up, several seeds, one table.
 
-    python bench/ablation.py                                   # 3 seeds, the default CPU preset
-    python bench/ablation.py --seeds 0 --extra "--rl-steps 20"  # one seed, longer RL
-    python bench/ablation.py --table-only                      # re-print the table from disk
-    python bench/ablation.py --sft-run runs/ablation-sft \      # one warm-up shared by every seed
-        --extra "--student small --rl-steps 16"
+    python bench/ablation.py --sft "--student micro ..." --rl "--rl-steps 150 ..."   # everything
+    python bench/ablation.py --table-only --out runs/ablation                         # re-print the table
+    python bench/ablation.py --variants "SFT + GRPO" --seeds 0,1,2                    # a subset
 
-Variants (each a train.py flag, DESIGN.md section 1):
-    SFT only               --no-rl
-    SFT + GRPO             --no-probes        plain GRPO on the original questions
-    SFT + ExGRPO w/o DSU   --no-dsu
-    SFT + ExGRPO           (nothing)          the full method
-    RL from cold start     --no-sft
+Variants (each a train.py flag, DESIGN.md section 1; the paper's Qwen ablation in brackets):
+    SFT only                         the shared warm-up's own evaluation       [79.17]
+    SFT + GRPO                       --no-probes: plain GRPO on the questions
+    SFT + ExGRPO (outcome only)      --no-aux --no-dsu: dialogues, R_base only   [80.13]
+    SFT + ExGRPO + aux               --no-dsu                                    [81.23]
+    SFT + ExGRPO + aux + DSU         the full method                             [82.54]
+    RL from cold start               --no-sft: the full method without warm-up
+and the sample-efficiency runs: the whole pipeline (SFT + ExGRPO) on 10/25/50/100% of the
+training questions (--data-fraction), against SFT on 100%.
 
-The four warm-started variants of a seed share that seed's SFT checkpoint (--sft-from),
-so the only difference between them is the RL stage. With --sft-run RUN, every seed starts
-from that one finished train.py run's warm-up instead (the seed then varies the RL stage
-only, and "SFT only" is that run's single evaluation). Each run is a subprocess with its
-own run folder under --out; a finished run is skipped, so a killed ablation resumes.
-Writes <out>/ablation.md and <out>/ablation.json: mean +- std over seeds of the accuracy on
-test_id and test_ood, and the mean standard error of a single run's accuracy.
+Every RL variant starts from the same warm-up (train.py --sft-from) and trains on the same
+questions (--data-seed 0); the seed varies the RL stage only (probe draws, rollouts); the evaluation questions are fixed (data/synth.py EVAL_SEED), so every row is scored on
+the same questions and rows can be compared question by question (paired). Each run is a
+subprocess with its own folder under --out; a finished run is skipped, a killed one resumed.
+Writes <out>/ablation.md and <out>/ablation.json:
+    mean ± s.e. over seeds; the mean binomial s.e. of one run; and for each variant, the paired
+    difference to "SFT only" on the shared questions: mean over questions of (accuracy of the
+    variant, averaged over its seeds) - (accuracy of SFT only), with the s.e. of that mean.
 """
 
 import argparse
@@ -33,114 +35,145 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = {  # name -> train.py flags
-    "SFT only": ["--no-rl"],
+SFT_ONLY = "SFT only"
+VARIANTS = {  # name -> train.py flags of the RL run
     "SFT + GRPO": ["--no-probes"],
-    "SFT + ExGRPO w/o DSU": ["--no-dsu"],
-    "SFT + ExGRPO": [],
+    "SFT + ExGRPO (outcome only)": ["--no-aux", "--no-dsu"],
+    "SFT + ExGRPO + aux": ["--no-dsu"],
+    "SFT + ExGRPO + aux + DSU": [],
     "RL from cold start": ["--no-sft"],
 }
+FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 SPLITS = ("test_id", "test_ood")
 
 
-def run_dir(out, seed, name):
-    return Path(out) / f"seed{seed}" / name.lower().replace(" ", "_").replace("/", "").replace("+", "plus")
+def slug(name):
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
-def launch(out, seed, name, flags, extra, log):
-    path = run_dir(out, seed, name)
+def launch(path, flags, log):
+    """Run train.py into `path` (resume it if it started, skip it if it finished)."""
     if (path / "results.json").exists():
         return path
-    cmd = [sys.executable, "train.py", "--seed", str(seed)] + flags + extra
-    cmd += ["--resume", str(path)] if (path / "config.json").exists() else ["--out", str(path)]
-    print(f"[{time.strftime('%H:%M:%S')}] seed {seed} {name}: {' '.join(shlex.quote(c) for c in cmd[1:])}", flush=True)
+    resume = (path / "config.json").exists()   # a resumed run keeps the flags it started with
+    cmd = [sys.executable, "train.py"] + (["--resume", str(path)] if resume else flags + ["--out", str(path)])
+    print(f"[{time.strftime('%H:%M:%S')}] {' '.join(shlex.quote(c) for c in cmd[1:])}", flush=True)
     t0 = time.time()
     with open(log, "a") as f:
         rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
     if rc != 0:
-        sys.exit(f"error: {name} (seed {seed}) failed with exit code {rc}; see {log}")
+        sys.exit(f"error: {path} failed with exit code {rc}; see {log}")
     print(f"    done in {time.time() - t0:.0f}s", flush=True)
     return path
 
-
-def accuracies(path, stage=None):
-    """{split: (accuracy, n)} of `stage`, or of the last evaluated stage, of a finished run."""
-    state = json.loads((path / "state.json").read_text())["done"]
-    cfg = json.loads((path / "config.json").read_text())
-    stage = state[stage] if stage else (state.get("eval_rl") or state.get("eval_sft"))
-    return {s: (stage[s], cfg["eval_n"]) for s in SPLITS}
+# -----------------------------------------------------------------------------
+# reading results
 
 
-def table(out, seeds, sft_run=None):
-    rows, lines = {}, []
-    for name in VARIANTS:
-        per_split = {s: [] for s in SPLITS}
-        for seed in ([None] if sft_run and name == "SFT only" else seeds):
-            path = Path(sft_run) if seed is None else run_dir(out, seed, name)
-            if (path / "results.json").exists():
-                for s, (acc, n) in accuracies(path, "eval_sft" if name == "SFT only" else None).items():
-                    per_split[s].append((acc, n))
-        if not per_split[SPLITS[0]]:
+def per_question(path, stage):
+    """{split: {question id: 0/1}} from a finished run's predictions of `stage` (sft or rl)."""
+    out = {}
+    for s in SPLITS:
+        f = path / stage / f"predictions_{s}.jsonl"
+        if f.exists():
+            out[s] = {r["id"]: float(bool(r["correct"])) for r in map(json.loads, f.read_text().splitlines())}
+    return out
+
+
+def mean_se(xs):
+    m = sum(xs) / len(xs)
+    se = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) if len(xs) > 1 else 0.0
+    return m, se
+
+
+def summarize(runs, reference):
+    """runs: [{split: {qid: 0/1}}] of one variant's seeds; reference: the same for SFT only.
+    Per split: mean ± s.e. over seeds, one run's binomial s.e., and the paired difference to
+    the reference on the questions both hold."""
+    row = {}
+    for s in SPLITS:
+        accs = [sum(r[s].values()) / len(r[s]) for r in runs if s in r]
+        if not accs:
             continue
-        row = {}
-        for s, vals in per_split.items():
-            accs = [a for a, _ in vals]
-            mean = sum(accs) / len(accs)
-            std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else 0.0
-            se = sum(math.sqrt(a * (1 - a) / n) for a, n in vals) / len(vals)  # one run's binomial error
-            row[s] = {"mean": mean, "std": std, "stderr": se, "seeds": len(accs), "values": accs}
-        rows[name] = row
-    head = "| variant | seeds | test_id (%) | test_ood (%) |\n|---|---|---|---|\n"
-    body = "".join(
-        f"| {name} | {r['test_id']['seeds']} | " + " | ".join(
-            f"{100 * r[s]['mean']:.1f} ± " + (f"{100 * r[s]['std']:.1f}" if r[s]["seeds"] > 1 else "–") +
-            f" (se {100 * r[s]['stderr']:.1f})" for s in SPLITS) + " |\n"
-        for name, r in rows.items())
-    text = head + body + "\nmean ± std over seeds; se = mean standard error of one run's accuracy.\n"
-    (Path(out) / "ablation.md").write_text(text)
-    (Path(out) / "ablation.json").write_text(json.dumps(rows, indent=2))
+        n = len(runs[0][s])
+        m, se = mean_se(accs)
+        row[s] = {"mean": m, "se_seeds": se, "seeds": len(accs), "values": accs, "n": n,
+                  "se_binomial": sum(math.sqrt(a * (1 - a) / n) for a in accs) / len(accs)}
+        if reference and s in reference:
+            ids = [q for q in reference[s] if all(q in r[s] for r in runs)]
+            diffs = [sum(r[s][q] for r in runs) / len(runs) - reference[s][q] for q in ids]
+            d, dse = mean_se(diffs)
+            row[s]["paired_diff"], row[s]["paired_se"] = d, dse
+    return row
+
+
+def table(out, seeds, fractions):
+    out = Path(out)
+    sft = out / "sft"
+    rows = {}
+    ref = per_question(sft, "sft") if (sft / "results.json").exists() else None
+    if ref:
+        rows[SFT_ONLY] = summarize([ref], None)
+    for name in VARIANTS:
+        runs = [per_question(out / f"seed{s}" / slug(name), "rl") for s in seeds]
+        runs = [r for r in runs if r]
+        if runs:
+            rows[name] = summarize(runs, ref)
+    for f in fractions:
+        runs = [per_question(out / f"seed{s}" / f"fraction_{f}", "rl") for s in seeds]
+        runs = [r for r in runs if r]
+        if runs:
+            rows[f"SFT + ExGRPO on {100 * f:g}% of the data"] = summarize(runs, ref)
+    cell = lambda c: (f"{100 * c['mean']:.1f} ± {100 * c['se_seeds']:.1f} (run se {100 * c['se_binomial']:.1f})"
+                      + (f" | {100 * c['paired_diff']:+.1f} ± {100 * c['paired_se']:.1f}" if "paired_diff" in c else " | –"))
+    lines = ["| variant | seeds | test_id (%) | Δ vs SFT, paired | test_ood (%) | Δ vs SFT, paired |",
+             "|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['test_id']['seeds']} | " + " | ".join(cell(r[s]) for s in SPLITS if s in r) + " |")
+    text = "\n".join(lines) + ("\n\nmean ± s.e. over seeds (run se: the binomial s.e. of one run's accuracy); "
+                               "Δ: per-question difference to SFT only on the same questions, mean ± s.e.\n")
+    (out / "ablation.md").write_text(text)
+    (out / "ablation.json").write_text(json.dumps(rows, indent=2))
     return text
+
+# -----------------------------------------------------------------------------
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out", default="runs/ablation")
-    ap.add_argument("--extra", default="", help="more train.py flags for every run, e.g. '--rl-steps 20'")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--common", default="--student micro", help="train.py flags of every run")
+    ap.add_argument("--sft", default="", help="train.py flags of the warm-up (and of the fraction runs' SFT)")
+    ap.add_argument("--rl", default="", help="train.py flags of every RL stage")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset ('' = none)")
+    ap.add_argument("--fractions", default=",".join(map(str, FRACTIONS)), help="data fractions ('' = none)")
+    ap.add_argument("--fraction-seeds", default="0", help="seeds of the sample-efficiency runs")
     ap.add_argument("--table-only", action="store_true")
-    ap.add_argument("--sft-run", default=None, metavar="RUN",
-                    help="a finished train.py run (--no-rl) whose warm-up every seed shares")
     args = ap.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
-    chosen = [v.strip() for v in args.variants.split(",")]
-    unknown = [v for v in chosen if v not in VARIANTS]
-    if unknown:
-        sys.exit(f"error: unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
-    extra = shlex.split(args.extra)
-    if args.sft_run and not (Path(args.sft_run) / "sft" / "final").is_dir():
-        sys.exit(f"error: --sft-run {args.sft_run} holds no sft/final checkpoint (run train.py --no-rl first)")
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    log = Path(args.out) / "ablation.log"
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if [v for v in chosen if v not in VARIANTS]:
+        sys.exit(f"error: unknown variant(s) {[v for v in chosen if v not in VARIANTS]}; choose from {list(VARIANTS)}")
+    fractions = [float(f) for f in args.fractions.split(",") if f]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    common, sft_flags, rl_flags = (shlex.split(x) for x in (args.common, args.sft, args.rl))
     t0 = time.time()
     if not args.table_only:
+        log = out / "ablation.log"
+        sft = launch(out / "sft", common + sft_flags + ["--no-rl", "--seed", "0"], log)
+        warm = ["--sft-from", str(sft / "sft" / "final")]
         for seed in seeds:
-            sft = None
             for name in chosen:
-                flags = list(VARIANTS[name])
-                if args.sft_run and name == "SFT only":
-                    continue   # its row is the shared run's evaluation
-                if args.sft_run and "--no-sft" not in flags:
-                    flags += ["--sft-from", str(Path(args.sft_run) / "sft" / "final"), "--no-zero-shot"]
-                elif name != "SFT only" and "--no-sft" not in flags:
-                    # the shared warm-up: the SFT-only run of this seed
-                    sft = launch(args.out, seed, "SFT only", VARIANTS["SFT only"], extra, log)
-                    flags += ["--sft-from", str(sft / "sft" / "final"), "--no-zero-shot"]
-                elif name != "SFT only":
-                    flags += ["--no-zero-shot"]
-                launch(args.out, seed, name, flags, extra, log)
-    print(table(args.out, seeds, args.sft_run))
-    print(f"wall time {time.time() - t0:.0f}s; runs under {args.out}/")
+                flags = VARIANTS[name] + ([] if "--no-sft" in VARIANTS[name] else warm)
+                launch(out / f"seed{seed}" / slug(name), common + rl_flags + flags + ["--seed", str(seed), "--data-seed", "0", "--no-zero-shot"], log)
+        for seed in [int(s) for s in args.fraction_seeds.split(",") if s]:
+            for f in fractions:
+                launch(out / f"seed{seed}" / f"fraction_{f}",
+                       common + sft_flags + rl_flags + ["--data-fraction", str(f), "--seed", str(seed), "--no-zero-shot"], log)
+    print(table(out, seeds, fractions))
+    print(f"wall time {time.time() - t0:.0f}s; runs under {out}/")
 
 
 if __name__ == "__main__":
