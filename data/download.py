@@ -221,7 +221,7 @@ def fetch(f, data_dir, base_url=None, bar=None, retries=RETRIES, backoff=BACKOFF
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     why = ""
-    for attempt in range(retries):
+    for attempt in range(max(1, retries)):
         if attempt:
             time.sleep(backoff * 2 ** (attempt - 1))
         start = bar.n
