@@ -132,7 +132,8 @@ def parser():
     g.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     g = ap.add_argument_group("data")
     g.add_argument("--dataset", default=DATASET, help=f"one of {', '.join(data.DATASETS)}")
-    g.add_argument("--data-dir", default=None, help="real datasets (default $EXGRPO_DATA_DIR, ~/.cache/exgrpo/data, ../shared/data; fetch: python -m data.download)")
+    g.add_argument("--data-dir", default=None, help="real datasets (default $EXGRPO_DATA_DIR, ~/.cache/exgrpo/data, "
+                                                    "../shared/data; fetch them: python -m data.download)")
     g.add_argument("--train-n", type=int, default=TRAIN_N, help="training questions (0 = all)")
     g.add_argument("--data-seed", type=int, default=None, help="picks the training questions (default: --seed)")
     g.add_argument("--level", type=int, default=None, help="synthetic world difficulty (data/synth.py LEVELS)")
