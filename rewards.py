@@ -123,7 +123,7 @@ def _last_boxed(text):
 
 
 def _answer_texts(text):
-    """The texts that may hold the final answer, the one to read first first (see the module
+    """The texts that may hold the final answer, the first to read first (see the module
     docstring, step 2); [] when there is neither an answer phrase nor a box."""
     phrase, boxes = _final_phrase(text), _boxes(text)
     if phrase is None:
