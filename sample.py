@@ -316,16 +316,18 @@ def _pick(logits, temperature):
     """(next id, its log-prob) per row of logits (n, V): argmax at T = 0, else one draw from
     softmax(logits / T) by inverse CDF, one uniform number per row. (torch.multinomial draws
     one exponential per vocabulary entry: 30 ms a step for 16 rows of SmolLM2's 49k here.)
-    The log-prob is log_softmax(logits / T) at the id, in fp32, as token_logprobs computes it
-    (greedy ids are scored at T = 1, like token_logprobs does)."""
-    logp = (logits.float() / (temperature or 1.0)).log_softmax(-1)
+    The log-prob is z[id] - logsumexp(z) with z = logits / T in fp32, the value token_logprobs
+    computes (greedy ids are scored at T = 1, as token_logprobs does)."""
+    z = logits.float() if temperature in (0, 1) else logits.float() / temperature
     if temperature == 0:
-        ids = logp.argmax(-1)
+        ids, norm = z.argmax(-1), torch.logsumexp(z, -1)
     else:
-        cdf = logp.exp().double().cumsum_(-1)   # fp64: an fp32 sum over 49k terms blurs the tail
+        top = z.amax(-1, keepdim=True)
+        cdf = (z - top).exp_().cumsum(-1, dtype=torch.float64)  # fp64: an fp32 sum of 49k terms blurs the tail
         u = torch.rand(cdf.shape[0], 1, dtype=cdf.dtype, device=cdf.device) * cdf[:, -1:]
         ids = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)
-    return ids, logp.gather(-1, ids[:, None]).squeeze(1)
+        norm = top.squeeze(1) + cdf[:, -1].log().float()
+    return ids, z.gather(-1, ids[:, None]).squeeze(1) - norm
 
 
 @torch.no_grad()

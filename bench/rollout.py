@@ -1,100 +1,189 @@
 """
-Dialogue rollout throughput: the batched multi-turn sampler (sample.rollout_dialogues, all
-dialogues and all G rollouts advance together, one generate() per turn) versus rolling the
-same dialogues out one at a time.
+Decoding against the machine's limit: ms per decode step and tokens/s of each student at
+batch 1/4/16/64, beside a roofline estimate from the memory bandwidth and FLOP/s that this
+same run measures, for sample.py's lean sampler and for transformers' generate.
 
-    python bench/rollout.py                                   # tiny model, G = 4, 8, 16
-    python bench/rollout.py --student smollm2-135m --max-new-tokens 24
+    python bench/rollout.py                                  # tiny, micro, smollm2-135m: lean vs hf
+    python bench/rollout.py --students smollm2-135m --batches 1 16 \
+        --backends lean hf hf-static hf-compile --new-tokens 16
+    python bench/rollout.py --out bench/results/rollout-2026-11-26.md
 
-The dialogues are the ones an ExGRPO step rolls out (train.rl_step_rollouts): per question,
-Scenario A = k probes of the synthetic world then the question, Scenario B = the first probe
-then the question, each G times. Tokens counted = tokens the student sampled (mask 1).
-Both ways run in this one process, alternated, at temperature 1.0; the median of --reps.
+Backends (all sample at temperature 1.0 with no top-k, the way rollouts do, and ignore EOS so
+every row decodes the full budget):
+    lean        sample.sample_ids: the project's KV-cached sampler
+    hf          transformers generate with its default dynamic cache
+    hf-static   generate with cache_implementation="static"
+    hf-compile  generate with the static cache and its decoding forward torch.compile'd
+A decode step = (time for N new tokens - time for 1 new token) / (N - 1): the prefill cancels.
+Every backend runs once per repetition, in turn (A B A B), so all see the same machine load;
+the best repetition is reported (on a shared machine the others measure the neighbours).
+Roofline per step: max(bytes read / bandwidth, FLOPs / FLOP/s), with bytes = every weight
+of the body and the lm_head once + the KV cache read by attention, FLOPs = 2 per weight per
+row + attention; bandwidth = a 256 MB fp32 reduction, FLOP/s = a 1024^3 fp32 matmul, both
+at the thread count of the run. Gemma 3 270M is included when its weights are in the hub cache.
 """
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import data      # noqa: E402
-import probes    # noqa: E402
-import sample    # noqa: E402
+import torch  # noqa: E402
+
+import sample  # noqa: E402
 
 # -----------------------------------------------------------------------------
 # defaults
 
-STUDENT = "tiny"
-GS = (4, 8, 16)
-QUESTIONS = 1          # questions per step; each gives a Scenario A and a Scenario B dialogue
-K = 2                  # probes in Scenario A (the CPU preset of train.py)
-MAX_NEW_TOKENS = 32    # per student turn
-REPS = 2
-SEED = 0
+STUDENTS = ["tiny", "micro", "smollm2-135m", "google/gemma-3-270m-it"]   # absent ones are skipped
+BATCHES = [1, 4, 16, 64]
+BACKENDS = ["lean", "hf"]
+NEW_TOKENS = 16          # decode steps per timed generation
+REPS = 3                 # A B A B repetitions; the best (least disturbed) is reported
+PROMPT = ("A farmer has 12 apples. She buys 30 more and gives 7 to her neighbour. Then she splits "
+          "the rest equally between 5 baskets. How many apples are in each basket? Think step by "
+          "step and end with 'The answer is N.'")   # 68 tokens in SmolLM2's chat template
 
 
-def step_dialogues(n_questions, k, seed=SEED):
-    """[Scenario A, Scenario B] user-turn lists for n synthetic questions, with oracle probes."""
-    out = []
-    for q in data.load("synth", "train", limit=n_questions, seed=seed):
-        ps = [p for p in probes.make_probes(q, seed=seed) if not p.get("reveals_answer")][:k]
-        msgs = [data.user_message({"question": p["question"], "answer_type": p["answer_type"]}) for p in ps]
-        qmsg = data.user_message(q)
-        out += [msgs + [qmsg], msgs[:1] + [qmsg]]
-    return out
+def best_of(fn, reps=5):
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
 
 
-def timed(fn):
-    t0 = time.perf_counter()
-    tokens = fn()
-    return tokens, time.perf_counter() - t0
+def machine_limits():
+    """(bytes/s read from memory, fp32 FLOP/s), measured here and now."""
+    x = torch.ones(64 * 2 ** 20)                        # 256 MB: far beyond every cache
+    bandwidth = x.numel() * 4 / best_of(lambda: x.sum())
+    a = torch.randn(1024, 1024)
+    flops = 2 * 1024 ** 3 / best_of(lambda: a @ a)
+    return bandwidth, flops
 
 
-def batched(model, tok, dialogues, G, max_new):
-    roll = sample.rollout_dialogues(model, tok, dialogues, n=G, max_new_tokens=max_new, temperature=1.0,
-                                    batch_size=len(dialogues) * G)
-    return sum(map(sum, roll.student_mask))
+def step_cost(model, batch, context):
+    """(bytes, FLOPs) of one decode step of `batch` rows that attend to `context` positions."""
+    cfg = model.config.get_text_config()
+    params = sum(p.numel() for p in model.parameters())
+    embed = model.get_input_embeddings().weight.numel()
+    head = model.get_output_embeddings().weight.numel()
+    tied = model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    read = params - embed + (head if tied else 0)        # the embedding lookup reads B rows only
+    width = next(model.parameters()).element_size()
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    kv = batch * context * cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * head_dim
+    attn_flops = 4 * batch * context * cfg.num_hidden_layers * cfg.num_attention_heads * head_dim
+    return read * width + kv * width, 2 * batch * read + attn_flops
 
 
-def one_by_one(model, tok, dialogues, G, max_new):
-    tokens = 0
-    for d in dialogues:
-        for _ in range(G):
-            roll = sample.rollout_dialogues(model, tok, [d], n=1, max_new_tokens=max_new, temperature=1.0)
-            tokens += sum(roll.student_mask[0])
-    return tokens
+def hf_runner(model, tok, rows, new, **kwargs):
+    cfg = sample.generation_config(tok, new, 1.0)
+    cfg.eos_token_id, cfg.min_new_tokens = None, new
+    if kwargs.pop("compile", False):
+        from transformers import CompileConfig
+        cfg.compile_config = CompileConfig(fullgraph=False)
+        cfg.compile_config._compile_all_devices = True     # transformers compiles on GPUs only by default
+    ids, attn = sample.left_pad(rows, tok.pad_token_id)
+    model.generate(input_ids=ids, attention_mask=attn, generation_config=cfg, **kwargs)
+
+
+BACKEND_FNS = {
+    "lean": lambda m, tok, rows, new: sample.sample_ids(m, rows, new, 1.0, eos=[], pad_id=tok.pad_token_id,
+                                                         vocab_limit=sample.vocab_limit_of(m, tok)),
+    "hf": lambda m, tok, rows, new: hf_runner(m, tok, rows, new),
+    "hf-static": lambda m, tok, rows, new: hf_runner(m, tok, rows, new, cache_implementation="static"),
+    "hf-compile": lambda m, tok, rows, new: hf_runner(m, tok, rows, new, cache_implementation="static",
+                                                       compile=True),
+}
+
+
+def load(name, dtype):
+    if name in sample.STUDENTS or Path(name).exists():
+        return sample.load_student(name, dtype, "cpu")
+    try:
+        return sample.load_student(name, dtype, "cpu")
+    except (RuntimeError, ValueError, OSError):
+        return None, None                                 # not installed here: skipped
+
+
+def bench_student(name, args, limits, out):
+    model, tok = load(name, args.dtype)
+    if model is None:
+        out(f"\n{name}: not installed here, skipped")
+        return
+    model.eval()
+    prompt = sample.chat_ids(tok, [{"role": "user", "content": PROMPT}])
+    params = sum(p.numel() for p in model.parameters())
+    out(f"\n### {name}: {params / 1e6:.1f}M parameters, {args.dtype}, prompt {len(prompt)} tokens, "
+        f"{args.new_tokens} new tokens\n")
+    out("| batch | backend | ms / decode step | tokens/s | roofline ms (bound) | ms / roofline |")
+    out("|---:|---|---:|---:|---:|---:|")
+    for B in args.batches:
+        rows = [prompt] * B
+        for fn in (BACKEND_FNS[b] for b in args.backends):   # warm-up (and compile) outside the timing
+            fn(model, tok, rows, 2)
+        steps = {b: [] for b in args.backends}
+        with torch.no_grad():
+            for _ in range(args.reps):
+                for b in args.backends:
+                    fn = BACKEND_FNS[b]
+                    t0 = time.perf_counter()
+                    fn(model, tok, rows, 1)
+                    t1 = time.perf_counter()
+                    fn(model, tok, rows, args.new_tokens)
+                    t2 = time.perf_counter()
+                    steps[b].append(((t2 - t1) - (t1 - t0)) / (args.new_tokens - 1))
+        nbytes, flops = step_cost(model, B, len(prompt) + args.new_tokens // 2)
+        t_mem, t_flop = nbytes / limits[0], flops / limits[1]
+        roof = max(t_mem, t_flop)
+        bound = "memory" if t_mem >= t_flop else "compute"
+        for b in args.backends:
+            s = min(steps[b])
+            out(f"| {B} | {b} | {s * 1e3:.1f} | {B / s:,.0f} | {roof * 1e3:.1f} ({bound}) | {s / roof:.1f}x |")
 
 
 def main():
-    ap = argparse.ArgumentParser(description="batched vs one-by-one dialogue rollouts")
-    ap.add_argument("--student", default=STUDENT)
-    ap.add_argument("--G", type=int, nargs="+", default=list(GS))
-    ap.add_argument("--questions", type=int, default=QUESTIONS)
-    ap.add_argument("--k", type=int, default=K)
-    ap.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
+    ap = argparse.ArgumentParser(description="decode speed against the roofline")
+    ap.add_argument("--students", nargs="+", default=STUDENTS)
+    ap.add_argument("--batches", type=int, nargs="+", default=BATCHES)
+    ap.add_argument("--backends", nargs="+", default=BACKENDS, choices=list(BACKEND_FNS))
+    ap.add_argument("--new-tokens", type=int, default=NEW_TOKENS)
     ap.add_argument("--reps", type=int, default=REPS)
-    ap.add_argument("--dtype", default=None)
+    ap.add_argument("--dtype", default="fp32")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--out", default=None, help="also write the report here (markdown)")
     args = ap.parse_args()
-    torch.manual_seed(SEED)
-    model, tok = sample.load_student(args.student, dtype=args.dtype)
-    dialogues = step_dialogues(args.questions, args.k)
-    turns = sum(len(d) for d in dialogues)
-    print(f"{args.student} on {next(model.parameters()).device}, {torch.get_num_threads()} threads; "
-          f"{len(dialogues)} dialogues ({turns} student turns) x G, <= {args.max_new_tokens} tokens per turn")
-    batched(model, tok, dialogues, 1, 4)  # warm-up
-    print("| G | rollouts | batched tok/s | one-by-one tok/s | speed-up |\n|---:|---:|---:|---:|---:|")
-    for G in args.G:
-        rates = {"batched": [], "one": []}
-        for _ in range(args.reps):   # A B A B: both see the same machine load
-            for name, fn in (("batched", batched), ("one", one_by_one)):
-                n, s = timed(lambda: fn(model, tok, dialogues, G, args.max_new_tokens))
-                rates[name].append(n / s)
-        b, o = statistics.median(rates["batched"]), statistics.median(rates["one"])
-        print(f"| {G} | {len(dialogues) * G} | {b:,.0f} | {o:,.0f} | {b / o:.1f}x |", flush=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lines = []
+
+    def out(s):
+        print(s, flush=True)
+        lines.append(s)
+
+    uptime = lambda: subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    torch.manual_seed(0)
+    limits = machine_limits()
+    out(f"# bench/rollout.py {' '.join(sys.argv[1:])}\n\nload at start: {uptime()}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; measured read bandwidth {limits[0] / 1e9:.1f} GB/s, "
+        f"fp32 matmul {limits[1] / 1e9:.0f} GFLOP/s")
+    for name in args.students:
+        if name == "micro" and "micro" not in sample.STUDENTS:
+            continue
+        bench_student(name, args, limits, out)
+    limits = machine_limits()
+    out(f"\nload at end: {uptime()}; bandwidth {limits[0] / 1e9:.1f} GB/s, {limits[1] / 1e9:.0f} GFLOP/s")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

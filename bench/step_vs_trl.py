@@ -13,8 +13,8 @@ top_k 0, top_p 1.0, <= L new tokens; binary reward (rewards.reward); group advan
 clipped surrogate + beta * KL to a frozen reference (beta = 0.04, so both hold a reference
 model); token-mean loss over the batch (TRL loss_type="dapo" = our --agg token); one
 forward/backward over the whole batch and one AdamW step with grad-norm clip 1.0.
-Ours is train.rl_step with --no-probes (plain single-turn GRPO: TRL has no multi-turn
-dialogues). The timer covers generation + scoring + update: for TRL from on_step_begin to
+Ours is exgrpo.exgrpo_step with --no-probes --adv-norm std (plain single-turn GRPO with
+TRL's std-scaled group advantages: TRL has no multi-turn dialogues). The timer covers generation + scoring + update: for TRL from on_step_begin to
 on_step_end (the prompts are fetched before, as plain strings); our step runs right after
 each TRL step, inside the same callback, on its own model copy, with the same questions.
 Step 0 of each is a warm-up and not counted. Prints the medians and ours / TRL.
@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +40,7 @@ import torch  # noqa: E402
 import data     # noqa: E402
 import rewards  # noqa: E402
 import sample   # noqa: E402
+import exgrpo   # noqa: E402
 import optim    # noqa: E402
 import train    # noqa: E402
 
@@ -85,6 +87,8 @@ def main():
     from transformers import AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
+    uptime = lambda: subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    load_start = uptime()
     torch.manual_seed(SEED)
     work = tempfile.mkdtemp(prefix="exgrpo-vs-trl-")
     folder = model_folder(args.student, work)
@@ -93,7 +97,7 @@ def main():
     questions = data.load("synth", "train", limit=args.questions * steps, seed=SEED)
     B = args.questions * args.G
 
-    # --- TRL: GRPOTrainer, configured to do the same work as train.rl_step
+    # --- TRL: GRPOTrainer, configured to do the same work as exgrpo.exgrpo_step
     rows = [{"prompt": [{"role": "user", "content": data.user_message(q)}], "answer": q["answer"],
              "answer_type": q["answer_type"], "question": q["question"]} for q in questions]
 
@@ -120,11 +124,11 @@ def main():
         return out
     trainer._generate_single_turn = timed_generate
 
-    # --- ours: train.rl_step on its own copy of the same weights
+    # --- ours: exgrpo.exgrpo_step on its own copy of the same weights
     ours_args = train.get_args(["--student", folder, "--no-probes", "--G", str(args.G), "--rl-questions",
                                 str(args.questions), "--max-new-tokens", str(args.max_new_tokens), "--temperature",
                                 "1.0", "--beta", str(BETA), "--rl-lr", str(LR), "--rl-micro", str(B), "--agg", "token",
-                                "--grad-clip", "1.0", "--dtype", "fp32", "--device", "cpu"])
+                                "--grad-clip", "1.0", "--adv-norm", "std", "--dtype", "fp32", "--device", "cpu"])
     model, _ = sample.load_student(folder, dtype="fp32", device="cpu")
     ref, _ = sample.load_student(folder, dtype="fp32", device="cpu")
     ref.eval().requires_grad_(False)
@@ -140,10 +144,10 @@ def main():
             times["trl"].append(time.perf_counter() - self.t0)      # A: TRL's step
             s = state.global_step - 1
             t0 = time.perf_counter()                                 # B: ours, the same questions
-            row = train.rl_step(ours_args, model, ref, tok, opt, questions[s * args.questions:(s + 1) * args.questions],
-                                s, torch.device("cpu"))
+            row = exgrpo.exgrpo_step(ours_args, model, ref, tok, opt,
+                                     questions[s * args.questions:(s + 1) * args.questions], s)
             times["ours"].append(time.perf_counter() - t0)
-            ours_gen.append((row["gen_seconds"], row["student_tokens_per_rollout"] * B))
+            ours_gen.append((row["gen_seconds"], row["student_tokens"]))
             print(f"step {s}: TRL {times['trl'][-1]:.2f}s, ours {times['ours'][-1]:.2f}s", flush=True)
 
     trainer.add_callback(Alternate())
@@ -153,7 +157,8 @@ def main():
     gen = {"trl": trl_gen[1:], "ours": ours_gen[1:]}
     tps = {k: sum(n for _, n in v) / sum(t for t, _ in v) for k, v in gen.items()}
     toks = {k: statistics.mean(n for _, n in v) for k, v in gen.items()}
-    result = {"student": args.student, "questions": args.questions, "G": args.G, "max_new_tokens": args.max_new_tokens,
+    result = {"load_start": load_start, "load_end": uptime(), "student": args.student, "questions": args.questions,
+              "G": args.G, "max_new_tokens": args.max_new_tokens,
               "reps": args.reps, "threads": torch.get_num_threads(), "trl_version": trl.__version__,
               "transformers": transformers.__version__, "torch": torch.__version__,
               "trl_step_s": med["trl"], "ours_step_s": med["ours"], "ratio_ours_over_trl": med["ours"] / med["trl"],
@@ -163,9 +168,9 @@ def main():
     print(f"\n{args.student}: {args.questions} prompts x G = {args.G}, <= {args.max_new_tokens} new tokens, "
           f"{args.reps} timed steps each (TRL {trl.__version__}, {torch.get_num_threads()} threads)")
     print("| | step (median s) | generation tok/s | generated tokens per step |\n|---|---:|---:|---:|")
-    for k, name in (("ours", "this project (train.rl_step)"), ("trl", "TRL GRPOTrainer")):
+    for k, name in (("ours", "this project (exgrpo.exgrpo_step)"), ("trl", "TRL GRPOTrainer")):
         print(f"| {name} | {med[k]:.2f} | {tps[k]:.1f} | {toks[k]:.0f} |")
-    print(f"\nours / TRL, one step: {med['ours'] / med['trl']:.2f}")
+    print(f"\nours / TRL, one step: {med['ours'] / med['trl']:.2f}\nload: {load_start} -> {result['load_end']}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
