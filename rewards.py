@@ -103,17 +103,24 @@ def _final_phrase(text):
 
 
 def _boxes(text):
-    """[(start, end, content)] of every \\boxed{...} / \\fbox{...}, nested braces included;
-    an unbalanced one (a truncated output) is skipped."""
+    """[(start, end, content)] of every outermost \\boxed{...} / \\fbox{...}, nested braces
+    included; an unbalanced one (a truncated output) is skipped. One pass over the braces."""
+    opens = {m.end() - 1: m.start() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)}
+    if not opens:
+        return []
+    found, stack = [], []
+    for m in re.finditer(r"[{}]", text):
+        if m.group() == "{":
+            stack.append(m.start())
+        elif stack:
+            i = stack.pop()
+            if i in opens:
+                found.append((opens[i], m.end(), text[i + 1:m.start()]))
     out = []
-    for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
-        depth = 0
-        for j in range(m.end() - 1, len(text)):
-            depth += {"{": 1, "}": -1}.get(text[j], 0)
-            if depth == 0:
-                out.append((m.start(), j + 1, text[m.end():j]))
-                break
-    return [b for b in out if not any(o[0] < b[0] and b[1] <= o[1] for o in out)]  # outermost
+    for box in sorted(found):  # nested boxes start inside the previous outer one
+        if not out or box[0] >= out[-1][1]:
+            out.append(box)
+    return out
 
 
 def _last_boxed(text):

@@ -537,3 +537,9 @@ def test_math_verify_runs_off_the_main_thread():
     t.start()
     t.join()
     assert got == [1.0]  # signal-based timeouts are skipped there, not raised
+
+
+def test_many_boxes_are_read_in_one_pass():
+    # 2,000 unclosed boxes took 1.8 s with a scan per box; one pass over the braces is linear
+    assert extract_answer("\\boxed{" * 2000, "math") is None
+    assert extract_answer("\\boxed{1}" * 5000 + "\\boxed{\\boxed{7}}", "math") == "7"
