@@ -432,6 +432,10 @@ _UNITS = r"\s*\\(?:text|mbox|mathrm)\s*\{\s*[a-zA-Z ]*\}(?:\^\{?\d\}?)?$"  # '5\
 def _clean_math(s):
     """Canonical text of a LaTeX answer, so that plainly equal answers compare equal."""
     s = s.strip().replace("\u2212", "-").replace("\\$", "").replace("$", "").replace("\u00b0", "")
+    boxes = _boxes(s.strip())
+    while len(boxes) == 1 and boxes[0][0] == 0 and boxes[0][1] == len(s.strip()):  # '\boxed{\boxed{4}}'
+        s = boxes[0][2]
+        boxes = _boxes(s.strip())
     s = re.sub(r"\\[\[\]()]", "", s)  # \( \) \[ \] math delimiters
     s = re.sub(r"\\(?:left|right|displaystyle|textstyle)\b|\\!", "", s)
     s = re.sub(r"(?<!\\)\\[,;: ]", " ", s)  # spacing commands; never the 2nd '\' of a '\\' row break
