@@ -7,20 +7,18 @@ Greedy evaluation: the student answers each plain question once, no probes (as i
     python evaluate.py --student smollm2-135m --datasets synth --limit 200        # test_id + test_ood
     python evaluate.py --student smollm2-135m --datasets none --ei-test synth     # EI-Test only
     python evaluate.py --student X --ei-test runs/dei_synth_test_id.jsonl         # probes.py --split test_id
+    python evaluate.py --student runs/x/sft/final --datasets synth --limit 500 --samples 8  # + pass@1, pass@8
     python evaluate.py --table runs/eval/results.json runs/other/results.json     # merge tables
+    python evaluate.py --plot runs/grpo runs/exgrpo --plot-out curves.png         # training curves
 
-Everything lands under --out (default runs/eval):
-    results.json, results.md     the paper's layout: one row per method/checkpoint (--name,
-                                 default the student), one column per dataset, the ID and OOD
-                                 means; a later run with another --name adds a row, the same
-                                 --name updates its row (so --datasets id, then ood, fill one row)
-    <name>/predictions_<dataset>.jsonl   one line per question: id, question, gold, generated
-                                 text, extracted answer, correct
---resume skips every question whose prediction is already on disk (a crash costs at most
-one batch). EI-Test (the paper's): the student answers the explanatory probes of *test*
-questions, each asked on its own; accuracy per rule and overall, only probes that passed the
-EI-consistency filter, gold = the probe's known answer, else the teacher's.
-Also a library: evaluate(model, tok, records) -> {"accuracy", "n", "correct", ...}.
+Everything lands under --out (default runs/eval): results.json and results.md (the paper's
+layout: one row per --name, default the student; one column per dataset, the ID and OOD means;
+the same --name updates its row, so --datasets id, then ood, fill one row) and
+<name>/predictions_<dataset>.jsonl (id, question, gold, generated text, extracted answer,
+correct). --resume skips every question already on disk (a crash costs at most one batch).
+--ei-test: the paper's EI-Test (data/ei_test.py). --samples N: N answers per question at T=1,
+pass@1 (mean share correct) and pass@N (one of N correct), the headroom RL can use. Tables,
+curves: report.py. Library: evaluate(model, tok, records), sample_accuracy(..., samples=8).
 """
 
 import argparse
@@ -35,9 +33,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 import data
+import report
 import rewards
 import sample
 from data import real
+from data.ei_test import ei_prompt, load_ei_test
+from report import EI_COLUMN, SYNTH_SPLITS, merge_results, read_results, render, write_results
 
 # -----------------------------------------------------------------------------
 # defaults
@@ -46,12 +47,7 @@ OUT = "runs/eval"          # results.json / results.md / <name>/predictions_*.js
 BATCH_SIZE = 16            # prompts per generate() call; smaller batches stop sooner when all rows end
 MAX_NEW_TOKENS = 256       # the answer budget; a row cut here is scored on what it wrote
 LIMIT = 100                # questions per dataset (0 = the whole split)
-SYNTH_SPLITS = ("test_id", "test_ood")
-EI_COLUMN = "EI-Test"
-ID_MEAN, OOD_MEAN = "ID mean", "OOD mean"
-# the paper's column order: 8 ID datasets, their mean, 4 OOD datasets, their mean
-PAPER_COLUMNS = [*(f"synth/{s}" for s in SYNTH_SPLITS), *real.ID_DATASETS, ID_MEAN,
-                 *real.OOD_DATASETS, OOD_MEAN, EI_COLUMN]
+SAMPLE_TEMPERATURE = 1.0   # --samples N: N answers per question drawn at this temperature
 
 # -----------------------------------------------------------------------------
 # scoring
@@ -137,148 +133,42 @@ def evaluate(model, tok, records, batch_size=BATCH_SIZE, max_new_tokens=MAX_NEW_
     acc = correct / len(records)
     res = {"accuracy": acc, "n": len(records), "correct": correct, "stderr": std_error(acc, len(records)),
            "seconds": round(time.time() - t0, 1), "generated": len(todo)}
-    if any("rule" in r for r in records):
+    if any("rule" in r for r in records):  # EI probes: accuracy per rule too
         per_rule = {}
         for r in records:
-            s = per_rule.setdefault(r.get("rule", "?"), {"n": 0, "correct": 0})
-            s["n"] += 1
-            s["correct"] += bool(done[r["id"]]["correct"])
-        for s in per_rule.values():
-            s["accuracy"] = s["correct"] / s["n"]
-        res["per_rule"] = per_rule
-    return res
-
-# -----------------------------------------------------------------------------
-# EI-Test: the explanatory probes of test questions, each answered on its own
-
-
-def ei_probe_records(dei):
-    """D_EI records (probes.py) -> one uniform record per consistent probe with a gold answer.
-
-    Gold: the probe's own answer (every synthetic probe has one), else the teacher's answer,
-    which passed the EI-consistency filter. Example: a D_EI record {"id": "synth-test_id-0-0",
-    "probes": [{"rule": "reverse", "question": "...", "answer": "7", "kept": True, ...}]}
-    -> [{"id": "synth-test_id-0-0/0", "rule": "reverse", "question": "...", "answer": "7", ...}]"""
-    out = []
-    for i, d in enumerate(dei):
-        for j, p in enumerate(d.get("probes") or []):
-            gold = p.get("answer") if p.get("answer") is not None else p.get("teacher_answer")
-            if not p.get("kept") or gold is None or not str(gold).strip():
-                continue
-            out.append({"id": f"{d.get('id') or i}/{j}", "rule": p["rule"], "question": p["question"],
-                        "answer": str(gold).strip(), "answer_type": p["answer_type"], "reasoning": ""})
-    return out
-
-
-def ei_prompt(record):
-    """A probe is put to the student as probes.py puts it in the difficulty filter."""
-    import probes
-    return [{"role": "user", "content": probes.format_question(record["question"], record["answer_type"])}]
-
-
-def load_ei_test(spec, split="test_id", limit=None, rules=None, seed=0, out=None):
-    """EI-Test probe records: spec = a D_EI JSONL file (probes.py --split test_id ...), or
-    'synth' = build the probes of `limit` synthetic test questions now, with the oracle teacher
-    (exact, a second or two); their D_EI is saved to `out` for inspection."""
-    import probes
-    if spec == "synth":
-        if split not in SYNTH_SPLITS:
-            raise ValueError(f"--ei-test synth needs a test split ({' or '.join(SYNTH_SPLITS)}), got {split!r}")
-        records = data.load("synth", split, limit=limit, seed=seed)
-        dei, _ = probes.build_dei(records, "oracle", rules=rules, student=None, seed=seed, progress=False)
-        if out is not None:
-            probes.save_dei(out, dei)
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            raise FileNotFoundError(f"--ei-test: no D_EI file at {path.resolve()}; write one with "
-                                    f"`python probes.py --split test_id --out {spec}` or pass --ei-test synth")
-        try:
-            dei = probes.load_dei(path, kept_only=False)  # a test split: no difficulty filter applies
-        except (json.JSONDecodeError, KeyError) as e:
-            raise ValueError(f"--ei-test: {path} is not a D_EI JSONL file written by probes.py ({e})") from None
-        dei = dei[:limit] if limit else dei
-    recs = ei_probe_records(dei)
-    if rules is not None:
-        keep = set(probes.parse_rules(rules))
-        recs = [r for r in recs if r["rule"] in keep]
-    if not recs:
-        raise ValueError(f"--ei-test {spec}: no consistent probe with a gold answer in {len(dei)} D_EI records")
-    return recs
-
-# -----------------------------------------------------------------------------
-# tables: results.json holds {"rows": {name: {column: accuracy}}, "ei_rules": {name: {rule: acc}},
-# "details": {name: {column: {...}}}, "runs": {name: {...}}}
-
-
-def with_means(scores):
-    """Add 'ID mean' / 'OOD mean' when all 8 / all 4 datasets are present (the paper's means)."""
-    out = {k: v for k, v in scores.items() if k not in (ID_MEAN, OOD_MEAN)}
-    for label, names in ((ID_MEAN, real.ID_DATASETS), (OOD_MEAN, real.OOD_DATASETS)):
-        if all(n in out for n in names):
-            out[label] = sum(out[n] for n in names) / len(names)
-    return out
-
-
-def ordered_columns(rows):
-    """Every column used by some row, the paper's columns first in the paper's order."""
-    used = {c for vals in rows.values() for c in vals}
-    return [c for c in PAPER_COLUMNS if c in used] + sorted(used - set(PAPER_COLUMNS))
-
-
-def markdown_table(rows, columns=None, first="method"):
-    """rows: {name: {column: accuracy}} -> a markdown table in percent, '-' where missing."""
-    columns = columns or ordered_columns(rows)
-    head = f"| {first} | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns) + "\n"
-    body = ""
-    for name, vals in rows.items():
-        cells = [f"{100 * vals[c]:.1f}" if isinstance(vals.get(c), (int, float)) else "-" for c in columns]
-        body += f"| {name} | " + " | ".join(cells) + " |\n"
-    return head + body
-
-
-def empty_results():
-    return {"rows": {}, "ei_rules": {}, "details": {}, "runs": {}}
-
-
-def read_results(path):
-    """A results.json (a missing one is empty); old single-row files are read as one row."""
-    path = Path(path)
-    if not path.exists():
-        return empty_results()
-    res = json.loads(path.read_text(encoding="utf-8"))
-    if "rows" not in res and "name" in res:  # the first version's {"name", "scores", "details"}
-        res = {"rows": {res["name"]: res["scores"]}, "details": {res["name"]: res.get("details", {})}}
-    for k, v in empty_results().items():
-        res.setdefault(k, v)
+            per_rule.setdefault(r.get("rule", "?"), []).append(bool(done[r["id"]]["correct"]))
+        res["per_rule"] = {k: {"n": len(v), "correct": sum(v), "accuracy": sum(v) / len(v)} for k, v in per_rule.items()}
     return res
 
 
-def merge_results(base, new):
-    """Rows of `new` into `base`: a new name adds a row, a known name updates its cells."""
-    for key in ("rows", "ei_rules", "details", "runs"):
-        for name, vals in new.get(key, {}).items():
-            base[key].setdefault(name, {}).update(vals)
-    base["rows"] = {n: with_means(v) for n, v in base["rows"].items()}
-    return base
+def pass_at_k(n, c, k):
+    """Unbiased pass@k from n samples of which c are correct (Chen et al., 2021):
+    1 - C(n - c, k) / C(n, k). pass_at_k(4, 1, 2) = 1 - 3/6 = 0.5; pass_at_k(n, c, 1) = c / n."""
+    return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def render(results):
-    """results.md: the main table, then EI-Test accuracy per rule when some row has it."""
-    md = markdown_table(results["rows"])
-    if any(results["ei_rules"].values()):
-        md += f"\n{EI_COLUMN}, accuracy per probe rule:\n\n" + markdown_table(results["ei_rules"])
-    return md
-
-
-def write_results(out, results):
-    """results.json + results.md under out, atomically (another run may read them)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("results.json", json.dumps(results, indent=1) + "\n"), ("results.md", render(results))):
-        tmp = out / f".{name}.tmp{os.getpid()}"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out / name)
+def sample_accuracy(model, tok, records, samples, batch_size=BATCH_SIZE, max_new_tokens=MAX_NEW_TOKENS,
+                    temperature=SAMPLE_TEMPERATURE, prompt=data.messages, desc="samples"):
+    """`samples` answers per question drawn at `temperature`; returns {"pass@1", f"pass@{samples}",
+    "n", "samples", "counts" (correct samples per question), "seconds"}."""
+    if not records or samples < 1:
+        raise ValueError(f"{desc}: need questions and samples >= 1")
+    per_call = max(1, batch_size // samples)  # questions per generate() call
+    counts, t0 = [], time.time()
+    for s in tqdm(range(0, len(records), per_call), desc=desc, unit="batch", dynamic_ncols=True):
+        chunk = records[s:s + per_call]
+        gen = sample.generate(model, tok, [sample.chat_ids(tok, prompt(r)) for r in chunk], n=samples,
+                              max_new_tokens=max_new_tokens, temperature=temperature,
+                              batch_size=len(chunk) * samples)
+        for i, r in enumerate(chunk):  # rows come grouped: [q0 x samples, q1 x samples, ...]
+            texts = gen.texts[i * samples:(i + 1) * samples]
+            counts.append(sum(bool(rewards.is_correct(t, r["answer"], r["answer_type"], r["question"]))
+                              for t in texts))
+    n = len(records)
+    return {"pass@1": sum(pass_at_k(samples, c, 1) for c in counts) / n,
+            f"pass@{samples}": sum(pass_at_k(samples, c, samples) for c in counts) / n,
+            "n": n, "samples": samples, "temperature": temperature, "counts": counts,
+            "seconds": round(time.time() - t0, 1)}
 
 # -----------------------------------------------------------------------------
 # command line
@@ -304,7 +194,7 @@ def slug(name):
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
 
 
-def main(argv=None):
+def build_parser():
     ap = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     g = ap.add_argument_group("what to evaluate")
@@ -313,6 +203,7 @@ def main(argv=None):
     g.add_argument("--datasets", default="all", help="all | id | ood | none | synth | comma-separated names")
     g.add_argument("--split", default=None, help="synth: test_id|test_ood (default both); real: test (default)")
     g.add_argument("--limit", type=int, default=LIMIT, help="questions per dataset (0 = the whole split)")
+    g.add_argument("--level", type=int, default=None, help="synth: difficulty level (default data/synth.py's)")
     g.add_argument("--data-dir", default=None, help="real datasets (default $EXGRPO_DATA_DIR or ../shared/data)")
     g.add_argument("--ei-test", default=None, metavar="D_EI|synth",
                    help="also score the EI probes of test questions: a D_EI JSONL of probes.py, or synth (oracle, now)")
@@ -320,6 +211,9 @@ def main(argv=None):
     g = ap.add_argument_group("generation")
     g.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     g.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
+    g.add_argument("--samples", type=int, default=0, metavar="N",
+                   help=f"also draw N answers per question at T={SAMPLE_TEMPERATURE}: pass@1 and pass@N")
+    g.add_argument("--seed", type=int, default=0, help="torch seed of the --samples draws")
     g.add_argument("--device", default=None)
     g.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default: bf16 on GPU, fp32 on CPU)")
     g = ap.add_argument_group("output")
@@ -328,36 +222,48 @@ def main(argv=None):
     g.add_argument("--table", nargs="+", default=None, metavar="RESULTS_JSON",
                    help="merge these results.json files into one table (printed; written under --out "
                         "only when --out is given explicitly) and exit")
-    g.add_argument("--plot", default=None, metavar="RUN", help="write PNG curves of a training run and exit")
-    args = ap.parse_args(argv)
-    if args.plot:
-        return plot_run(args.plot)
-    if args.table:
-        return merge_tables(args.table, args.out if args.out != OUT else None)
+    g.add_argument("--plot", nargs="+", default=None, metavar="RUN",
+                   help="overlay the training curves of these runs in one PNG and exit (needs matplotlib)")
+    g.add_argument("--plot-out", default=None, help="the PNG of --plot (default RUN/curves.png of the first run)")
+    g.add_argument("--smooth", type=int, default=report.SMOOTH, help="--plot: moving-average window (RL steps)")
+    return ap
 
-    # every dataset is read before the model loads, so a wrong path fails in a second, not a minute
+
+def load_jobs(args, preds):
+    """[(column, records, prompt)] of the command line, read before the model loads, so a wrong
+    path fails in a second, not a minute."""
+    jobs = []
+    limit = args.limit or None
+    names = parse_datasets(args.datasets)
+    if args.split and args.split not in SYNTH_SPLITS and "synth" in names:
+        raise ValueError(f"synth has splits {', '.join(SYNTH_SPLITS)}, not {args.split!r}")
+    for ds in names:
+        splits = ([args.split] if args.split else list(SYNTH_SPLITS)) if ds == "synth" else [args.split or "test"]
+        for split in splits:
+            records = data.load(ds, split, limit=limit, data_dir=args.data_dir, level=args.level)
+            if not records:
+                raise ValueError(f"{ds} {split}: no usable question (every row malformed?)")
+            jobs.append((f"synth/{split}" if ds == "synth" else ds, records, data.messages))
+    if args.ei_test:
+        split = args.split if args.split in SYNTH_SPLITS else "test_id"
+        recs = load_ei_test(args.ei_test, split, limit, args.rules, out=preds / f"dei_{split}.jsonl")
+        jobs.append((EI_COLUMN, recs, ei_prompt))
+    if not jobs:
+        raise ValueError("nothing to evaluate: --datasets none and no --ei-test")
+    return jobs
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.plot:
+        return report.plot_runs(args.plot, args.plot_out, args.smooth)
+    if args.table:
+        return report.merge_tables(args.table, args.out if args.out != OUT else None)
     name = args.name or args.student
     out = Path(args.out)
     preds = out / slug(name)
-    limit = args.limit or None
-    jobs = []  # (column, records, prompt)
     try:
-        names = parse_datasets(args.datasets)
-        if args.split and args.split not in SYNTH_SPLITS and "synth" in names:
-            raise ValueError(f"synth has splits {', '.join(SYNTH_SPLITS)}, not {args.split!r}")
-        for ds in names:
-            splits = ([args.split] if args.split else list(SYNTH_SPLITS)) if ds == "synth" else [args.split or "test"]
-            for split in splits:
-                records = data.load(ds, split, limit=limit, data_dir=args.data_dir)
-                if not records:
-                    raise ValueError(f"{ds} {split}: no usable question (every row malformed?)")
-                jobs.append((f"synth/{split}" if ds == "synth" else ds, records, data.messages))
-        if args.ei_test:
-            split = args.split if args.split in SYNTH_SPLITS else "test_id"
-            recs = load_ei_test(args.ei_test, split, limit, args.rules, out=preds / f"dei_{split}.jsonl")
-            jobs.append((EI_COLUMN, recs, ei_prompt))
-        if not jobs:
-            raise ValueError("nothing to evaluate: --datasets none and no --ei-test")
+        jobs = load_jobs(args, preds)
         model, tok = sample.load_student(args.student, args.dtype, args.device)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         sys.exit(f"evaluate.py: error: {e}")
@@ -373,6 +279,14 @@ def main(argv=None):
             new["ei_rules"][name] = {r: s["accuracy"] for r, s in res["per_rule"].items()}
         print(f"{col:>20}: {100 * res['accuracy']:5.1f}% ± {100 * res['stderr']:.1f} "
               f"({res['correct']}/{res['n']}; {res['generated']} generated in {res['seconds']:.0f}s)", flush=True)
+        if args.samples:
+            import torch
+            torch.manual_seed(args.seed)
+            k = f"pass@{args.samples}"
+            res["sampled"] = sample_accuracy(model, tok, records, args.samples, args.batch_size,
+                                             args.max_new_tokens, prompt=prompt, desc=f"{col} x{args.samples}")
+            print(f"{col:>20}: pass@1 {100 * res['sampled']['pass@1']:5.1f}%, {k} {100 * res['sampled'][k]:5.1f}% "
+                  f"(T={SAMPLE_TEMPERATURE}, {res['sampled']['seconds']:.0f}s)", flush=True)
     wall = time.time() - t0
     new["runs"][name] = {"student": args.student, "limit": args.limit, "max_new_tokens": args.max_new_tokens,
                          "batch_size": args.batch_size, "seconds": round(wall, 1),
@@ -381,61 +295,6 @@ def main(argv=None):
     write_results(out, results)
     print(render(results))
     print(f"wall time {wall:.0f}s; predictions in {preds}/, tables in {out}/results.md and results.json")
-
-
-def merge_tables(paths, out=None):
-    """--table: the rows of several results.json files in one table."""
-    results = empty_results()
-    for p in paths:
-        if not Path(p).is_file():
-            sys.exit(f"evaluate.py: error: no results file at {Path(p).resolve()}")
-        try:
-            results = merge_results(results, read_results(p))
-        except (json.JSONDecodeError, AttributeError, TypeError) as e:
-            sys.exit(f"evaluate.py: error: {p} is not a results.json written by evaluate.py ({e})")
-    if out is not None:
-        write_results(out, results)
-    print(render(results), end="")
-    return results
-
-
-def plot_run(run):
-    """PNG curves of a training run (needs matplotlib): reward and DSU firing over steps."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        sys.exit("evaluate.py: error: --plot needs matplotlib: pip install matplotlib")
-    run = Path(run)
-    path = run / "metrics.jsonl"
-    if not path.exists():
-        sys.exit(f"evaluate.py: error: no metrics.jsonl in {run}")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rl = [r for r in rows if r.get("stage") == "rl"]
-    if not rl:
-        sys.exit(f"evaluate.py: error: {path} holds no RL steps")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    steps = [r["step"] for r in rl]
-    for key in ("reward", "P_full", "P_partial"):
-        if key in rl[0]:
-            axes[0].plot(steps, [r[key] for r in rl], label=key)
-    axes[0].set_xlabel("RL step"); axes[0].set_title("outcome reward"); axes[0].legend()
-    if "dsu_rate" in rl[0]:
-        axes[1].plot(steps, [r["dsu_rate"] for r in rl], color="C3")
-    axes[1].set_xlabel("RL step"); axes[1].set_title("DSU bonus firing rate")
-    fig.tight_layout()
-    fig.savefig(run / "curves.png", dpi=120)
-    results = run / "results.json"  # train.py's per-stage table
-    if results.exists():
-        res = json.loads(results.read_text())
-        stages = [s for s in res.get("table", []) if s.get("test_id") is not None]
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for split in ("test_id", "test_ood"):
-            ax.plot([s["stage"] for s in stages], [100 * s[split] for s in stages], marker="o", label=split)
-        ax.set_ylabel("accuracy (%)"); ax.legend(); fig.tight_layout()
-        fig.savefig(run / "accuracy.png", dpi=120)
-    print(f"wrote {run}/curves.png" + (f" and {run}/accuracy.png" if results.exists() else ""))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 import pytest
 
 import evaluate
+import report
 import sample
 from sample import Generation
 
@@ -98,9 +99,9 @@ def test_resume_skips_scored_ids_and_rescores_stale_ones(tok, tiny, tmp_path, mo
 def test_means_need_every_dataset_of_their_group():
     from data.real import ID_DATASETS, OOD_DATASETS
     scores = {n: 0.5 for n in ID_DATASETS} | {OOD_DATASETS[0]: 1.0}
-    row = evaluate.with_means(scores)
+    row = report.with_means(scores)
     assert row["ID mean"] == pytest.approx(0.5) and "OOD mean" not in row
-    cols = evaluate.ordered_columns({"a": row})
+    cols = report.ordered_columns({"a": row})
     assert cols == [*ID_DATASETS, "ID mean", OOD_DATASETS[0]]
 
 # -----------------------------------------------------------------------------
@@ -163,9 +164,9 @@ def test_rows_merge_into_one_table(tok, tiny, tmp_path, monkeypatch):
     assert md[2] == "| zero-shot | - | - | 50.0 |" and md[3].startswith("| exgrpo |") and md[3].endswith("| 100.0 |")
     # --table merges several results.json files
     other = tmp_path / "other"
-    evaluate.write_results(other, evaluate.merge_results(evaluate.empty_results(),
-                                                         {"rows": {"sft": {"strategyqa": 0.25}}}))
-    merged = evaluate.merge_tables([out / "results.json", other / "results.json"], tmp_path / "merged")
+    report.write_results(other, report.merge_results(report.empty_results(),
+                                                     {"rows": {"sft": {"strategyqa": 0.25}}}))
+    merged = report.merge_tables([out / "results.json", other / "results.json"], tmp_path / "merged")
     assert list(merged["rows"]) == ["zero-shot", "exgrpo", "sft"]
     assert "| sft | - | - | 25.0 |" in (tmp_path / "merged" / "results.md").read_text()
 
@@ -180,7 +181,8 @@ def test_ei_test_on_synthetic_probes(tok, tiny, tmp_path, monkeypatch):
     gold = {p["question"]: p["answer"] for d in dei for p in d["probes"] if p["kept"]}
     assert gold, "the oracle keeps synthetic probes"
 
-    recs = evaluate.ei_probe_records(dei)
+    from data.ei_test import ei_probe_records
+    recs = ei_probe_records(dei)
     assert {r["rule"] for r in recs} <= {"reverse", "decompose", "why"}
     assert all(r["answer"] == gold[r["question"]] for r in recs)
 
@@ -211,3 +213,84 @@ def test_ei_test_on_synthetic_probes(tok, tiny, tmp_path, monkeypatch):
     res = json.loads((out / "results.json").read_text())
     assert res["rows"]["fly"]["EI-Test"] == pytest.approx(res["rows"]["tiny"]["EI-Test"])
     assert (out / "fly" / "dei_test_id.jsonl").exists() and len(calls) == len(recs)
+
+# -----------------------------------------------------------------------------
+# pass@k: n samples per question at temperature 1
+
+
+def test_pass_at_k_by_hand():
+    assert evaluate.pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)     # 1 - C(3,2)/C(4,2)
+    assert evaluate.pass_at_k(5, 2, 3) == pytest.approx(1 - 1 / 10)    # 1 - C(3,3)/C(5,3)
+    assert evaluate.pass_at_k(8, 2, 1) == pytest.approx(0.25)          # pass@1 = c / n
+    assert evaluate.pass_at_k(8, 0, 8) == 0.0 and evaluate.pass_at_k(8, 1, 8) == 1.0
+
+
+def test_sample_accuracy_counts_correct_samples_per_question(tok, tiny, tmp_path, monkeypatch):
+    recs = records3()   # question i (1, 2, 3) has gold 2i; the fake gets i - 1 of its 4 samples right
+    seen = []
+
+    def generate(model, tokenizer, prompts, n=1, max_new_tokens=128, temperature=1.0, batch_size=64):
+        seen.append((len(prompts), n, temperature))
+        texts = []
+        for p in prompts:  # rows grouped per prompt, as sample.generate returns them
+            text = tok.decode(p)
+            i = int(text.split("What is ")[1].split(" ")[0]) if "What is " in text else 0
+            texts += [f"The answer is {2 * i if j < i - 1 else -1}." for j in range(n)]
+        return Generation([q for q in prompts for _ in range(n)], [[2]] * len(texts), texts, [True] * len(texts))
+    monkeypatch.setattr(sample, "generate", generate)
+    res = evaluate.sample_accuracy(tiny, tok, recs, samples=4, batch_size=8)
+    assert res["counts"] == [0, 1, 2]
+    assert res["pass@1"] == pytest.approx((0 + 1 / 4 + 2 / 4) / 3)   # 0.25
+    assert res["pass@4"] == pytest.approx(2 / 3)
+    assert seen == [(2, 4, 1.0), (1, 4, 1.0)]  # 8 rows per call = 2 questions x 4 samples, at T = 1
+    # the command line: --samples adds pass@1 / pass@N to the details of each column
+    monkeypatch.setattr(sample, "load_student", lambda *a, **k: (tiny, tok))
+    out = tmp_path / "o"
+    evaluate.main(["--student", "tiny", "--datasets", "synth", "--limit", "3", "--samples", "2",
+                   "--max-new-tokens", "4", "--out", str(out)])
+    details = json.loads((out / "results.json").read_text())["details"]["tiny"]["synth/test_id"]
+    assert details["sampled"]["samples"] == 2 and len(details["sampled"]["counts"]) == 3
+    assert 0 <= details["sampled"]["pass@1"] <= details["sampled"]["pass@2"] <= 1
+
+# -----------------------------------------------------------------------------
+# --plot: training curves of several runs in one PNG
+
+
+def write_run(path, rewards_, evals=()):
+    path.mkdir(parents=True)
+    rows = [{"stage": "sft", "step": 0, "loss": 1.0}]
+    rows += [{"stage": "rl", "step": s, "reward": r, "P_full": None if s % 2 else r, "P_partial": 0.1,
+              "dsu_rate": 0.5, "kl": 0.01 * s} for s, r in enumerate(rewards_, 1)]
+    rows += [{"stage": "rl_eval", "step": s, "test_id": a, "test_ood": a / 2} for s, a in evals]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"stage": "rl", "st')
+
+
+def test_moving_average_by_hand():
+    assert report.moving_average([1, 3, None, 5], 3) == [1.0, 2.0, 2.0, 4.0]
+    assert report.moving_average([2, 4, 6], 1) == [2.0, 4.0, 6.0]
+    out = report.moving_average([None, 1], 2)
+    assert out[0] != out[0] and out[1] == 1.0   # NaN where no value yet
+
+
+def test_plot_overlays_runs_in_one_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    a, b = tmp_path / "grpo" / "s0", tmp_path / "exgrpo" / "s0"
+    write_run(a, [0.0, 0.5, 1.0], evals=[(0, 0.3), (2, 0.4)])
+    write_run(b, [0.25, 0.25])
+    rl, evals = report.read_curves(a)  # the line cut by a crash is skipped
+    assert [r["step"] for r in rl] == [1, 2, 3] and evals[1] == {"stage": "rl_eval", "step": 2, "test_id": 0.4, "test_ood": 0.2}
+    assert report.run_labels([a, b, tmp_path / "other"]) == ["grpo/s0", "exgrpo/s0", "other"]
+    png = tmp_path / "plots" / "ablation.png"
+    evaluate.main(["--plot", str(a), str(b), "--plot-out", str(png), "--smooth", "2"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    evaluate.main(["--plot", str(a)])   # default: inside the first run
+    assert (a / "curves.png").exists()
+    with pytest.raises(SystemExit, match="no metrics.jsonl"):
+        evaluate.main(["--plot", str(a), str(tmp_path / "missing")])
+
+
+def test_plot_without_matplotlib_says_how_to_install(tmp_path, monkeypatch):
+    write_run(tmp_path / "r", [1.0])
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+    with pytest.raises(SystemExit, match="pip install matplotlib"):
+        evaluate.main(["--plot", str(tmp_path / "r")])
