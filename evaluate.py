@@ -282,11 +282,10 @@ def main(argv=None):
         if args.samples:
             import torch
             torch.manual_seed(args.seed)
-            k = f"pass@{args.samples}"
-            res["sampled"] = sample_accuracy(model, tok, records, args.samples, args.batch_size,
-                                             args.max_new_tokens, prompt=prompt, desc=f"{col} x{args.samples}")
-            print(f"{col:>20}: pass@1 {100 * res['sampled']['pass@1']:5.1f}%, {k} {100 * res['sampled'][k]:5.1f}% "
-                  f"(T={SAMPLE_TEMPERATURE}, {res['sampled']['seconds']:.0f}s)", flush=True)
+            got = res["sampled"] = sample_accuracy(model, tok, records, args.samples, args.batch_size,
+                                                   args.max_new_tokens, prompt=prompt, desc=f"{col} x{args.samples}")
+            print(f"{col:>20}: pass@1 {100 * got['pass@1']:5.1f}%, pass@{args.samples} "
+                  f"{100 * got[f'pass@{args.samples}']:5.1f}% (T={SAMPLE_TEMPERATURE}, {got['seconds']:.0f}s)", flush=True)
     wall = time.time() - t0
     new["runs"][name] = {"student": args.student, "limit": args.limit, "max_new_tokens": args.max_new_tokens,
                          "batch_size": args.batch_size, "seconds": round(wall, 1),
