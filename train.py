@@ -50,6 +50,7 @@ import data
 import evaluate
 import exgrpo
 import optim
+import presets
 import probes
 import runs
 import sample
@@ -100,10 +101,6 @@ SEED = 0
 
 STAGES = ("zero_shot", "ei", "sft", "eval_sft", "rl", "eval_rl")
 
-# --student tiny (a random 2-layer model) learns nothing worth waiting for: a preset that runs
-# every stage end to end in about two minutes, for smoke tests and quick checks
-PRESETS = {"tiny": dict(train_n=16, eval_n=8, eval_max_new_tokens=16, sft_batch=8, rl_steps=2,
-                        max_new_tokens=24, save_every=1)}
 
 # -----------------------------------------------------------------------------
 # command line
@@ -191,14 +188,14 @@ def parser():
     g.add_argument("--temperature", type=float, default=TEMPERATURE)
     g.add_argument("--ppo-epochs", type=int, default=PPO_EPOCHS)
     g.add_argument("--grad-clip", type=float, default=GRAD_CLIP)
+    presets.add_flags(ap)
     return ap
 
 
 def get_args(argv=None):
     """Parse and check every flag before anything is loaded or written (a bad value: one line, exit 2)."""
     ap = parser()
-    pre, _ = ap.parse_known_args(argv)
-    ap.set_defaults(**PRESETS.get(pre.student, {}))  # flags given on the command line still win
+    presets.apply(ap, argv)  # presets.py: the student's preset (tiny, cpu, gpu-7b) as defaults; flags still win
     args = ap.parse_args(argv)
     if args.dataset not in data.DATASETS:
         ap.error(f"unknown dataset {args.dataset!r}; choose one of {', '.join(data.DATASETS)}")
@@ -399,10 +396,11 @@ def eval_all(args, run, stage, model, tok, evals, quiet=False):
 
 def main(argv=None):
     args, path = runs.resolve_run(get_args(argv))
+    presets.start(args, path, lambda: load_data(args))  # the start-up block; --dry-run, memory check, exits
     torch.manual_seed(args.seed)
     try:  # bad input fails here, before the run folder is touched
         train, evals = load_data(args)
-        model, tok = sample.load_student(args.student, args.dtype, args.device, seed=args.seed)
+        model, tok = sample.load_student(args.student, args.dtype, args.device, seed=args.seed, random_init=args.random_init)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     if args.grad_checkpointing:   # training only: generation runs in eval() and keeps its KV cache
@@ -447,7 +445,7 @@ def main(argv=None):
             ref, _ = sample.load_student(str(ref_path), args.dtype, args.device)
             ref.eval().requires_grad_(False)
         elif args.beta:  # cold start: the reference is the untouched student
-            ref, _ = sample.load_student(args.student, args.dtype, args.device, seed=args.seed)
+            ref, _ = sample.load_student(args.student, args.dtype, args.device, seed=args.seed, random_init=args.random_init)
             ref.eval().requires_grad_(False)
         else:
             ref = None
