@@ -268,9 +268,11 @@ def ei_plan(a, path, load):
     good = [dict(r, answer=str(r["answer"]).strip()) for r in train if probes._usable(r)]
     made = [p for r in good for p in probes.make_probes(r, rules, a.seed)]
     head = f"EI: {len(good)} questions, {len(rules)} rules"
+    n_reason = sum(not r.get("reasoning") for r in good)
     if a.teacher == "oracle" and not a.teacher_url:
         return (f"{head} -> {len(made)} probes; teacher: the oracle, a program (no model or API calls: "
-                f"it answers about {len(good) + 2 * len(made)} prompts exactly; nothing to cache)")
+                f"it answers {n_reason + 2 * len(made)} prompts exactly, probes and their consistency checks; "
+                f"nothing to cache)")
     teacher = probes.make_teacher(a.teacher, url=a.teacher_url, model=a.teacher_model)
     asks = [probes.format_question(r["question"], r["answer_type"]) for r in good if not r.get("reasoning")]
     if a.probe_writer == "teacher":
@@ -289,10 +291,9 @@ def ei_plan(a, path, load):
             except (ValueError, KeyError, TypeError):
                 pass
     keys = {teachers.cache_key(teacher.id, teachers.user(p), teacher.sampling) for p in asks}
-    calls = len(good) - sum(bool(r.get("reasoning")) for r in good) + n_probe
-    return (f"{head}; teacher {teacher.id}: {calls} calls ({len(good)} questions' reasoning where the dataset "
-            f"has none, {note}) + up to {n_probe} consistency checks; {len(keys & have)} of the {len(keys)} "
-            f"prompts known now are already cached in {cache}")
+    return (f"{head}; teacher {teacher.id}: {n_reason + n_probe} calls ({n_reason} for questions the dataset "
+            f"gives no reasoning, {note}) + up to {n_probe} consistency checks; {len(keys & have)} of the "
+            f"{len(keys)} prompts known now are already cached in {cache}")
 
 
 def start(a, path, load):

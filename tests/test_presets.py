@@ -1,0 +1,172 @@
+"""Presets by student and device, the start-up block, the memory check, --dry-run, --random-init.
+
+    HF_HUB_OFFLINE=1 python -m pytest -q tests/test_presets.py
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import presets  # noqa: E402
+import probes  # noqa: E402
+import sample  # noqa: E402
+import teachers  # noqa: E402
+import train  # noqa: E402
+
+MEM = presets._memory()
+no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
+
+
+def _run(*argv):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    return subprocess.run([sys.executable, "train.py", *argv], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+# -----------------------------------------------------------------------------
+# which preset, and who wins
+
+
+def test_cpu_preset_is_the_default():
+    a = train.get_args([])
+    assert a.preset == "cpu" and a.student == "smollm2-135m"
+    assert (a.G, a.k, a.rl_steps, a.train_n, a.optimizer) == (train.G, train.K, train.RL_STEPS, train.TRAIN_N, "master")
+
+
+def test_a_7b_student_gets_the_papers_recipe():
+    for student in ("gemma-7b", "qwen2.5-7b"):
+        a = train.get_args(["--student", student])
+        assert a.preset == "gpu-7b"
+        assert (a.k, a.G, a.sft_epochs, a.dtype, a.level) == (5, 8, 3, "bf16", 3)
+        assert a.rl_steps >= 100 and a.grad_checkpointing
+
+
+@pytest.mark.parametrize("argv, want", [
+    (["--student", "gemma-7b", "--G", "4"], dict(G=4)),          # 4 is also train.py's own default
+    (["--student", "gemma-7b", "--k", "3", "--sft-epochs", "1", "--rl-steps", "7"], dict(k=3, sft_epochs=1, rl_steps=7)),
+    (["--student", "gemma-7b", "--optimizer", "master", "--dtype", "fp32"], dict(optimizer="master", dtype="fp32")),
+    (["--student", "gemma-7b", "--rollout-batch", "0"], dict(rollout_batch=0)),
+    (["--student", "tiny", "--rl-steps", "5", "--train-n", "3"], dict(rl_steps=5, train_n=3)),
+    (["--student", "tiny", "--max-new-tokens", "80"], dict(max_new_tokens=80)),   # = the CPU default
+])
+def test_an_explicit_flag_beats_the_preset(argv, want):
+    a = train.get_args(argv)
+    assert {k: getattr(a, k) for k in want} == want
+    assert presets.GIVEN >= set(want)
+
+
+def test_the_scheme_is_the_best_one_that_fits_the_device(monkeypatch):
+    """80 GB: bf16 AdamW fused into backward; a device with room for everything: fp32 master weights."""
+    a = train.get_args(["--student", "gemma-7b"])
+    assert a.optimizer == "bf16-fused" and presets.estimate(a)["peak"] <= MEM.GPU_BYTES - MEM.GPU_RESERVE
+    master = train.get_args(["--student", "gemma-7b", "--optimizer", "master", "--rl-micro", "4", "--rollout-batch", "0"])
+    assert presets.estimate(master)["peak"] > MEM.GPU_BYTES   # why it was not chosen
+    monkeypatch.setattr(presets, "device_budget", lambda device, student: (1e12, 1e12, "a huge GPU"))
+    big = train.get_args(["--student", "gemma-7b"])
+    assert (big.scheme, big.optimizer, big.rl_micro) == ("fp32 master weights", "master", 4)
+
+
+# -----------------------------------------------------------------------------
+# the memory model as presets.py uses it
+
+
+def test_dialogue_tokens_by_hand():
+    a = train.get_args(["--student", "gemma-7b"])
+    assert presets.dialogue_tokens(a) == 6 * (presets.USER_TURN_TOKENS + 128)   # k + 1 = 6 turns
+    assert presets.estimate(a)["rows"] == 16                                    # 2 scenarios x G = 8
+    a.no_probes = True
+    assert presets.dialogue_tokens(a) == presets.USER_TURN_TOKENS + 128
+
+
+def test_stored_configs_agree_with_the_memory_model():
+    for name in ("gemma-7b", "qwen2.5-7b", "smollm2-135m"):
+        assert presets.compact(sample.RANDOM_INIT_CONFIGS[name]) == MEM.CONFIGS[name]
+
+
+def test_largest_fit_is_the_largest():
+    a = train.get_args(["--student", "gemma-7b", "--G", "32", "--rollout-batch", "0"])
+    budget = MEM.GPU_BYTES - MEM.GPU_RESERVE
+    fits = presets.largest_fit(a, budget)
+    g = int(fits[0].split()[1])
+    peak = lambda **kw: presets.estimate(type(a)(**{**vars(a), **kw}))["peak"]
+    assert fits[0].startswith("--G") and 2 <= g < 32
+    assert peak(G=g) <= budget < peak(G=g + 1)
+
+
+# -----------------------------------------------------------------------------
+# the commands of the issue
+
+
+@no_gpu
+def test_dry_run_of_gemma_7b_on_the_cpu_prints_the_gpu_preset(tmp_path):
+    out = tmp_path / "run"
+    p = _run("--student", "gemma-7b", "--dry-run", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "preset   gpu-7b" in p.stdout and "memory   peak" in p.stdout and "fits" in p.stdout
+    assert "G=8" in p.stdout and "k=5" in p.stdout and "sft_epochs=3" in p.stdout
+    assert "EI: 2000 questions" in p.stdout
+    assert not out.exists()   # nothing written, nothing loaded
+
+
+def test_dry_run_default_prints_the_cpu_preset():
+    p = _run("--dry-run", "--G", "6")
+    assert p.returncode == 0, p.stderr
+    assert "preset   cpu" in p.stdout and "G=6*" in p.stdout and "student  smollm2-135m" in p.stdout
+
+
+@no_gpu
+def test_gemma_7b_without_a_gpu_stops_with_one_line():
+    p = _run("--student", "gemma-7b")
+    assert p.returncode != 0 and p.stdout == ""
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CPU" in lines[0] and "GB" in lines[0] and "--force" in lines[0]
+
+
+def test_a_run_that_does_not_fit_stops_with_what_fits(capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(["--student", "gemma-7b", "--G", "32", "--dry-run"])
+    msg = str(e.value.code)
+    assert msg.startswith("error: this run needs about") and "--G " in msg and "--force" in msg
+    assert "\n" not in msg
+
+
+def test_ei_plan_counts_cached_teacher_calls(tmp_path):
+    """A real teacher: its calls are counted, and the prompts already in the run's cache are found."""
+    a = train.get_args(["--teacher", "hf:nowhere", "--train-n", "3", "--rules", "counterfactual"])
+    train_records, _ = train.load_data(a)
+    teacher = teachers.make_teacher("hf:nowhere")
+    probe = probes.make_probes(train_records[0], ["counterfactual"])[0]
+    key = teachers.cache_key(teacher.id, teachers.user(probes.format_question(probe["question"], probe["answer_type"])),
+                             teacher.sampling)
+    (tmp_path / "teacher_cache.jsonl").write_text(json.dumps({"key": key, "answer": "x"}) + "\n")
+    text = presets.ei_plan(a, tmp_path, lambda: (train_records, None))
+    # the synthetic world ships its reasoning: 3 counterfactual probes are the prompts known before any
+    # answer (their consistency checks hold the answers); one of them is cached
+    assert "EI: 3 questions, 1 rules" in text and "3 calls (0 for questions" in text and "1 of the 3 prompts" in text
+
+
+# -----------------------------------------------------------------------------
+# --random-init
+
+
+def test_random_init_builds_the_7b_architectures_without_memory():
+    for name, cls in (("gemma-7b", "GemmaForCausalLM"), ("qwen2.5-7b", "Qwen2ForCausalLM")):
+        model, tok = sample.load_student(name, dtype="bf16", device="meta", random_init=True)
+        n = sum(p.numel() for p in model.parameters())
+        assert type(model).__name__ == cls and n == MEM.param_count(MEM.CONFIGS[name])
+    assert n == 7_615_616_512   # Qwen2.5-7B's published count (7.61B)
+
+
+def test_random_init_smollm2_is_seeded_and_shaped_like_the_real_one():
+    a, tok = sample.load_student("smollm2-135m", random_init=True, seed=1)
+    b, _ = sample.load_student("smollm2-135m", random_init=True, seed=1)
+    assert sum(p.numel() for p in a.parameters()) == 134_515_008
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    ids = torch.tensor([sample.chat_ids(tok, [{"role": "user", "content": "2 + 3?"}])])
+    assert a(ids).logits.shape[-1] == 49152
