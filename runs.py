@@ -13,6 +13,7 @@ A crash loses at most --save-minutes of work; `python train.py --resume RUN` con
 """
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -54,8 +55,10 @@ class Run:
             path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
     def save(self, stage, name, model, tok, trainer_state=None):
-        """save_pretrained (loadable by AutoModelForCausalLM.from_pretrained) + trainer state,
-        written to a temp folder and renamed, so the previous checkpoint survives a crash."""
+        """save_pretrained (loadable by AutoModelForCausalLM.from_pretrained) + trainer state +
+        the SHA-256 of every file, written to a temp folder, flushed to disk and renamed. A
+        checkpoint ("ckpt") keeps its predecessor as "ckpt.prev" until the next one is complete,
+        so a crash or a corrupted file costs at most one checkpoint interval more."""
         target = self.path / stage / name
         tmp = target.with_name(name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -63,20 +66,86 @@ class Run:
         tok.save_pretrained(tmp)
         if trainer_state is not None:
             torch.save(trainer_state, tmp / "trainer.pt")
-        old = target.with_name(name + ".old")
+        write_checksums(tmp)
+        old = target.with_name(name + (".prev" if name == "ckpt" else ".old"))
+        shutil.rmtree(old, ignore_errors=True)
         if target.exists():
             os.replace(target, old)
         os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
+        if name != "ckpt":
+            shutil.rmtree(old, ignore_errors=True)
 
     def save_final(self, stage, model, tok):
-        """<stage>/final, then the stage's checkpoint is no longer needed."""
+        """<stage>/final, then the stage's checkpoints are no longer needed."""
         self.save(stage, "final", model, tok)
-        shutil.rmtree(self.path / stage / "ckpt", ignore_errors=True)
+        for name in ("ckpt", "ckpt.prev"):
+            shutil.rmtree(self.path / stage / name, ignore_errors=True)
 
     def checkpoint(self, stage):
-        ckpt = self.path / stage / "ckpt"
-        return ckpt if (ckpt / "trainer.pt").exists() else None
+        """The newest usable checkpoint of `stage` (verified: every file as written, finite
+        weights), the previous one with a notice if the newest is damaged, or None if there is
+        none. Both damaged: a one-line error that says which folder to delete."""
+        found, damaged = [self.path / stage / n for n in ("ckpt", "ckpt.prev") if (self.path / stage / n).exists()], []
+        for ckpt in found:
+            problem = verify(ckpt)
+            if problem is None:
+                if damaged:
+                    print(f"notice: {damaged[0][0]} is unusable ({problem_of(damaged)}); resuming from {ckpt}")
+                return ckpt
+            damaged.append((ckpt, problem))
+        if damaged:
+            sys.exit(f"error: no usable checkpoint of stage {stage} ({problem_of(damaged)}); delete "
+                     f"{self.path / stage} to restart the stage from its beginning")
+        return None
+
+
+def problem_of(damaged):
+    return "; ".join(f"{path.name}: {why}" for path, why in damaged)
+
+# -----------------------------------------------------------------------------
+# checkpoint integrity
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checksums(folder):
+    """checksums.json: the SHA-256 of every file of a checkpoint folder; every file is flushed to
+    disk first, so a power cut cannot leave a renamed folder with half-written files."""
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file())
+    for p in files:
+        with open(p, "rb+") as f:
+            os.fsync(f.fileno())
+    sums = {p.name: _sha256(p) for p in files}
+    with open(Path(folder) / "checksums.json", "w") as f:
+        json.dump(sums, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def verify(folder):
+    """None if a checkpoint folder is usable, else why not: a file missing, truncated or changed
+    since it was written (checksums.json), or a non-finite weight."""
+    folder = Path(folder)
+    try:
+        sums = json.loads((folder / "checksums.json").read_text())
+    except (OSError, ValueError) as e:
+        return f"checksums.json unreadable: {e.__class__.__name__}"
+    for name, digest in sums.items():
+        if not (folder / name).is_file():
+            return f"{name} missing"
+        if _sha256(folder / name) != digest:
+            return f"{name} damaged (checksum differs)"
+    from safetensors.torch import load_file
+    for f in folder.glob("*.safetensors"):
+        if not all(torch.isfinite(t).all() for t in load_file(f).values() if t.is_floating_point()):
+            return f"{f.name} holds non-finite weights"
+    return None
 
 
 def resolve_run(args):
@@ -148,6 +217,10 @@ def resume_trainer(run, stage, model, opt):
 
 
 def load_weights(model, path):
+    """Weights of a finished stage (<stage>/final) into `model`, verified first."""
     from transformers import AutoModelForCausalLM
+    problem = verify(path) if (Path(path) / "checksums.json").exists() else None
+    if problem:
+        sys.exit(f"error: {path} is unusable ({problem}); start a new run (--sft-from can reuse another warm-up)")
     saved = AutoModelForCausalLM.from_pretrained(path, dtype=next(model.parameters()).dtype)
     model.load_state_dict(saved.state_dict())

@@ -429,7 +429,7 @@ def main(argv=None):
             stage("ei", lambda: {"kept": len(build_dei(args, run, train))})
         except Exception as e:  # a teacher that fails after its retries: the cache keeps what arrived
             sys.exit(f"error in stage 1 (EI): {e}")
-            dei = probes.load_dei(run.path / "dei.jsonl")
+        dei = probes.load_dei(run.path / "dei.jsonl")
         if not dei:
             sys.exit("error: no question survived the EI filters (see dei.stats.json)")
     ref_path = Path(args.sft_from) if args.sft_from else run.path / "sft" / "final"

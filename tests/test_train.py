@@ -53,13 +53,13 @@ def test_tiny_run_end_to_end(tmp_path):
     assert (out / "results.json").read_text() == before
 
 
-def test_kill_and_resume_loses_and_repeats_no_step(tmp_path):
+def test_kill_and_resume_after_a_damaged_checkpoint_loses_and_repeats_no_step(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "train.py"] + TINY + ["--rl-steps", "5", "--out", str(out)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while not (out / "rl" / "ckpt" / "trainer.pt").exists():
+    while not (out / "rl" / "ckpt.prev" / "trainer.pt").exists():   # two checkpoints on disk
         assert proc.poll() is None, "the run ended before its first RL checkpoint"
         assert time.time() < deadline
         time.sleep(0.05)
@@ -68,6 +68,11 @@ def test_kill_and_resume_loses_and_repeats_no_step(tmp_path):
     assert not (out / "results.json").exists()
     killed_at = _metrics(out, "rl")
     assert len(killed_at) < 5
+    # the newest checkpoint is damaged on top of the crash: resume falls back to the previous one
+    newest = out / "rl" / "ckpt"
+    if newest.exists():
+        with open(newest / "model.safetensors", "r+b") as f:
+            f.truncate(100)
     subprocess.run([sys.executable, "train.py", "--resume", str(out)], cwd=ROOT, env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
     assert _metrics(out, "rl") == [0, 1, 2, 3, 4]         # every step once, none lost, none repeated
