@@ -15,9 +15,12 @@ are single tokens (the model sees place value), and any other text still encodes
 through the 256 byte tokens (no unknown token exists). Chat format: ChatML, eos = pad =
 <|im_end|>, as SmolLM2's, so every code path of sample.py works unchanged.
 
-Run it to build the tokenizer and print its size and one tokenized question:
+Run it to build the tokenizer and print its size and one tokenized question, or to time
+an SFT step and a rollout of micro beside small (OMP_NUM_THREADS=1: a model this small gains
+nothing from a second thread, and on a busy machine two threads spin-wait for each other):
 
     python -m data.synth_tokenizer
+    OMP_NUM_THREADS=1 python -m data.synth_tokenizer --bench
 """
 
 import os
@@ -99,7 +102,47 @@ def micro_model(tokenizer, seed=0, **overrides):
     return sample.tiny_model(tokenizer, seed=seed, **{**MICRO_CONFIG, **overrides})
 
 
+def bench(students=("micro", "small"), batch=32, dialogues=8, turns=3, max_new_tokens=60, repeats=3):
+    """ms per SFT step (forward + backward + AdamW on `batch` question + solution sequences) and
+    per rollout of `dialogues` x `turns`-turn dialogues (probe, probe, question; T = 1), for
+    each student side by side in one process: compare the ratios, the absolute numbers move
+    with the machine's load."""
+    import time
+    import torch
+    import data
+    import probes
+    import sample
+    from data import synth
+    recs = synth.generate("train", batch, seed=0)
+    dials = [[probes.format_question(p["question"], p["answer_type"]) for p in probes.make_probes(r)[:turns - 1]]
+             + [data.user_message(r)] for r in recs[:dialogues]]
+    for name in students:
+        model, tok = sample.load_student(name, seed=0)
+        tf = [sample.teacher_forced(tok, [(data.user_message(r), r["reasoning"])]) for r in recs]
+        b = sample.pack([[]] * batch, [t[0] for t in tf], tok.pad_token_id, [t[1] for t in tf])
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        sft, gen = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            logp = sample.token_logprobs(model, b.ids, b.attn, b.loss_mask)
+            (-(logp * b.loss_mask).sum() / b.loss_mask.sum()).backward()
+            opt.step()
+            opt.zero_grad()
+            sft.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            sample.rollout_dialogues(model, tok, dials, max_new_tokens=max_new_tokens, temperature=1.0)
+            gen.append(time.perf_counter() - t0)
+        print(f"{name:>6}: {sum(p.numel() for p in model.parameters()) / 1e6:5.2f}M parameters, "
+              f"{b.ids.shape[1]} tokens per row; SFT step ({batch} rows) {1000 * min(sft):6.0f} ms; "
+              f"{dialogues} x {turns}-turn rollout {1000 * min(gen):6.0f} ms (best of {repeats}, "
+              f"{torch.get_num_threads()} threads)", flush=True)
+
+
 if __name__ == "__main__":
+    import sys
+    if "--bench" in sys.argv:  # python -m data.synth_tokenizer --bench
+        bench()
+        sys.exit()
     import data
     from data import synth
     tok = micro_tokenizer()
