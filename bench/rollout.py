@@ -14,12 +14,13 @@ every row decodes the full budget):
     hf          transformers generate with its default dynamic cache
     hf-static   generate with cache_implementation="static"
     hf-compile  generate with the static cache and its decoding forward torch.compile'd
-A decode step = (time for N new tokens - time for 1 new token) / (N - 1): the prefill cancels.
+A decode step = the median time between two forward calls of the model while it decodes
+(a pre-hook timestamps each call): one forward + picking the token, without the prefill.
 Every backend runs once per repetition, in turn (A B A B), so all see the same machine load;
-the best repetition is reported (on a shared machine the others measure the neighbours).
+the best repetition's median is reported (on a shared machine the others measure the neighbours).
 Roofline per step: max(bytes read / bandwidth, FLOPs / FLOP/s), with bytes = every weight
 of the body and the lm_head once + the KV cache read by attention, FLOPs = 2 per weight per
-row + attention; bandwidth = a 256 MB fp32 reduction, FLOP/s = a 1024^3 fp32 matmul, both
+row + attention; bandwidth = a 256 MB fp32 reduction, FLOP/s = a 1024^3 matmul in --dtype, both
 at the thread count of the run. Gemma 3 270M is included when its weights are in the hub cache.
 """
 
@@ -60,11 +61,11 @@ def best_of(fn, reps=5):
     return min(times)
 
 
-def machine_limits():
-    """(bytes/s read from memory, fp32 FLOP/s), measured here and now."""
+def machine_limits(dtype=torch.float32):
+    """(bytes/s read from memory, FLOP/s of a matmul in dtype), measured here and now."""
     x = torch.ones(64 * 2 ** 20)                        # 256 MB: far beyond every cache
     bandwidth = x.numel() * 4 / best_of(lambda: x.sum())
-    a = torch.randn(1024, 1024)
+    a = torch.randn(1024, 1024, dtype=dtype)
     flops = 2 * 1024 ** 3 / best_of(lambda: a @ a)
     return bandwidth, flops
 
@@ -120,6 +121,8 @@ def bench_student(name, args, limits, out):
         out(f"\n{name}: not installed here, skipped")
         return
     model.eval()
+    calls = []    # perf_counter at every forward call: one per decode step, in every backend
+    model.register_forward_pre_hook(lambda *a: calls.append(time.perf_counter()))
     prompt = sample.chat_ids(tok, [{"role": "user", "content": PROMPT}])
     params = sum(p.numel() for p in model.parameters())
     out(f"\n### {name}: {params / 1e6:.1f}M parameters, {args.dtype}, prompt {len(prompt)} tokens, "
@@ -131,16 +134,12 @@ def bench_student(name, args, limits, out):
         for fn in (BACKEND_FNS[b] for b in args.backends):   # warm-up (and compile) outside the timing
             fn(model, tok, rows, 2)
         steps = {b: [] for b in args.backends}
-        with torch.no_grad():
-            for _ in range(args.reps):
-                for b in args.backends:
-                    fn = BACKEND_FNS[b]
-                    t0 = time.perf_counter()
-                    fn(model, tok, rows, 1)
-                    t1 = time.perf_counter()
-                    fn(model, tok, rows, args.new_tokens)
-                    t2 = time.perf_counter()
-                    steps[b].append(((t2 - t1) - (t1 - t0)) / (args.new_tokens - 1))
+        for _ in range(args.reps):
+            for b in args.backends:
+                calls.clear()
+                BACKEND_FNS[b](model, tok, rows, args.new_tokens)
+                gaps = [t1 - t0 for t0, t1 in zip(calls[1:], calls[2:])]   # calls[0] is the prefill
+                steps[b].append(statistics.median(gaps))
         nbytes, flops = step_cost(model, B, len(prompt) + args.new_tokens // 2)
         t_mem, t_flop = nbytes / limits[0], flops / limits[1]
         roof = max(t_mem, t_flop)
@@ -171,15 +170,16 @@ def main():
 
     uptime = lambda: subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     torch.manual_seed(0)
-    limits = machine_limits()
+    dtype = sample.default_device_dtype("cpu", args.dtype)[1]
+    limits = machine_limits(dtype)
     out(f"# bench/rollout.py {' '.join(sys.argv[1:])}\n\nload at start: {uptime()}; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; measured read bandwidth {limits[0] / 1e9:.1f} GB/s, "
-        f"fp32 matmul {limits[1] / 1e9:.0f} GFLOP/s")
+        f"{args.dtype} matmul {limits[1] / 1e9:.0f} GFLOP/s")
     for name in args.students:
         if name == "micro" and "micro" not in sample.STUDENTS:
             continue
         bench_student(name, args, limits, out)
-    limits = machine_limits()
+    limits = machine_limits(dtype)
     out(f"\nload at end: {uptime()}; bandwidth {limits[0] / 1e9:.1f} GB/s, {limits[1] / 1e9:.0f} GFLOP/s")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
