@@ -7,6 +7,7 @@ same run measures, for sample.py's lean sampler and for transformers' generate.
     python bench/rollout.py --students smollm2-135m --batches 1 16 \
         --backends lean hf hf-static hf-compile --new-tokens 16
     python bench/rollout.py --out bench/results/rollout-2026-11-26.md
+    python bench/rollout.py --students smollm2-135m --batches 1 16 --backends lean --profile
 
 Backends (all sample at temperature 1.0 with no top-k, the way rollouts do, and ignore EOS so
 every row decodes the full budget):
@@ -140,6 +141,11 @@ def bench_student(name, args, limits, out):
                 BACKEND_FNS[b](model, tok, rows, args.new_tokens)
                 gaps = [t1 - t0 for t0, t1 in zip(calls[1:], calls[2:])]   # calls[0] is the prefill
                 steps[b].append(statistics.median(gaps))
+        if args.profile:   # where a lean generation's time goes: matmuls vs everything else
+            from torch.profiler import profile
+            with profile() as prof:
+                BACKEND_FNS["lean"](model, tok, rows, args.new_tokens)
+            out("```\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8) + "```")
         nbytes, flops = step_cost(model, B, len(prompt) + args.new_tokens // 2)
         t_mem, t_flop = nbytes / limits[0], flops / limits[1]
         roof = max(t_mem, t_flop)
@@ -158,6 +164,7 @@ def main():
     ap.add_argument("--reps", type=int, default=REPS)
     ap.add_argument("--dtype", default="fp32")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--profile", action="store_true", help="also print a torch.profiler table per batch")
     ap.add_argument("--out", default=None, help="also write the report here (markdown)")
     args = ap.parse_args()
     if args.threads:
