@@ -170,3 +170,35 @@ def test_random_init_smollm2_is_seeded_and_shaped_like_the_real_one():
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
     ids = torch.tensor([sample.chat_ids(tok, [{"role": "user", "content": "2 + 3?"}])])
     assert a(ids).logits.shape[-1] == 49152
+
+
+# -----------------------------------------------------------------------------
+# bench/gpu_check.py: its CPU-runnable parts
+
+
+def _gpu_check():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_measures_a_step_and_puts_the_memory_model_beside_it(tmp_path):
+    gc = _gpu_check()
+    res = gc.main(["--device", "cpu", "--student", "tiny", "--G", "2", "--k", "2", "--max-new-tokens", "4",
+                   "--steps", "1", "--skip-pipeline", "--out-dir", str(tmp_path)])
+    assert sample.rollout_dialogues is gc.Meter("cpu").real            # the wrapper is taken off again
+    s, p = res["step"], res["predicted"]
+    assert s["student_tokens"] > 0 and s["dialogue_tokens"] > s["student_tokens"]
+    assert s["gen_tokens_per_s"] > 0 and s["train_tokens_per_s"] > 0 and s["parameters"] > 0
+    assert p["rollouts"] == 4 and s["dialogue_tokens"] <= p["rollouts"] * p["dialogue_tokens_budgeted"]
+    saved = json.loads((tmp_path / f"gpu_check-{res['date']}-cpu.json").read_text())
+    assert saved["args"]["G"] == 2 and "| peak (GB) |" in (tmp_path / f"gpu_check-{res['date']}-cpu.md").read_text()
+
+
+def test_gpu_check_peak_flops_and_pipeline_time_limit():
+    gc = _gpu_check()
+    assert gc.peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and gc.peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert gc.peak_flops("NVIDIA H200") == 989e12 and gc.peak_flops("cpu") is None
+    assert gc.pipeline("cpu", limit=1)["rc"] == "timeout"

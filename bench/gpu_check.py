@@ -1,0 +1,216 @@
+"""
+The GPU check, ready for the moment a GPU is lent (about 5 minutes on one H100; 8 at most):
+
+    python bench/gpu_check.py                          # (a) + (b) + (c) for gemma-7b on CUDA
+    python bench/gpu_check.py --student qwen2.5-7b
+    python bench/gpu_check.py --device cpu --student tiny --G 2 --k 2 --max-new-tokens 4 --steps 1 \
+        --skip-pipeline --out-dir /tmp/x              # its CPU-runnable parts (tests/test_presets.py)
+
+On the lent machine (device tool): carry .cache/smollm2-135m-tokenizer (the token ids of
+--random-init and of tiny), and run `PYTHONUNBUFFERED=1 python bench/gpu_check.py --out-dir $OUT`.
+
+(a) `python train.py --student tiny` end to end on the GPU (every stage), in a subprocess
+(b) --random-init gemma-7b at the gpu-7b preset (train.get_args: the same G, k, turn length,
+    memory scheme and flags a real run gets on this device): student and reference built on the
+    GPU, optimizer and gradient checkpointing as train.main sets them, --steps full ExGRPO steps
+    (exgrpo.exgrpo_step) on synthetic level-3 questions with the oracle's probes. A random model
+    never ends a turn, so every turn runs to --max-new-tokens: the longest dialogues, the worst
+    case the memory model budgets. Recorded: peak memory (torch.cuda.max_memory_allocated) in
+    generation and in training, generation and training tokens/s, model FLOPs utilization
+(c) the memory model's prediction (presets.estimate -> bench/memory.py) beside the measurement
+
+MFU counts model FLOPs only (attention's T^2 term and checkpointing's recompute left out):
+generation 2 P per dialogue token, training 8 P per token (policy forward + backward 6 P, the
+reference's forward 2 P), against the card's dense bf16 peak. Results: bench/results/
+gpu_check-<date>-<device>.{json,md}, or --out-dir ($OUT when set).
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import data  # noqa: E402
+import exgrpo  # noqa: E402
+import optim  # noqa: E402
+import presets  # noqa: E402
+import probes  # noqa: E402
+import sample  # noqa: E402
+import train  # noqa: E402
+
+STEPS = 2                 # ExGRPO steps in (b): the first warms up kernels and allocates optimizer state
+PIPELINE_LIMIT = 240      # seconds for (a)
+PEAK_BF16 = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12))  # dense, per card
+
+
+def peak_flops(name):
+    return next((f for key, f in PEAK_BF16 if key in name), None)
+
+
+def pipeline(device, limit=PIPELINE_LIMIT):
+    """(a): the tiny preset, every stage, in its own process; its result table and wall time."""
+    out = Path(tempfile.mkdtemp()) / "tiny"
+    t0 = time.time()
+    try:
+        p = subprocess.run([sys.executable, "train.py", "--student", "tiny", "--device", device, "--out", str(out)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=limit)
+        rc, tail = p.returncode, (p.stdout + p.stderr)[-1500:]
+    except subprocess.TimeoutExpired:
+        rc, tail = "timeout", f"stopped after {limit} s"
+    table = (out / "results.md").read_text() if (out / "results.md").exists() else None
+    return {"rc": rc, "seconds": round(time.time() - t0, 1), "results": table, "tail": None if rc == 0 else tail}
+
+
+class Meter:
+    """Wraps sample.rollout_dialogues (which exgrpo_step calls) to split each step into its
+    generation and its training part: time, tokens and peak memory of each."""
+
+    def __init__(self, device):
+        self.cuda = device.startswith("cuda")
+        self.gen_s = self.gen_peak = self.seq_tokens = self.student_tokens = 0
+        self.real = sample.rollout_dialogues
+
+    def sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def peak(self):
+        return torch.cuda.max_memory_allocated() if self.cuda else None
+
+    def reset(self):
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+    def __call__(self, *args, **kw):
+        self.sync()
+        self.reset()
+        t0 = time.time()
+        out = self.real(*args, **kw)
+        self.sync()
+        self.gen_s += time.time() - t0
+        self.gen_peak = max(self.gen_peak, self.peak() or 0)
+        self.seq_tokens += sum(len(x) for x in out.ids)
+        self.student_tokens += sum(sum(m) for m in out.student_mask)
+        self.reset()
+        return out
+
+
+def one_step(args, device, steps):
+    """(b): --steps ExGRPO steps of a --random-init student at the preset; the measurements."""
+    t0 = time.time()
+    model, tok = sample.load_student(args.student, args.dtype, device, seed=0, random_init=True)
+    ref, _ = sample.load_student(args.student, args.dtype, device, seed=0, random_init=True)
+    ref.eval().requires_grad_(False)
+    if args.grad_checkpointing:
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    opt = optim.make_optimizer(model, args.rl_lr, args.optimizer)
+    records = data.load("synth", "train", limit=steps * args.rl_questions, level=args.level)
+    dei, _ = probes.build_dei(records, "oracle", progress=False)
+    build_s = time.time() - t0
+    meter = Meter(device)
+    sample.rollout_dialogues = meter
+    rows, step_s = [], []
+    try:
+        for step in range(steps):
+            if step == steps - 1:   # measure the last step only (after warm-up)
+                meter.gen_s = meter.seq_tokens = meter.student_tokens = 0
+                meter.gen_peak, train_peak = 0, 0
+            meter.sync()
+            t = time.time()
+            rows.append(exgrpo.exgrpo_step(args, model, ref, tok, opt, dei[step * args.rl_questions:
+                                                                          (step + 1) * args.rl_questions], step))
+            meter.sync()
+            step_s.append(time.time() - t)
+        train_peak = meter.peak()
+    finally:
+        sample.rollout_dialogues = meter.real
+    P = sum(p.numel() for p in model.parameters())
+    train_s = step_s[-1] - meter.gen_s
+    out = {"parameters": P, "build_seconds": round(build_s, 1), "step_seconds": [round(s, 1) for s in step_s],
+           "gen_seconds": round(meter.gen_s, 2), "train_seconds": round(train_s, 2),
+           "dialogue_tokens": meter.seq_tokens, "student_tokens": meter.student_tokens,
+           "gen_tokens_per_s": round(meter.student_tokens / meter.gen_s, 1),
+           "train_tokens_per_s": round(meter.seq_tokens / max(train_s, 1e-9), 1),
+           "peak_generation_bytes": meter.gen_peak or None, "peak_training_bytes": train_peak,
+           "peak_bytes": max(meter.gen_peak or 0, train_peak or 0) or None, "last_row": rows[-1]}
+    flops = peak_flops(torch.cuda.get_device_name(device) if device.startswith("cuda") else "")
+    if flops:
+        out["mfu_generation"] = round(2 * P * meter.seq_tokens / meter.gen_s / flops, 4)
+        out["mfu_training"] = round(8 * P * meter.seq_tokens / max(train_s, 1e-9) / flops, 4)
+    return out
+
+
+def predicted(args):
+    """(c): the memory model for the same configuration, in bytes."""
+    est = presets.estimate(args)
+    if est is None:
+        return None
+    rl = est["rl"]
+    return {"peak_bytes": rl["_peak"], "generation_bytes": rl["_persistent"] + rl["_generation"],
+            "training_bytes": rl["_persistent"] + rl["_training"], "persistent_bytes": rl["_persistent"],
+            "dialogue_tokens_budgeted": est["dialogue_tokens"], "rollouts": est["rows"]}
+
+
+def report(res):
+    """The markdown summary: measured beside modelled."""
+    gb = lambda b: "-" if b is None else f"{b / 1e9:.1f}"
+    s, p = res.get("step") or {}, res.get("predicted") or {}
+    lines = [f"# GPU check {res['date']} on {res['device_name']}", "", f"command: `{res['command']}`", "",
+             f"(a) tiny pipeline: rc {res['pipeline']['rc']}, {res['pipeline']['seconds']} s" if res.get("pipeline")
+             else "(a) tiny pipeline: skipped", "",
+             f"(b) {res['args']['student']} --random-init, preset {res['args']['preset']} ({res['args']['scheme']}): "
+             f"G = {res['args']['G']}, k = {res['args']['k']}, --max-new-tokens {res['args']['max_new_tokens']}, "
+             f"--rl-micro {res['args']['rl_micro']}, --rollout-batch {res['args']['rollout_batch']}", "",
+             "| | measured | memory model |", "|---|---:|---:|",
+             f"| peak in generation (GB) | {gb(s.get('peak_generation_bytes'))} | {gb(p.get('generation_bytes'))} |",
+             f"| peak in training (GB) | {gb(s.get('peak_training_bytes'))} | {gb(p.get('training_bytes'))} |",
+             f"| peak (GB) | {gb(s.get('peak_bytes'))} | {gb(p.get('peak_bytes'))} |",
+             f"| dialogue tokens in the step | {s.get('dialogue_tokens')} | <= {p.get('rollouts')} x "
+             f"{p.get('dialogue_tokens_budgeted')} |", "",
+             f"step {s.get('step_seconds')} s; generation {s.get('gen_seconds')} s, {s.get('gen_tokens_per_s')} "
+             f"student tokens/s; training {s.get('train_seconds')} s, {s.get('train_tokens_per_s')} tokens/s; "
+             f"MFU generation {s.get('mfu_generation')}, training {s.get('mfu_training')}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="GPU check: tiny pipeline, one 7B ExGRPO step, memory model")
+    ap.add_argument("--student", default="gemma-7b")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--steps", type=int, default=STEPS)
+    ap.add_argument("--skip-pipeline", action="store_true")
+    ap.add_argument("--out-dir", default=os.environ.get("OUT") or None, help="write here, not bench/results")
+    own, rest = ap.parse_known_args(argv)   # the rest: train.py flags (--G, --k, --max-new-tokens, ...)
+    args = train.get_args(["--student", own.student, "--random-init", "--device", own.device, *rest])
+    name = torch.cuda.get_device_name(own.device) if own.device.startswith("cuda") else "cpu"
+    res = {"date": time.strftime("%Y-%m-%d"), "device_name": name,
+           "command": " ".join(["python bench/gpu_check.py", *(argv if argv is not None else sys.argv[1:])]),
+           "args": vars(args), "predicted": predicted(args)}
+    print(json.dumps({"predicted": res["predicted"]}), flush=True)
+    if not own.skip_pipeline:
+        res["pipeline"] = pipeline(own.device)
+        print(json.dumps({"pipeline": res["pipeline"]}), flush=True)
+    res["step"] = one_step(args, own.device, own.steps)
+    text = report(res)
+    print(text, flush=True)
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    for folder in [Path(own.out_dir) if own.out_dir else ROOT / "bench" / "results"]:
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = folder / f"gpu_check-{res['date']}-{slug}"
+        stem.with_suffix(".json").write_text(json.dumps(res, indent=2, default=str))
+        stem.with_suffix(".md").write_text(text)
+    return res
+
+
+if __name__ == "__main__":
+    main()
