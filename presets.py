@@ -42,7 +42,8 @@ PRESETS = {
                    eval_every=50, eval_every_n=100, save_minutes=15.0),
 }
 # memory schemes of the gpu-7b preset, best first (fp32 master weights, then one optimizer step per
-# rollout batch); the first that the memory model says fits wins. "G": rollout_batch = the run's G
+# rollout batch); the first that the memory model says fits within SCHEME_MARGIN wins (none: the last).
+# "G": rollout_batch = the run's G
 SCHEMES = [
     ("fp32 master weights", dict(optimizer="master", grad_checkpointing=True, rl_micro=4, rollout_batch=0)),
     ("bf16 AdamW", dict(optimizer="bf16", grad_checkpointing=True, rl_micro=4, rollout_batch=0)),
@@ -51,6 +52,7 @@ SCHEMES = [
     ("bf16 AdamW fused, rollouts by G", dict(optimizer="bf16-fused", grad_checkpointing=True, rl_micro=1,
                                              rollout_batch="G")),
 ]
+SCHEME_MARGIN = 0.95     # a preset's scheme leaves 5% for allocator fragmentation (the start-up check uses 100%)
 USER_TURN_TOKENS = 112   # one user turn with the template's glue (synthetic level 3: mean 100, max 142)
 SFT_TOKENS = 384         # the longest SFT example budgeted (question + teacher answer: about 200)
 CPU_RESERVE = 2e9        # Python, torch and transformers themselves, on a CPU run
@@ -105,7 +107,7 @@ def apply(ap, argv=None):
         for label, values in SCHEMES:
             ap.set_defaults(scheme=label, **{k: G if v == "G" else v for k, v in values.items()})
             est = estimate(ap.parse_known_args(argv)[0])
-            if est is None or est["peak"] <= budget:
+            if est is None or est["peak"] <= SCHEME_MARGIN * budget:
                 break
     return name
 
@@ -246,7 +248,7 @@ def plan(a):
     """The stages this run goes through, with their sizes."""
     out = [] if a.no_zero_shot else [f"zero-shot eval ({a.eval_n}/split)"]
     if a.teacher != "none":
-        out.append(f"EI ({a.teacher})")
+        out.append(f"EI (teacher {a.teacher_model or ''} at {a.teacher_url})" if a.teacher_url else f"EI ({a.teacher})")
     if a.sft_from:
         out.append(f"SFT reused ({a.sft_from})")
     elif not a.no_sft:
@@ -275,13 +277,13 @@ def ei_plan(a, path, load):
                 f"nothing to cache)")
     teacher = probes.make_teacher(a.teacher, url=a.teacher_url, model=a.teacher_model)
     asks = [probes.format_question(r["question"], r["answer_type"]) for r in good if not r.get("reasoning")]
-    if a.probe_writer == "teacher":
-        n_write = len(good) * len(rules)
-        note = f"{n_write} probe-writing calls + up to {n_write} probe answers"
-        n_probe = n_write
+    if a.probe_writer == "teacher":   # one written probe per question and rule, then its answer
+        n_write = n_probe = len(good) * len(rules)
+        note = f"{n_write} probe-writing calls, up to {n_probe} probe answers"
     else:
         asks += [probes.format_question(p["question"], p["answer_type"]) for p in made]
-        note, n_probe = f"{len(made)} template probes answered", len(made)
+        n_write, n_probe = 0, len(made)
+        note = f"{n_probe} template probes answered"
     cache = Path(path) / "teacher_cache.jsonl"
     have = set()
     if cache.exists():
@@ -291,7 +293,7 @@ def ei_plan(a, path, load):
             except (ValueError, KeyError, TypeError):
                 pass
     keys = {teachers.cache_key(teacher.id, teachers.user(p), teacher.sampling) for p in asks}
-    return (f"{head}; teacher {teacher.id}: {n_reason + n_probe} calls ({n_reason} for questions the dataset "
+    return (f"{head}; teacher {teacher.id}: up to {n_reason + n_write + n_probe} calls ({n_reason} for questions the dataset "
             f"gives no reasoning, {note}) + up to {n_probe} consistency checks; {len(keys & have)} of the "
             f"{len(keys)} prompts known now are already cached in {cache}")
 
@@ -299,7 +301,8 @@ def ei_plan(a, path, load):
 def start(a, path, load):
     """Before anything loads: refuse a 7B student on a CPU, print the block, stop a run that
     will not fit; with --dry-run, print what EI will ask and exit 0."""
-    device = device_of(a.device)
+    a.dry_run, a.force = a.dry_run or "dry_run" in GIVEN, a.force or "force" in GIVEN   # a resumed run's config
+    device = device_of(a.device)                                                       # holds False for both
     budget, _, words = device_budget(device, a.student)
     est = estimate(a)
     need = f"about {_gb(est['peak'])} of GPU memory" if est else "a GPU"

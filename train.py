@@ -212,7 +212,8 @@ def get_args(argv=None):
     if args.resume and (Path(args.resume) / "config.json").exists():   # a resumed run keeps its flags
         saved = json.loads((Path(args.resume) / "config.json").read_text())
         for key, value in vars(args).items():
-            if key not in ("resume", "out") and key in saved and value != ap.get_default(key) and value != saved[key]:
+            if key not in ("resume", "out", "dry_run", "force") and key in saved and value != ap.get_default(key) \
+                    and value != saved[key]:
                 ap.error(f"--{key.replace('_', '-')} {value} differs from the resumed run's {saved[key]} "
                          f"({args.resume}/config.json); drop the flag or start a new run")
     if args.teacher == "none":

@@ -148,7 +148,22 @@ def test_ei_plan_counts_cached_teacher_calls(tmp_path):
     text = presets.ei_plan(a, tmp_path, lambda: (train_records, None))
     # the synthetic world ships its reasoning: 3 counterfactual probes are the prompts known before any
     # answer (their consistency checks hold the answers); one of them is cached
-    assert "EI: 3 questions, 1 rules" in text and "3 calls (0 for questions" in text and "1 of the 3 prompts" in text
+    assert "EI: 3 questions, 1 rules" in text and "up to 3 calls (0 for questions" in text and "1 of the 3 prompts" in text
+
+
+def test_dry_run_of_a_resumed_run_counts_its_cached_answers(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    a = train.get_args(["--teacher", "hf:nowhere", "--train-n", "2", "--rules", "counterfactual", "--out", str(run)])
+    (run / "config.json").write_text(json.dumps(vars(a)))          # as runs.open_run writes it
+    probe = probes.make_probes(train.load_data(a)[0][1], ["counterfactual"])[0]
+    teacher = teachers.make_teacher("hf:nowhere")
+    key = teachers.cache_key(teacher.id, teachers.user(probes.format_question(probe["question"], probe["answer_type"])),
+                             teacher.sampling)
+    (run / "teacher_cache.jsonl").write_text(json.dumps({"key": key, "answer": "x"}) + "\n")
+    with pytest.raises(SystemExit) as e:
+        train.main(["--resume", str(run), "--dry-run"])
+    assert e.value.code == 0 and "1 of the 2 prompts known now are already cached" in capsys.readouterr().out
 
 
 # -----------------------------------------------------------------------------
