@@ -323,11 +323,13 @@ def start(a, path, load):
 
 
 def add_flags(ap):
+    """train.py's start-up flags; returns the parser."""
     g = ap.add_argument_group("start-up (presets.py)")
     g.add_argument("--dry-run", action="store_true", help="print the plan and the memory estimate, then exit")
     g.add_argument("--force", action="store_true", help="start even if the memory model says it will not fit")
     g.add_argument("--random-init", action="store_true",
                    help="the student's architecture with random weights, no download (memory/throughput checks)")
+    return ap
 
 
 if __name__ == "__main__":

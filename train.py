@@ -188,13 +188,12 @@ def parser():
     g.add_argument("--temperature", type=float, default=TEMPERATURE)
     g.add_argument("--ppo-epochs", type=int, default=PPO_EPOCHS)
     g.add_argument("--grad-clip", type=float, default=GRAD_CLIP)
-    presets.add_flags(ap)
     return ap
 
 
 def get_args(argv=None):
     """Parse and check every flag before anything is loaded or written (a bad value: one line, exit 2)."""
-    ap = parser()
+    ap = presets.add_flags(parser())
     presets.apply(ap, argv)  # presets.py: the student's preset (tiny, cpu, gpu-7b) as defaults; flags still win
     args = ap.parse_args(argv)
     if args.dataset not in data.DATASETS:
