@@ -157,7 +157,12 @@ def parser():
     g.add_argument("--sft-micro", type=int, default=SFT_MICRO)
     g.add_argument("--sft-lr", type=float, default=SFT_LR)
     g.add_argument("--sft-warmup", type=int, default=SFT_WARMUP)
-    g = ap.add_argument_group("stage 3: ExGRPO")
+    rl_flags(ap.add_argument_group("stage 3: ExGRPO"))
+    return ap
+
+
+def rl_flags(g):
+    """The flags of stage 3 (exgrpo.py reads them from the args namespace)."""
     g.add_argument("--no-rl", action="store_true", help="stop after SFT")
     g.add_argument("--no-probes", action="store_true", help="plain GRPO on the original questions")
     g.add_argument("--no-dsu", action="store_true", help="no Dialogue Structure Utility bonus")
@@ -188,7 +193,6 @@ def parser():
     g.add_argument("--temperature", type=float, default=TEMPERATURE)
     g.add_argument("--ppo-epochs", type=int, default=PPO_EPOCHS)
     g.add_argument("--grad-clip", type=float, default=GRAD_CLIP)
-    return ap
 
 
 def get_args(argv=None):
