@@ -648,9 +648,27 @@ def default_probe_writer(dataset, teacher=TEACHER, teacher_url=None):
     return "teacher" if dataset != "synth" and real else "template"
 
 
+def check_flags(ap, args):
+    """Every flag of the CLI, before any data is read, model loaded or teacher asked (checks.py)."""
+    import checks
+    from data import DATASETS
+    if args.dataset not in DATASETS:
+        checks.fail(ap, f"--dataset {args.dataset}: unknown; choose one of {', '.join(DATASETS)}")
+    checks.ranges(ap, args, {"limit": checks.AT_LEAST_1, "tau_hard": checks.FRACTION, "chunk": checks.AT_LEAST_1,
+                             "student_max_tokens": checks.AT_LEAST_1, "student_batch_size": checks.AT_LEAST_1})
+    checks.must_exist(ap, args, "data_dir")
+    checks.rules(ap, args.rules)
+    checks.student(ap, "--student", args.student, allow_none=True)
+    checks.teacher(ap, args)
+    checks.oracle_on_text(ap, args, "--teacher hf:<model> or --teacher-url URL --teacher-model NAME")
+    if args.out and Path(args.out).is_dir():
+        checks.fail(ap, f"--out {args.out}: is a folder; give the D_EI file to write (a .jsonl path)")
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    import checks
+    ap = checks.one_line(argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0],
+                                                 formatter_class=argparse.RawDescriptionHelpFormatter))
     g = ap.add_argument_group("data")
     g.add_argument("--dataset", default=DATASET, help="synth, or a name data/real.py knows (strategyqa, gsm8k, ...)")
     g.add_argument("--split", default=SPLIT)
@@ -658,7 +676,7 @@ def main(argv=None):
     g.add_argument("--seed", type=int, default=0, help="synthetic problems and the rules' random choices")
     g.add_argument("--data-dir", default=None, help="the real datasets (else $EXGRPO_DATA_DIR, else ../shared/data)")
     g.add_argument("--out", default=None, help="D_EI JSONL (default runs/dei_<dataset>_<split>.jsonl)")
-    teachers.add_arguments(ap, Path(__file__).resolve().parent / "runs" / "teacher_cache.jsonl")
+    teachers.add_arguments(ap)   # the same teacher flags as train.py, and the same shared cache
     g = ap.add_argument_group("probes and filters")
     g.add_argument("--rules", default=None, help=f"comma-separated subset of: {','.join(RULES)}")
     g.add_argument("--probe-writer", default=None, choices=("template", "teacher"),
@@ -671,6 +689,7 @@ def main(argv=None):
     g.add_argument("--chunk", type=int, default=CHUNK)
     g.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    check_flags(ap, args)
     try:
         rules = parse_rules(args.rules)
         records = load_records(args.dataset, args.split, args.limit, args.seed, args.data_dir)

@@ -7,8 +7,13 @@ with a durable cache so that a rerun never asks the same thing twice.
     t = make_teacher("oracle")                                   # exact, synthetic probes only
     t = make_teacher("hf:HuggingFaceTB/SmolLM2-135M-Instruct", cache_path="runs/teacher_cache.jsonl")
     t = make_teacher(url="http://localhost:8000/v1", model="Qwen/Qwen2.5-72B-Instruct",
-                     cache_path="runs/teacher_cache.jsonl", concurrency=8)
+                     cache_path=cache_file(cache_dir(), "openai:Qwen/Qwen2.5-72B-Instruct"), concurrency=8)
     t.answer(["What is 2 + 3? End with 'The answer is X.'"])    # -> ["2 + 3 = 5. The answer is 5."]
+
+The cache is shared: one file per teacher under ~/.cache/exgrpo/teacher ($EXGRPO_TEACHER_CACHE,
+or --teacher-cache of train.py and probes.py), so every run and probes.py reuse each other's
+answers, and an answer is paid for once. A line records the teacher and its sampling, and its
+key hashes both with the prompt: another teacher, or other sampling, never reuses it.
 
 A prompt is a string (one user turn) or a chat conversation; specs carry the synthetic
 structure the oracle needs (data/oracle.py). The endpoint client is stdlib only: timeouts,
@@ -16,10 +21,13 @@ retries with exponential backoff and jitter on timeouts, resets, malformed repli
 (Retry-After honoured) and 5xx; any other 4xx stops the run at once with the server's message.
 """
 
+import argparse
+import fcntl
 import hashlib
 import http.client
 import json
 import os
+import re
 import random
 import threading
 import time
@@ -41,6 +49,8 @@ TIMEOUT = 120.0            # seconds before one endpoint request counts as hung
 RETRIES = 6                # extra tries per request (timeouts, resets, 429, 5xx, bad JSON)
 BACKOFF = 1.0              # first retry wait in seconds, doubled each try
 MAX_BACKOFF = 60.0         # no single wait (backoff or Retry-After) is longer than this
+DEADLINE = 0.0             # seconds one prompt may take over all its tries (0 = no limit beyond the retries)
+CACHE_ENV_VAR = "EXGRPO_TEACHER_CACHE"  # the shared cache folder, when set
 KEY_ENV_VARS = ("EXGRPO_TEACHER_KEY", "OPENAI_API_KEY")  # the endpoint key, first one set wins
 
 
@@ -58,24 +68,45 @@ def cache_key(teacher_id, messages, sampling):
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def cache_dir():
+    """The shared cache folder: $EXGRPO_TEACHER_CACHE, else $XDG_CACHE_HOME or ~/.cache, /exgrpo/teacher."""
+    if os.environ.get(CACHE_ENV_VAR):
+        return Path(os.environ[CACHE_ENV_VAR])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "exgrpo" / "teacher"
+
+
+def cache_file(where, teacher_id):
+    """The cache file of one teacher: `where` itself when it names a .jsonl file, else
+    <where>/<teacher id as a file name>-<8 hex of its hash>.jsonl (the hash keeps 'a/b' and 'a_b' apart)."""
+    where = Path(where)
+    if where.suffix == ".jsonl":
+        return where
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", teacher_id).strip("_")[:80]
+    return where / f"{name}-{hashlib.sha256(teacher_id.encode()).hexdigest()[:8]}.jsonl"
+
+
 class TeacherCache:
-    """Append-only JSONL of teacher answers: {"key", "teacher", "messages", "answer"} a line.
+    """Append-only JSONL of teacher answers: {"key", "teacher", "sampling", "messages", "answer"}
+    a line.
 
     Each answer is written, flushed and fsynced the moment it arrives, so a crash loses at
-    most the calls in flight. A last line cut short by a kill is skipped with a warning and
-    cut off the file, so the next append starts on a clean line."""
+    most the calls in flight. Several processes may share one file (two runs, probes.py): each
+    line is one append under an exclusive lock. A last line cut short by a kill is skipped with
+    a warning and cut off the file, so the next append starts on a clean line."""
 
     def __init__(self, path):
         self.path = Path(path)
         self.answers = {}
         self.lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._load()
-        self.file = open(self.path, "a", encoding="utf-8")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)   # no other process is mid-line while we read (and maybe cut)
+        try:
+            self._load()
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def _load(self):
-        if not self.path.exists():
-            return
         data = self.path.read_bytes()
         lines, offset = data.split(b"\n"), 0
         for i, raw in enumerate(lines):
@@ -92,8 +123,7 @@ class TeacherCache:
                     return
             offset += len(raw) + 1
         if data and not data.endswith(b"\n"):  # a complete last record without its newline
-            with open(self.path, "ab") as f:
-                f.write(b"\n")
+            os.write(self.fd, b"\n")
 
     def __contains__(self, key):
         return key in self.answers
@@ -104,17 +134,24 @@ class TeacherCache:
     def get(self, key):
         return self.answers[key]
 
-    def put(self, key, teacher_id, messages, answer):
-        line = json.dumps({"key": key, "teacher": teacher_id, "messages": messages, "answer": answer},
-                          ensure_ascii=False)
+    def put(self, key, teacher_id, messages, answer, sampling=None):
+        line = json.dumps({"key": key, "teacher": teacher_id, "sampling": sampling, "messages": messages,
+                           "answer": answer}, ensure_ascii=False) + "\n"
+        data = line.encode("utf-8")
         with self.lock:
             self.answers[key] = answer
-            self.file.write(line + "\n")
-            self.file.flush()
-            os.fsync(self.file.fileno())
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                while data:  # O_APPEND: each write lands at the end, after other processes' lines
+                    data = data[os.write(self.fd, data):]
+                os.fsync(self.fd)
+            finally:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def close(self):
-        self.file.close()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 # -----------------------------------------------------------------------------
 # teachers: one interface, answer(prompts, specs=None) -> list[str]. A prompt is a string
@@ -159,7 +196,7 @@ class Teacher:
             return out
         try:
             for j, text in self._stream([convs[i] for i in firsts], [specs[i] for i in firsts]):
-                self.cache.put(keys[firsts[j]], self.id, convs[firsts[j]], text)
+                self.cache.put(keys[firsts[j]], self.id, convs[firsts[j]], text, self.sampling)
                 self.calls += 1
         except TeacherError as e:
             raise TeacherError(f"{e}\n(the {len(self.cache)} answers received so far are saved in "
@@ -201,7 +238,9 @@ class HFTeacher(Teacher):
 
     def __init__(self, name, max_new_tokens=TEACHER_MAX_TOKENS, batch_size=16, temperature=0.0):
         super().__init__()
-        self.name, self.id, self.batch_size = name, f"hf:{name}", batch_size
+        # a local folder by its absolute path: the shared cache must not mix up two runs' "runs/x/sft/final"
+        self.id = f"hf:{Path(name).resolve()}" if Path(name).is_dir() else f"hf:{name}"
+        self.name, self.batch_size = name, batch_size
         self.sampling = {"max_new_tokens": max_new_tokens, "temperature": temperature}
         self.model = self.tokenizer = None
 
@@ -236,7 +275,8 @@ class EndpointTeacher(Teacher):
     not the URL, so the same model served elsewhere reuses its answers."""
 
     def __init__(self, url, model, key=None, concurrency=CONCURRENCY, timeout=TIMEOUT, retries=RETRIES,
-                 backoff=BACKOFF, max_backoff=MAX_BACKOFF, temperature=0.0, max_tokens=TEACHER_MAX_TOKENS):
+                 backoff=BACKOFF, max_backoff=MAX_BACKOFF, temperature=0.0, max_tokens=TEACHER_MAX_TOKENS,
+                 deadline=DEADLINE):
         super().__init__()
         if not url or not model:
             raise TeacherError("an endpoint teacher needs both --teacher-url and --teacher-model")
@@ -245,17 +285,17 @@ class EndpointTeacher(Teacher):
         self.model, self.id = model, f"openai:{model}"
         self.key = key if key is not None else next((os.environ[v] for v in KEY_ENV_VARS if os.environ.get(v)), None)
         self.concurrency, self.timeout, self.retries = concurrency, timeout, retries
-        self.backoff, self.max_backoff = backoff, max_backoff
+        self.backoff, self.max_backoff, self.deadline = backoff, max_backoff, deadline
         self.sampling = {"temperature": temperature, "max_tokens": max_tokens}
 
-    def _post(self, messages):
+    def _post(self, messages, timeout):
         """One HTTP request -> the answer text; raises on any failure."""
         body = json.dumps({"model": self.model, "messages": messages, **self.sampling}).encode()
         headers = {"Content-Type": "application/json"}
         if self.key:
             headers["Authorization"] = f"Bearer {self.key}"
         req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        with urllib.request.urlopen(req, timeout=self.timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             raw = r.read()
         try:
             content = json.loads(raw)["choices"][0]["message"]["content"]
@@ -267,15 +307,20 @@ class EndpointTeacher(Teacher):
 
     def request(self, messages, stop=None):
         """One chat completion, with retries and exponential backoff; gives up early once
-        `stop` (a threading.Event) is set, i.e. another request hit an error that ends the run."""
-        last = None
+        `stop` (a threading.Event) is set, i.e. another request hit an error that ends the run.
+        With a deadline, the prompt's tries and waits together never take longer than it."""
+        last, tries, t_end = None, 0, time.monotonic() + self.deadline if self.deadline else None
         for attempt in range(self.retries + 1):
             if stop is not None and stop.is_set():
                 raise _Stopped()
+            left = float("inf") if t_end is None else t_end - time.monotonic()
+            if left <= 0:
+                break
             # jitter so that many clients do not retry in step; Retry-After is a floor, never jittered
             wait = min(self.max_backoff, self.backoff * 2 ** attempt) * random.uniform(0.8, 1.0)
+            tries += 1
             try:
-                return self._post(messages)
+                return self._post(messages, min(self.timeout, left))
             except urllib.error.HTTPError as e:
                 try:
                     detail = e.read()[:300].decode("utf-8", "replace")
@@ -294,11 +339,12 @@ class EndpointTeacher(Teacher):
                 # refused, reset, timed out, cut short, or a reply that is not chat-completions JSON
                 last = f"{type(e).__name__}: {getattr(e, 'reason', None) or e}"
             if attempt < self.retries:
-                time.sleep(wait)
+                time.sleep(max(0.0, min(wait, (t_end or float("inf")) - time.monotonic())))
         if stop is not None:
             stop.set()
+        within = f" within the {self.deadline:g} s deadline (--teacher-deadline)" if t_end else ""
         raise TeacherError(f"could not get an answer from teacher endpoint {self.url} after "
-                           f"{self.retries + 1} tries (last error: {last})")
+                           f"{tries} tries{within} (last error: {last})")
 
     def _stream(self, convs, specs):
         pool, stop = ThreadPoolExecutor(max_workers=self.concurrency), threading.Event()
@@ -349,27 +395,62 @@ def make_teacher(spec=TEACHER, url=None, model=None, key=None, cache_path=None, 
     return teacher
 
 # -----------------------------------------------------------------------------
-# command line: the teacher flags of probes.py (and of any script that asks a teacher)
+# command line: the teacher flags of train.py and probes.py, checked before anything runs
 
-def add_arguments(ap, cache_default):
-    """The teacher flags, as one argument group of an argparse parser."""
-    g = ap.add_argument_group("teacher")
-    g.add_argument("--teacher", default=TEACHER, help="oracle | hf:<path-or-id> | openai (with --teacher-url)")
+def add_arguments(ap, teacher_help="oracle | hf:<path-or-id> | openai (with --teacher-url)", default=TEACHER):
+    """The teacher flags, into an argparse parser (as their own group) or an existing group."""
+    g = ap.add_argument_group("teacher") if isinstance(ap, argparse.ArgumentParser) else ap
+    g.add_argument("--teacher", default=default, help=teacher_help)
     g.add_argument("--teacher-url", default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
     g.add_argument("--teacher-model", default=None, help="model name sent to the endpoint")
-    g.add_argument("--cache", default=str(cache_default),
-                   help="teacher cache JSONL ('none': no cache; the oracle is never cached)")
-    g.add_argument("--concurrency", type=int, default=CONCURRENCY, help="endpoint requests in flight")
-    g.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds before a request counts as hung")
-    g.add_argument("--retries", type=int, default=RETRIES)
-    g.add_argument("--backoff", type=float, default=BACKOFF, help="first retry wait, doubled each try")
-    g.add_argument("--max-tokens", type=int, default=TEACHER_MAX_TOKENS, help="a teacher's answer budget")
+    g.add_argument("--teacher-cache", default=None, metavar="DIR|FILE.jsonl|none",
+                   help=f"answer cache shared by every run and probes.py: a folder (one file per teacher; default "
+                        f"${CACHE_ENV_VAR} or ~/.cache/exgrpo/teacher), one .jsonl file, or none")
+    g.add_argument("--teacher-max-tokens", type=int, default=TEACHER_MAX_TOKENS, help="a teacher's answer budget")
+    g.add_argument("--teacher-concurrency", type=int, default=CONCURRENCY, help="endpoint requests in flight")
+    g.add_argument("--teacher-timeout", type=float, default=TIMEOUT, help="seconds before one try counts as hung")
+    g.add_argument("--teacher-retries", type=int, default=RETRIES, help="extra tries per prompt")
+    g.add_argument("--teacher-backoff", type=float, default=BACKOFF, help="first retry wait, doubled each try")
+    g.add_argument("--teacher-deadline", type=float, default=DEADLINE,
+                   help="seconds one prompt may take over all its tries and waits (0 = no limit)")
+
+
+FLAG_RANGES = {  # flag -> (test, what is allowed)
+    "teacher_max_tokens": (lambda v: v >= 1, ">= 1"), "teacher_concurrency": (lambda v: v >= 1, ">= 1"),
+    "teacher_timeout": (lambda v: 0 < v < float("inf"), "> 0 seconds"), "teacher_retries": (lambda v: v >= 0, ">= 0"),
+    "teacher_backoff": (lambda v: 0 <= v < float("inf"), ">= 0 seconds"),
+    "teacher_deadline": (lambda v: 0 <= v < float("inf"), ">= 0 seconds (0 = no limit)")}
+
+
+def _teacher_kw(args):
+    if args.teacher_url:
+        return {"concurrency": args.teacher_concurrency, "timeout": args.teacher_timeout,
+                "retries": args.teacher_retries, "backoff": args.teacher_backoff,
+                "max_tokens": args.teacher_max_tokens, "deadline": args.teacher_deadline}
+    return {"max_new_tokens": args.teacher_max_tokens} if str(args.teacher).startswith("hf:") else {}
+
+
+def check_args(args):
+    """Why the teacher flags cannot work (one line naming the flag), or None. Builds the teacher
+    without its cache: no folder is made, no model loads, nothing is asked."""
+    for flag, (ok, allowed) in FLAG_RANGES.items():
+        if not ok(getattr(args, flag)):
+            return f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be {allowed}"
+    local = str(args.teacher)[3:] if str(args.teacher).startswith("hf:") else ""
+    if local.startswith((".", "/", "~")) and not Path(local).expanduser().exists():
+        return f"--teacher {args.teacher}: no folder at {Path(local).expanduser().resolve()}"
+    if args.teacher_url and not args.teacher_url.startswith(("http://", "https://")):
+        return f"--teacher-url {args.teacher_url}: must start with http:// or https://"
+    try:
+        make_teacher(args.teacher, args.teacher_url, args.teacher_model, **_teacher_kw(args))
+    except TeacherError as e:  # its messages name the flags, but for an unknown --teacher
+        return str(e) if "--teacher" in str(e) else f"--teacher {args.teacher}: {e}"
+    return None
 
 
 def from_args(args):
-    """The teacher the flags of add_arguments describe."""
-    kw = ({"concurrency": args.concurrency, "timeout": args.timeout, "retries": args.retries,
-           "backoff": args.backoff, "max_tokens": args.max_tokens} if args.teacher_url
-          else {"max_new_tokens": args.max_tokens} if args.teacher.startswith("hf:") else {})
-    return make_teacher(args.teacher, args.teacher_url, args.teacher_model,
-                        cache_path=None if args.cache == "none" else args.cache, **kw)
+    """The teacher the flags of add_arguments describe, with its cache file in --teacher-cache."""
+    teacher = make_teacher(args.teacher, args.teacher_url, args.teacher_model, **_teacher_kw(args))
+    if teacher.cacheable and str(args.teacher_cache).lower() != "none":
+        teacher.cache = TeacherCache(cache_file(args.teacher_cache or cache_dir(), teacher.id))
+    return teacher

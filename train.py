@@ -46,6 +46,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+import checks
 import data
 import evaluate
 import exgrpo
@@ -54,6 +55,7 @@ import presets
 import probes
 import runs
 import sample
+import teachers
 
 # -----------------------------------------------------------------------------
 # defaults: the CPU preset (SmolLM2-135M, 2 cores, about 20 minutes in all)
@@ -138,10 +140,8 @@ def parser():
     g.add_argument("--eval-n", type=int, default=EVAL_N, help="questions per evaluation split")
     g.add_argument("--eval-max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS)
     g = ap.add_argument_group("stage 1: explanatory inversion")
-    g.add_argument("--teacher", default=TEACHER,
-                   help="oracle | hf:<path-or-id> | openai (with --teacher-url) | none (skip EI; implies --no-probes)")
-    g.add_argument("--teacher-url", default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
-    g.add_argument("--teacher-model", default=None)
+    teachers.add_arguments(g, "oracle | hf:<path-or-id> | openai (with --teacher-url) | none (skip EI; implies "
+                              "--no-probes)", TEACHER)   # + the endpoint's limits and the shared answer cache
     g.add_argument("--probe-writer", default=None, choices=["template", "teacher"],
                    help="default: teacher on a text dataset with a real teacher, else template")
     g.add_argument("--rules", default=RULES, help="comma-separated subset of the ten rules")
@@ -197,7 +197,7 @@ def rl_flags(g):
 
 def get_args(argv=None):
     """Parse and check every flag before anything is loaded or written (a bad value: one line, exit 2)."""
-    ap = presets.add_flags(parser())
+    ap = checks.one_line(presets.add_flags(parser()))   # argparse's own errors: one line, no usage block
     presets.apply(ap, argv)  # presets.py: the student's preset (tiny, cpu, gpu-7b) as defaults; flags still win
     args = ap.parse_args(argv)
     if args.dataset not in data.DATASETS:
@@ -212,6 +212,7 @@ def get_args(argv=None):
                               ("sft_epochs", args.sft_epochs >= 1 or args.no_sft, ">= 1 (or --no-sft)")):
         if not ok:
             ap.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be {allowed}")
+    checks.train_flags(ap, args)   # every other flag: ranges, paths, student, rules, teacher
     if args.resume and (Path(args.resume) / "config.json").exists():   # a resumed run keeps its flags
         saved = json.loads((Path(args.resume) / "config.json").read_text())
         for key, value in vars(args).items():
@@ -250,13 +251,12 @@ def load_data(args):
 
 
 def build_dei(args, run, train):
-    """Stage 1: D_EI from the training records (probes.py), cached in the run folder."""
+    """Stage 1: D_EI from the training records (probes.py), kept in the run folder; the teacher's
+    answers go to the cache shared by every run and probes.py (--teacher-cache)."""
     out = run.path / "dei.jsonl"
-    teacher = probes.make_teacher(args.teacher, url=args.teacher_url, model=args.teacher_model,
-                                  cache_path=run.path / "teacher_cache.jsonl")
+    teacher = teachers.from_args(args)
     dei, stats = probes.build_dei(train, teacher, rules=args.rules, tau_hard=args.tau_hard,
-                                  student=args.difficulty_student, probe_writer=args.probe_writer,
-                                  seed=args.seed, cache_path=run.path / "teacher_cache.jsonl")
+                                  student=args.difficulty_student, probe_writer=args.probe_writer, seed=args.seed)
     probes.save_dei(out, dei)
     (run.path / "dei.stats.json").write_text(json.dumps(stats, indent=2))
     print(probes.format_table(stats))

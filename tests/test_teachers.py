@@ -199,8 +199,9 @@ def test_cli_killed_mid_run_resumes_without_repeating_a_call(tmp_path):
     recs = generate("train", 12, seed=0)
     table = oracle_table(recs, rules.split(","))
     cache, out = tmp_path / "cache.jsonl", tmp_path / "dei.jsonl"
-    args = cli("--dataset", "synth", "--limit", "12", "--rules", rules, "--out", str(out), "--cache", str(cache),
-               "--teacher-model", "fake", "--concurrency", "4", "--timeout", "30", "--backoff", "0.01")
+    args = cli("--dataset", "synth", "--limit", "12", "--rules", rules, "--out", str(out), "--teacher-cache",
+               str(cache), "--teacher-model", "fake", "--teacher-concurrency", "4", "--teacher-timeout", "30",
+               "--teacher-backoff", "0.01")
     with FakeOpenAI(answer_from(table), block_after=20) as srv:
         proc = subprocess.Popen(args + ["--teacher-url", srv.url], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
@@ -233,7 +234,8 @@ def test_cli_killed_mid_run_resumes_without_repeating_a_call(tmp_path):
 def test_cli_reports_a_teacher_error_cleanly(tmp_path):
     url = f"http://127.0.0.1:{dead_port()}/v1"
     r = subprocess.run(cli("--limit", "2", "--rules", "why", "--teacher-url", url, "--teacher-model", "m",
-                           "--retries", "1", "--backoff", "0.01", "--cache", str(tmp_path / "c.jsonl"),
+                           "--teacher-retries", "1", "--teacher-backoff", "0.01",
+                           "--teacher-cache", str(tmp_path / "c.jsonl"),
                            "--out", str(tmp_path / "d.jsonl")), cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 1 and "could not get an answer" in r.stderr and "Traceback" not in r.stderr
 
@@ -275,8 +277,9 @@ def test_cli_strategyqa_teacher_writes_the_probes_by_default(shared_data, tmp_pa
     out = tmp_path / "dei.jsonl"
     with FakeOpenAI(canned, every_fault_once, hang_s=HANG) as srv:
         r = subprocess.run(cli("--dataset", "strategyqa", "--limit", "5", "--data-dir", str(shared_data),
-                               "--teacher-url", srv.url, "--teacher-model", "fake", "--timeout", str(FAST["timeout"]),
-                               "--backoff", "0.01", "--cache", str(tmp_path / "c.jsonl"), "--out", str(out)),
+                               "--teacher-url", srv.url, "--teacher-model", "fake",
+                               "--teacher-timeout", str(FAST["timeout"]), "--teacher-backoff", "0.01",
+                               "--teacher-cache", str(tmp_path / "c.jsonl"), "--out", str(out)),
                            cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         assert max(srv.answered.values()) == 1
@@ -312,7 +315,7 @@ def test_cli_strategyqa_templates_write_only_real_probes(shared_data, tmp_path):
     with FakeOpenAI(canned) as srv:
         r = subprocess.run(cli("--dataset", "strategyqa", "--limit", "5", "--data-dir", str(shared_data),
                                "--teacher-url", srv.url, "--teacher-model", "fake", "--probe-writer", "template",
-                               "--cache", "none", "--out", str(out)), cwd=ROOT, capture_output=True, text=True,
+                               "--teacher-cache", "none", "--out", str(out)), cwd=ROOT, capture_output=True, text=True,
                            timeout=120)
         assert r.returncode == 0, r.stderr
     dei = probes.load_dei(out, kept_only=False)

@@ -154,7 +154,7 @@ def test_dataset_with_zero_usable_rows(tmp_path):
     (d / "test_data" / "SQA_test.json").write_text(json.dumps([{"question": "Is it?", "gold_answer": "yes"}]))
     with pytest.raises(SystemExit, match="zero usable training rows"):
         train.main(["--student", "tiny", "--dataset", "strategyqa", "--data-dir", str(tmp_path / "data"),
-                    "--out", str(tmp_path / "run")])
+                    "--teacher", "none", "--out", str(tmp_path / "run")])   # the oracle knows no text dataset
     assert not (tmp_path / "run").exists()
 
 

@@ -1,0 +1,138 @@
+"""
+Flag checks for the three command lines (train.py, probes.py, evaluate.py), run right after
+parsing: a bad value stops the script in about a second, before a model loads, a folder is
+made or a teacher is asked, with one line that names the flag, the value and what is allowed,
+and exit status 2.
+
+    ap = checks.one_line(argparse.ArgumentParser())   # argparse's own errors: one line too
+    args = ap.parse_args()
+    checks.ranges(ap, args, {"limit": checks.AT_LEAST_0, "batch_size": checks.AT_LEAST_1})
+    checks.train_flags(ap, args)                      # everything else train.py takes
+
+tests/test_bad_input.py runs every bad value of the three scripts.
+"""
+
+import math
+import sys
+from pathlib import Path
+
+# -----------------------------------------------------------------------------
+# ranges: (test, what is allowed); values must also be finite (a NaN passes no comparison)
+
+AT_LEAST_0 = (lambda v: v >= 0, ">= 0")
+AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
+POSITIVE = (lambda v: v > 0, "> 0")
+FRACTION = (lambda v: 0 <= v <= 1, "in [0, 1]")
+
+# train.py's flags beyond the ones get_args checks itself (G, delta, nu, steps, epochs, k, k')
+TRAIN_RANGES = {
+    "train_n": (AT_LEAST_0[0], ">= 0 (0 = all)"), "eval_n": AT_LEAST_1, "eval_max_new_tokens": AT_LEAST_1,
+    "save_every": (AT_LEAST_0[0], ">= 0 (0 = by time)"), "save_minutes": POSITIVE,
+    "rollout_batch": (AT_LEAST_0[0], ">= 0 (0 = all)"), "tau_hard": FRACTION, "sft_probes": AT_LEAST_0,
+    "sft_batch": AT_LEAST_1, "sft_micro": AT_LEAST_1, "sft_lr": POSITIVE, "sft_warmup": AT_LEAST_0,
+    "beta": AT_LEAST_0, "clip_eps": POSITIVE, "aux_weight": AT_LEAST_0,
+    "eval_every": (AT_LEAST_0[0], ">= 0 (0 = never)"), "eval_every_n": AT_LEAST_1, "rl_lr": POSITIVE,
+    "rl_micro": AT_LEAST_1, "max_new_tokens": AT_LEAST_1, "temperature": POSITIVE, "ppo_epochs": AT_LEAST_1,
+    "grad_clip": (AT_LEAST_0[0], ">= 0 (0 = no clipping)"),
+}
+
+# -----------------------------------------------------------------------------
+# the checks
+
+
+def fail(ap, message):
+    """One line on stderr, exit 2 (argparse's status for a bad command line), no usage block."""
+    print(f"{ap.prog}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def one_line(ap):
+    """Make argparse's own errors (a bad type, an unknown flag, a bad choice) one line too."""
+    ap.error = lambda message: fail(ap, message)
+    return ap
+
+
+def ranges(ap, args, table):
+    """Every flag of `table` ({dest: (test, allowed)}) that is set must be finite and pass its test."""
+    for dest, (ok, allowed) in table.items():
+        v = getattr(args, dest)
+        if v is not None and (isinstance(v, float) and not math.isfinite(v) or not ok(v)):
+            fail(ap, f"--{dest.replace('_', '-')} {v}: must be {allowed}")
+
+
+def must_exist(ap, args, *dests, what="folder"):
+    """Paths that must already be there (a file or a folder, as `what` says)."""
+    for dest in dests:
+        v = getattr(args, dest)
+        if v is not None and not (Path(v).is_dir() if what == "folder" else Path(v).is_file()):
+            fail(ap, f"--{dest.replace('_', '-')} {v}: no {what} at {Path(v).resolve()}")
+
+
+def student(ap, flag, name, allow_none=False):
+    """An alias of sample.py, an existing folder, or a hub id (org/name; checked when it loads)."""
+    if allow_none and name == "none":
+        return
+    import sample
+    if name in sample.STUDENTS or Path(name).exists():
+        return
+    if "/" in name and not name.startswith((".", "/", "~")):
+        return
+    fail(ap, f"{flag} {name}: unknown student {name!r}: not an alias ({', '.join(sample.STUDENTS)}) nor a hub "
+             f"id (org/name), and no folder at {Path(name).resolve()}")
+
+
+def device(ap, name):
+    """--device: a torch device this machine has."""
+    if name is None:
+        return
+    import torch
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        fail(ap, f"--device {name}: {e}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        fail(ap, f"--device {name}: no CUDA device here; use cpu, or leave --device out")
+
+
+def level(ap, value):
+    from data.synth import LEVELS
+    if value is not None and value not in LEVELS:
+        fail(ap, f"--level {value}: must be one of {', '.join(map(str, LEVELS))}")
+
+
+def oracle_on_text(ap, args, instead):
+    """The oracle computes answers from the synthetic world's structure: a text dataset has none."""
+    if args.dataset != "synth" and args.teacher == "oracle" and not args.teacher_url:
+        fail(ap, f"--teacher oracle: answers only the synthetic world, not --dataset {args.dataset}; use {instead}")
+
+
+def teacher(ap, args):
+    import teachers
+    problem = teachers.check_args(args)
+    if problem:
+        fail(ap, problem)
+
+
+def rules(ap, value):
+    import probes
+    try:
+        probes.parse_rules(value)
+    except ValueError as e:
+        fail(ap, f"--rules {value}: {e}")
+
+
+def train_flags(ap, args):
+    """train.py: everything get_args does not check itself, in the order a user reads the flags."""
+    ranges(ap, args, TRAIN_RANGES)
+    student(ap, "--student", args.student)
+    student(ap, "--difficulty-student", args.difficulty_student, allow_none=True)
+    device(ap, args.device)
+    must_exist(ap, args, "data_dir")
+    level(ap, args.level)
+    if args.resume and not (Path(args.resume) / "config.json").is_file():
+        fail(ap, f"--resume {args.resume}: no run there to resume (no config.json in {Path(args.resume).resolve()})")
+    if args.teacher == "none":
+        return
+    rules(ap, args.rules)
+    teacher(ap, args)
+    oracle_on_text(ap, args, "--teacher hf:<model>, --teacher-url URL --teacher-model NAME, or --teacher none")
