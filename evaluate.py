@@ -13,7 +13,9 @@ Greedy evaluation: the student answers each plain question once, no probes (as i
 
 Everything lands under --out (default runs/eval): results.json and results.md (the paper's
 layout: one row per --name, default the student; one column per dataset, the ID and OOD means;
-the same --name updates its row, so --datasets id, then ood, fill one row) and
+the same --name updates its row, so --datasets id, then ood, fill one row; a result is keyed by
+(--name, dataset, split): --split train lands in column strategyqa/train, beside the test
+score, and a cell already there is replaced only with --overwrite) and
 <name>/predictions_<dataset>.jsonl (id, question, gold, generated text, extracted answer,
 correct). --resume skips every question already on disk (a crash costs at most one batch).
 --ei-test: the paper's EI-Test (data/ei_test.py). --samples N: N answers per question at T=1,
@@ -32,6 +34,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+import checks
 import data
 import report
 import rewards
@@ -184,7 +187,7 @@ def parse_datasets(spec):
     names = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [n for n in names if n not in data.DATASETS]
     if unknown or not names:
-        raise ValueError(f"unknown dataset {', '.join(unknown) or '(none given)'}; choose from "
+        raise ValueError(f"--datasets {spec}: unknown dataset {', '.join(unknown) or '(none given)'}; choose from "
                          f"{', '.join(data.DATASETS)}, or all | id | ood | none")
     return list(dict.fromkeys(names))
 
@@ -219,6 +222,8 @@ def build_parser():
     g = ap.add_argument_group("output")
     g.add_argument("--out", default=OUT, help="folder of results.json / results.md / <name>/predictions_*.jsonl")
     g.add_argument("--resume", action="store_true", help="skip questions already scored under --out")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace results of this --name already in results.json (refused otherwise)")
     g.add_argument("--table", nargs="+", default=None, metavar="RESULTS_JSON",
                    help="merge these results.json files into one table (printed; written under --out "
                         "only when --out is given explicitly) and exit")
@@ -229,43 +234,95 @@ def build_parser():
     return ap
 
 
+def column(ds, split):
+    """The key of a result in its row (the row is the run's --name): synth/<split>; a real
+    dataset's test split under its bare name (the paper's columns), another split <name>/<split>."""
+    return f"synth/{split}" if ds == "synth" else ds if split == "test" else f"{ds}/{split}"
+
+
+def plan(args):
+    """[(column, dataset, split)] the flags ask for; a split the dataset lacks is a ValueError."""
+    out = []
+    for ds in parse_datasets(args.datasets):
+        have = list(SYNTH_SPLITS) if ds == "synth" else list(real.DATASETS[ds]["files"])
+        for split in [args.split] if args.split else have if ds == "synth" else ["test"]:
+            if split not in have:
+                raise ValueError(f"--split {split}: {ds} has {', '.join(have)}")
+            out.append((column(ds, split), ds, split))
+    if args.ei_test:  # the EI probes of synthetic test questions (test_id unless --split names one)
+        split = args.split if args.split in SYNTH_SPLITS else "test_id"
+        out.append((EI_COLUMN if split == "test_id" else f"{EI_COLUMN}/{split}", "ei", split))
+    if not out:
+        raise ValueError("nothing to evaluate: --datasets none and no --ei-test")
+    return out
+
+
+def check_flags(ap, args, out, name):
+    """Every flag, before data is read or the model loads (checks.py): ranges, paths, the student,
+    the splits, and no result of this --name overwritten without --overwrite."""
+    checks.ranges(ap, args, {"limit": (checks.AT_LEAST_0[0], ">= 0 (0 = the whole split)"),
+                             "batch_size": checks.AT_LEAST_1, "max_new_tokens": checks.AT_LEAST_1,
+                             "samples": (checks.AT_LEAST_0[0], ">= 0 (0 = off)")})
+    checks.student(ap, "--student", args.student)
+    checks.device(ap, args.device)
+    checks.level(ap, args.level)
+    checks.must_exist(ap, args, "data_dir")
+    if args.dtype not in (None, "fp32", "bf16", "fp16"):
+        checks.fail(ap, f"--dtype {args.dtype}: must be fp32, bf16 or fp16")
+    if args.ei_test not in (None, "synth"):
+        checks.must_exist(ap, args, "ei_test", what="file")
+    if args.rules is not None:
+        checks.rules(ap, args.rules)
+    try:
+        columns = [col for col, _, _ in plan(args)]
+    except ValueError as e:
+        checks.fail(ap, str(e))
+    try:
+        done = read_results(out / "results.json")["rows"].get(name, {})
+    except (ValueError, AttributeError, TypeError) as e:  # not JSON (ValueError), or not a results.json
+        checks.fail(ap, f"--out {out}: {out / 'results.json'} is not a results file of evaluate.py ({e})")
+    clash = [c for c in columns if c in done]
+    if clash and not args.overwrite:
+        checks.fail(ap, f"--out {out}: {out / 'results.json'} already holds {name}'s {', '.join(clash)}; "
+                        f"--overwrite replaces them, --name NAME writes a new row")
+
+
 def load_jobs(args, preds):
     """[(column, records, prompt)] of the command line, read before the model loads, so a wrong
     path fails in a second, not a minute."""
     jobs = []
     limit = args.limit or None
-    names = parse_datasets(args.datasets)
-    if args.split and args.split not in SYNTH_SPLITS and "synth" in names:
-        raise ValueError(f"synth has splits {', '.join(SYNTH_SPLITS)}, not {args.split!r}")
-    for ds in names:
-        splits = ([args.split] if args.split else list(SYNTH_SPLITS)) if ds == "synth" else [args.split or "test"]
-        for split in splits:
-            records = data.load(ds, split, limit=limit, data_dir=args.data_dir, level=args.level)
-            if not records:
-                raise ValueError(f"{ds} {split}: no usable question (every row malformed?)")
-            jobs.append((f"synth/{split}" if ds == "synth" else ds, records, data.messages))
-    if args.ei_test:
-        split = args.split if args.split in SYNTH_SPLITS else "test_id"
-        recs = load_ei_test(args.ei_test, split, limit, args.rules, out=preds / f"dei_{split}.jsonl")
-        jobs.append((EI_COLUMN, recs, ei_prompt))
-    if not jobs:
-        raise ValueError("nothing to evaluate: --datasets none and no --ei-test")
+    for col, ds, split in plan(args):
+        if ds == "ei":
+            recs = load_ei_test(args.ei_test, split, limit, args.rules, out=preds / f"dei_{split}.jsonl")
+            jobs.append((col, recs, ei_prompt))
+            continue
+        records = data.load(ds, split, limit=limit, data_dir=args.data_dir, level=args.level)
+        if not records:
+            raise ValueError(f"{ds} {split}: no usable question (every row malformed?)")
+        jobs.append((col, records, data.messages))
     return jobs
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    ap = checks.one_line(build_parser())   # a bad flag: one line, exit 2
+    args = ap.parse_args(argv)
     if args.plot:
+        checks.ranges(ap, args, {"smooth": checks.AT_LEAST_1})
         return report.plot_runs(args.plot, args.plot_out, args.smooth)
     if args.table:
         return report.merge_tables(args.table, args.out if args.out != OUT else None)
     name = args.name or args.student
     out = Path(args.out)
     preds = out / slug(name)
+    check_flags(ap, args, out, name)
     try:
         jobs = load_jobs(args, preds)
+    except (ValueError, FileNotFoundError) as e:   # the data named by --datasets / --data-dir / --ei-test
+        checks.fail(ap, str(e))
+    try:
         model, tok = sample.load_student(args.student, args.dtype, args.device)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
+    except (ValueError, RuntimeError) as e:
         sys.exit(f"evaluate.py: error: {e}")
 
     t0 = time.time()

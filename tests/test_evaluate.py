@@ -110,22 +110,23 @@ def test_means_need_every_dataset_of_their_group():
 
 @pytest.mark.parametrize("argv, expected", [
     (["--datasets", "strategyqa,nosuchset"], "unknown dataset nosuchset"),
-    (["--datasets", "gsm8k", "--data-dir", "/nonexistent/exgrpo-data"], "data directory not found: /nonexistent/exgrpo-data"),
-    (["--ei-test", "/nonexistent/dei.jsonl", "--datasets", "none"], "no D_EI file at /nonexistent/dei.jsonl"),
+    (["--datasets", "gsm8k", "--data-dir", "/nonexistent/exgrpo-data"], "--data-dir /nonexistent/exgrpo-data: no folder"),
+    (["--ei-test", "/nonexistent/dei.jsonl", "--datasets", "none"], "--ei-test /nonexistent/dei.jsonl: no file at"),
     (["--datasets", "none"], "nothing to evaluate"),
 ])
-def test_bad_arguments_exit_with_a_clear_message(argv, expected, tmp_path, monkeypatch):
+def test_bad_arguments_exit_with_a_clear_message(argv, expected, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sample, "load_student", lambda *a, **k: pytest.fail("model loaded before the data"))
     with pytest.raises(SystemExit) as e:
         evaluate.main(["--student", "tiny", "--out", str(tmp_path), *argv])
-    assert isinstance(e.value.code, str) and expected in e.value.code
+    assert e.value.code == 2 and expected in capsys.readouterr().err
 
 
-def test_missing_dataset_file_names_the_expected_path(tmp_path, monkeypatch):
+def test_missing_dataset_file_names_the_expected_path(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sample, "load_student", lambda *a, **k: pytest.fail("model loaded before the data"))
     with pytest.raises(SystemExit) as e:
         evaluate.main(["--student", "tiny", "--datasets", "boolq", "--data-dir", str(tmp_path), "--out", str(tmp_path)])
-    assert str(tmp_path / "boolq" / "revthink" / "test_data" / "BoolQ_test.json") in e.value.code
+    assert e.value.code == 2
+    assert str(tmp_path / "boolq" / "revthink" / "test_data" / "BoolQ_test.json") in capsys.readouterr().err
 
 
 def test_malformed_rows_are_counted_and_skipped(tok, tiny, tmp_path, monkeypatch, capsys):
@@ -169,6 +170,44 @@ def test_rows_merge_into_one_table(tok, tiny, tmp_path, monkeypatch):
     merged = report.merge_tables([out / "results.json", other / "results.json"], tmp_path / "merged")
     assert list(merged["rows"]) == ["zero-shot", "exgrpo", "sft"]
     assert "| sft | - | - | 25.0 |" in (tmp_path / "merged" / "results.md").read_text()
+
+
+def test_split_train_never_replaces_the_test_score_and_overwrite_is_explicit(tok, tiny, tmp_path, monkeypatch,
+                                                                             capsys):
+    """The result key is (--name, dataset, split): --split train lands beside the test score; the
+    same key again is refused (nothing touched) unless --overwrite."""
+    monkeypatch.setattr(sample, "load_student", lambda *a, **k: (tiny, tok))
+    root = write_strategyqa(tmp_path / "data", [{"question": "Is the sky blue?", "gold_answer": True},
+                                                {"question": "Is fire cold?", "gold_answer": False}])
+    train_file = root / "strategyqa" / "revthink" / "training_data" / "SQA.json"
+    train_file.parent.mkdir(parents=True)
+    train_file.write_text(json.dumps([{"question": q, "gold_answer": g} for q, g in
+                                      (("Is ice cold?", True), ("Is snow white?", True), ("Is water dry?", False))]))
+    monkeypatch.setattr(sample, "generate", fake_generate(tok, lambda p: "The answer is yes."))
+    out = tmp_path / "o"
+    common = ["--student", "tiny", "--datasets", "strategyqa", "--data-dir", str(root), "--out", str(out)]
+    evaluate.main(common)                                   # test: sky right, fire wrong
+    test_preds = (out / "tiny" / "predictions_strategyqa.jsonl").read_text()
+    evaluate.main(common + ["--split", "train"])            # train: 2 of 3
+    res = json.loads((out / "results.json").read_text())
+    assert res["rows"]["tiny"] == {"strategyqa": 0.5, "strategyqa/train": pytest.approx(2 / 3)}
+    assert (out / "tiny" / "predictions_strategyqa.jsonl").read_text() == test_preds
+    assert len((out / "tiny" / "predictions_strategyqa_train.jsonl").read_text().splitlines()) == 3
+    # the test split again: refused before the model loads, results and predictions untouched
+    before = (out / "results.json").read_text(), (out / "results.md").read_text()
+    monkeypatch.setattr(sample, "generate", fake_generate(tok, lambda p: "The answer is yes." if "sky" in p
+                                                          else "The answer is no."))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(common)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "already holds tiny's strategyqa" in err and "--overwrite" in err
+    assert len(err.splitlines()) == 1
+    assert ((out / "results.json").read_text(), (out / "results.md").read_text()) == before
+    assert (out / "tiny" / "predictions_strategyqa.jsonl").read_text() == test_preds
+    evaluate.main(common + ["--overwrite"])
+    res = json.loads((out / "results.json").read_text())
+    assert res["rows"]["tiny"] == {"strategyqa": 1.0, "strategyqa/train": pytest.approx(2 / 3)}
 
 # -----------------------------------------------------------------------------
 # EI-Test
