@@ -31,7 +31,9 @@ Choices made here, where the files leave a choice:
 - TabMWP is a number dataset whose multiple-choice rows (letter gold, options in the
   question) are records of answer_type "choice".
 - e-SNLI and ANLI are choice questions: their options are written into the question.
-- A row without a question or a gold answer is skipped and counted (one line on stderr).
+- A row without a question or a gold answer is skipped and counted (one line on stderr naming
+  the file and the first records, by index, with why), and so is a record that is not valid
+  JSON: a JSONL line, or a record of a JSON array file (the parse resumes at the next record).
 """
 import json
 import logging
@@ -161,18 +163,73 @@ def resolve_data_dir(data_dir=None):
                             f"or set {ENV_VAR} to the folder holding the RevThink-layout datasets")
 
 
+class Broken(str):
+    """A record that is not valid JSON, in place of its row: the text says where and why."""
+
+
+def _json_error(e):
+    return f"line {e.lineno} column {e.colno}: {e.msg}"
+
+
+def _array_rows(path, text):
+    """Records of a JSON array file. A broken record becomes a Broken row and the parse resumes
+    at the next ", {" that starts a record that parses (what a broken record spans is unknown:
+    each later candidate is tried in turn); a file that is not an array is an error naming it."""
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as e:
+        first = e
+    else:
+        if not isinstance(rows, list):
+            raise ValueError(f"{path}: not a JSON array of records but a JSON {type(rows).__name__}")
+        return rows
+    start = re.match(r"\s*\[", text)
+    if start is None:
+        raise ValueError(f"{path}: not a JSON array of records ({_json_error(first)})")
+    dec, rows, pos = json.JSONDecoder(), [], start.end()
+    while True:
+        pos = re.compile(r"\s*").match(text, pos).end()
+        if pos >= len(text) or text[pos] == "]":
+            return rows
+        try:
+            row, end = dec.raw_decode(text, pos)
+            follow = re.compile(r"\s*([,\]]|$)").match(text, end)
+            if follow is None:
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, end)
+            rows.append(row)
+            pos = follow.end() if follow.group(1) == "," else follow.start(1)
+        except json.JSONDecodeError as e:
+            rows.append(Broken(f"record {len(rows)} is not valid JSON ({_json_error(e)})"))
+            pos = _resync(dec, text, e.pos)
+            if pos is None:
+                return rows
+
+
+def _resync(dec, text, pos):
+    """Where the next whole record starts after a broken one (None: nothing more can be read)."""
+    for m in re.compile(r",\s*(?=\{)").finditer(text, pos):
+        try:
+            _, end = dec.raw_decode(text, m.end())
+        except json.JSONDecodeError:
+            continue
+        if re.compile(r"\s*(,|\]\s*$|$)").match(text, end):  # a record of the array, not one nested in it
+            return m.end()
+    return None
+
+
 def _raw_rows(path):
-    """Rows of a JSON array file or a JSONL file; an unparseable JSONL line becomes None."""
+    """Rows of a JSON array file or a JSONL file; a record or line that is not JSON becomes a
+    Broken row (skipped and counted by load_dataset)."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
-        return json.loads(text)
+        return _array_rows(path, text)
     rows = []
-    for line in text.splitlines():
+    for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                rows.append(None)
+            except json.JSONDecodeError as e:
+                rows.append(Broken(f"line {n} is not valid JSON ({e.msg} at column {e.colno})"))
     return rows
 
 
@@ -219,13 +276,13 @@ def load_dataset(name: str, split: str = "test", data_dir=None, limit: int | Non
         raise FileNotFoundError(f"{name} {split}: expected {path}, not found; fetch it with `{DOWNLOAD_CMD} "
                                 f"--only {name} --data-dir {root}`, or pass --data-dir / data_dir= or set "
                                 f"{ENV_VAR} to the folder holding the RevThink-layout datasets")
-    records, bad = [], 0
+    records, bad = [], []
     for i, row in enumerate(_rows(path)):
         if limit is not None and len(records) >= limit:
             break
         question, gold, reasoning, extra = _READERS[reader](row) if isinstance(row, dict) else (None, None, "", {})
         if not isinstance(question, str) or not question.strip() or not gold:
-            bad += 1
+            bad.append(row if isinstance(row, Broken) else f"record {i} has no question or no gold answer")
             continue
         answer_type = spec["answer_type"]
         if name == "tabmwp" and re.fullmatch(r"[A-Z]", gold) and "(A)" in question:
@@ -233,7 +290,8 @@ def load_dataset(name: str, split: str = "test", data_dir=None, limit: int | Non
         records.append({"id": f"{name}-{split}-{i}", "question": question, "answer": gold,
                         "answer_type": answer_type, "reasoning": reasoning, **extra})
     if bad:
-        print(f"data/real.py: {name} {split}: skipped {bad} malformed rows (no question or no gold answer) in {path}",
+        more = f"; and {len(bad) - 3} more" if len(bad) > 3 else ""
+        print(f"data/real.py: {name} {split}: skipped {len(bad)} malformed rows in {path}: {'; '.join(bad[:3])}{more}",
               file=sys.stderr)
     if as_dataset:
         import datasets

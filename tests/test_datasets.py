@@ -216,6 +216,46 @@ def test_malformed_gsm8k_lines_are_skipped_and_counted(tmp_path, capsys):
     assert "skipped 2 malformed rows" in capsys.readouterr().err
 
 
+def _strategyqa_text(tmp_path, text):
+    path = tmp_path / "strategyqa" / "revthink" / "test_data" / "SQA_test.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    return path
+
+
+def test_a_json_array_with_broken_records_skips_and_counts_them(tmp_path, capsys):
+    """Each broken record is skipped and counted, named by file, index and the JSON error; every
+    other record is read, with its own index as its id."""
+    rows = [json.dumps({"question": f"Is {i} even? (a, {{b}})", "gold_answer": i % 2 == 0}) for i in range(6)]
+    rows[2] = '{"question": "Is 2 even? (a, {b})" "gold_answer": true}'   # missing comma
+    rows[4] = '{"question": "Is 4 even?", "gold_answer": tru}'            # bad literal
+    path = _strategyqa_text(tmp_path, "[\n" + ",\n".join(rows) + "\n]\n")
+    got = load_dataset("strategyqa", data_dir=tmp_path)
+    assert [r["id"] for r in got] == ["strategyqa-test-0", "strategyqa-test-1", "strategyqa-test-3",
+                                      "strategyqa-test-5"]
+    assert [r["answer"] for r in got] == ["yes", "no", "no", "no"]
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "skipped 2 malformed rows" in err and str(path) in err
+    assert "record 2 is not valid JSON (line 4 column" in err and "Expecting ',' delimiter" in err
+    assert "record 4 is not valid JSON (line 6 column" in err
+
+
+def test_a_json_array_cut_short_keeps_the_whole_records(tmp_path, capsys):
+    rows = [json.dumps({"question": f"Is {i} even?", "gold_answer": i % 2 == 0}) for i in range(3)]
+    _strategyqa_text(tmp_path, "[" + ", ".join(rows)[:-20])   # the last record cut mid-way, no ']'
+    assert [r["question"] for r in load_dataset("strategyqa", data_dir=tmp_path)] == ["Is 0 even?", "Is 1 even?"]
+    assert "skipped 1 malformed rows" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, why", [("hello", "not a JSON array of records (line 1 column 1"),
+                                       ('"hello"', "not a JSON array of records but a JSON str")])
+def test_a_file_that_is_no_json_array_is_an_error_naming_it(tmp_path, text, why):
+    path = _strategyqa_text(tmp_path, text)
+    with pytest.raises(ValueError) as e:
+        load_dataset("strategyqa", data_dir=tmp_path)
+    assert str(e.value).startswith(f"{path}: {why}")
+
+
 # -----------------------------------------------------------------------------
 # through `datasets`: the Arrow cache, a datasets.Dataset, D_EI read back unchanged
 
