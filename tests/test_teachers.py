@@ -329,3 +329,85 @@ def test_cli_strategyqa_templates_write_only_real_probes(shared_data, tmp_path):
                 assert p["answer"] is None and p["rule"] in ("counterfactual", "challenge"), p
     for rule in ("decompose", "why", "cause_effect", "process", "compare", "hypothesis", "necessity"):
         assert re.search(rf"^{rule} +template +0 +5 +0 ", r.stdout, re.MULTILINE), r.stdout
+
+
+# -----------------------------------------------------------------------------
+# one cache per teacher, shared by every train.py run and probes.py
+
+
+def write_strategyqa(root, n_train):
+    """A small StrategyQA copy: n_train training questions (gold yes, reasoning shipped), 2 test."""
+    d = root / "strategyqa" / "revthink"
+    (d / "training_data").mkdir(parents=True)
+    (d / "test_data").mkdir(parents=True)
+    train = [{"question": f"Would a {w} fit in a shoebox?", "gold_answer": True,
+              "forward_reasoning": f"A {w} is small. The answer is yes."} for w in ("mouse", "ring", "pen", "key")]
+    (d / "training_data" / "SQA.json").write_text(json.dumps(train[:n_train]))
+    (d / "test_data" / "SQA_test.json").write_text(json.dumps(train[:2]))
+    return [{"question": r["question"], "answer": "yes", "answer_type": "yesno"} for r in train[:n_train]]
+
+
+def test_train_runs_and_probes_share_one_teacher_cache(tmp_path, monkeypatch):
+    """A second train.py run asks the endpoint nothing it answered before (another run folder,
+    more questions: only the new question is asked), probes.py neither; another teacher model or
+    other sampling never reuses the answers. Cache lines record the teacher and the sampling."""
+    import train
+    monkeypatch.setenv(teachers.CACHE_ENV_VAR, str(tmp_path / "not-this-one"))  # --teacher-cache wins
+    data_dir, cache = tmp_path / "data", tmp_path / "cache"
+    recs = write_strategyqa(data_dir, 4)
+    canned, _ = strategyqa_teacher(recs)
+
+    def run(srv, n, out, *extra):
+        before = len(srv.requests)
+        train.main(["--student", "tiny", "--dataset", "strategyqa", "--data-dir", str(data_dir), "--train-n", str(n),
+                    "--eval-n", "1", "--no-zero-shot", "--no-sft", "--no-rl", "--teacher-url", srv.url,
+                    "--teacher-model", "fake", "--teacher-cache", str(cache), "--teacher-timeout", "5",
+                    "--teacher-backoff", "0.01", "--out", str(tmp_path / out), *extra])
+        return [json.loads(k) for k, _, _ in srv.requests[before:]]
+
+    with FakeOpenAI(canned) as srv:
+        first = run(srv, 3, "run1")
+        assert len(first) > 3 * 10     # 10 probe writers, then the probes and their consistency checks
+        assert run(srv, 3, "run2") == []                    # a new run folder: every answer from the cache
+        new = run(srv, 4, "run3")                           # one more question: only it is asked
+        assert new and all(recs[3]["question"] in json.dumps(m) for m in new)
+        assert not any(recs[i]["question"] in json.dumps(m) for m in new for i in range(3))
+        before = len(srv.requests)
+        assert probes.main(["--dataset", "strategyqa", "--data-dir", str(data_dir), "--limit", "4", "--no-progress",
+                            "--teacher-url", srv.url, "--teacher-model", "fake", "--teacher-cache", str(cache),
+                            "--out", str(tmp_path / "dei.jsonl")]) == 0
+        assert len(srv.requests) == before                  # probes.py: the same cache, nothing asked
+        assert len(run(srv, 1, "run4", "--teacher-max-tokens", "64")) > 0   # other sampling: asked again
+        srv.answered.clear()
+        assert len(run(srv, 1, "run5", "--teacher-model", "fake-2")) > 0    # another teacher: asked again
+    assert max(srv.answered.values()) == 1
+    files = sorted(cache.iterdir())
+    assert len(files) == 2 and not (tmp_path / "not-this-one").exists()  # one file per teacher
+    lines = [json.loads(x) for f in files for x in f.read_text().splitlines()]
+    assert {(x["teacher"], x["sampling"]["max_tokens"]) for x in lines} == \
+        {("openai:fake", 1024), ("openai:fake", 64), ("openai:fake-2", 1024)}
+    assert all(x["key"] == teachers.cache_key(x["teacher"], x["messages"], x["sampling"]) for x in lines)
+    assert not any((tmp_path / f"run{i}" / "teacher_cache.jsonl").exists() for i in range(1, 6))
+
+
+def test_deadline_bounds_one_prompt_over_all_its_tries(tmp_path):
+    """A hung server: without a deadline 7 tries x 5 s; with --teacher-deadline 1 the prompt gives up
+    after about a second, with a message naming the flag."""
+    with FakeOpenAI(lambda m: "x", lambda m, a: "hang", hang_s=3.0) as srv:
+        teacher = teachers.make_teacher(url=srv.url, model="fake", timeout=5.0, retries=6, backoff=0.01, deadline=1.0)
+        t0 = time.time()
+        with pytest.raises(teachers.TeacherError, match=r"after 1 tries within the 1 s deadline \(--teacher-deadline\)"):
+            teacher.answer(["Is it?"])
+        assert time.time() - t0 < 3.0   # bounded by the deadline, not by 7 x the 5 s timeout
+
+
+def test_two_processes_append_to_one_cache_without_mixing_lines(tmp_path):
+    path = tmp_path / "c.jsonl"
+    code = ("import sys, teachers; c = teachers.TeacherCache(sys.argv[1]); "
+            "[c.put(f'{sys.argv[2]}{i}', 't', [], sys.argv[2] * 5000, {}) for i in range(100)]")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), tag], cwd=ROOT) for tag in "ab"]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # not one line cut or glued to another
+        c = teachers.TeacherCache(path)
+    assert len(c) == 200 and c.get("a7") == "a" * 5000 and c.get("b99") == "b" * 5000
