@@ -411,3 +411,26 @@ def test_two_processes_append_to_one_cache_without_mixing_lines(tmp_path):
         warnings.simplefilter("error")   # not one line cut or glued to another
         c = teachers.TeacherCache(path)
     assert len(c) == 200 and c.get("a7") == "a" * 5000 and c.get("b99") == "b" * 5000
+
+
+def test_sft_skips_the_wrong_shipped_reasoning_of_a_real_dataset(shared_data, capsys):
+    """StrategyQA's training file ships Gemini's reasoning; where its answer misses the gold (e.g.
+    strategyqa-train-4 ends 'I cannot provide a yes or no answer'), EI marks it reasoning_correct
+    false and SFT leaves it out, counted."""
+    import argparse
+    import train
+    from data.real import load_dataset
+    from rewards import is_correct
+    recs = load_dataset("strategyqa", "train", data_dir=shared_data, limit=20)
+    canned, _ = strategyqa_teacher(recs)
+    dei, _ = probes.build_dei(recs, teachers.make_teacher(lambda m, s: canned(m)), probe_writer="template",
+                              progress=False)
+    wrong = {r["id"] for r in recs if not is_correct(r["reasoning"], r["answer"], r["answer_type"], r["question"])}
+    assert "strategyqa-train-4" in wrong and len(wrong) < len(recs)
+    assert {d["id"] for d in dei if not d["reasoning_correct"]} == wrong
+    capsys.readouterr()
+    pairs = train.sft_examples(argparse.Namespace(seed=0, sft_probes=0), recs, dei)
+    taught = {turns[0][1] for turns in pairs}
+    assert taught == {d["reasoning"] for d in dei if d["id"] not in wrong}
+    assert f"SFT: {len(recs) - len(wrong)} examples; {len(wrong)} teacher answers skipped as wrong" in \
+        capsys.readouterr().out
