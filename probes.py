@@ -654,6 +654,10 @@ def check_flags(ap, args):
     from data import DATASETS
     if args.dataset not in DATASETS:
         checks.fail(ap, f"--dataset {args.dataset}: unknown; choose one of {', '.join(DATASETS)}")
+    from data import real, synth
+    have = synth.SPLITS if args.dataset == "synth" else list(real.DATASETS[args.dataset]["files"])
+    if args.split not in have:
+        checks.fail(ap, f"--split {args.split}: {args.dataset} has {', '.join(have)}")
     checks.ranges(ap, args, {"limit": checks.AT_LEAST_1, "tau_hard": checks.FRACTION, "chunk": checks.AT_LEAST_1,
                              "student_max_tokens": checks.AT_LEAST_1, "student_batch_size": checks.AT_LEAST_1})
     checks.must_exist(ap, args, "data_dir")
