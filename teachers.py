@@ -448,9 +448,18 @@ def check_args(args):
     return None
 
 
-def from_args(args):
-    """The teacher the flags of add_arguments describe, with its cache file in --teacher-cache."""
+def cache_path(args, teacher):
+    """The cache file of this teacher under --teacher-cache (None: no cache, or the oracle)."""
+    if not teacher.cacheable or str(args.teacher_cache).lower() == "none":
+        return None
+    return cache_file(args.teacher_cache or cache_dir(), teacher.id)
+
+
+def from_args(args, cache=True):
+    """The teacher the flags of add_arguments describe, with its cache file in --teacher-cache
+    (cache=False: without it, e.g. to count what is cached, via cache_path, before a run)."""
     teacher = make_teacher(args.teacher, args.teacher_url, args.teacher_model, **_teacher_kw(args))
-    if teacher.cacheable and str(args.teacher_cache).lower() != "none":
-        teacher.cache = TeacherCache(cache_file(args.teacher_cache or cache_dir(), teacher.id))
+    path = cache_path(args, teacher) if cache else None
+    if path is not None:
+        teacher.cache = TeacherCache(path)
     return teacher
