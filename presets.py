@@ -279,7 +279,7 @@ def ei_plan(a, path, load):
         return (f"{head} -> {len(made)} probes; teacher: the oracle, a program (no model or API calls: "
                 f"it answers {n_reason + 2 * len(made)} prompts exactly, probes and their consistency checks; "
                 f"nothing to cache)")
-    teacher = probes.make_teacher(a.teacher, url=a.teacher_url, model=a.teacher_model)
+    teacher = teachers.from_args(a, cache=False)   # no file opened: only its id and sampling are needed
     asks = [probes.format_question(r["question"], r["answer_type"]) for r in good if not r.get("reasoning")]
     if a.probe_writer == "teacher":   # one written probe per question and rule, then its answer
         n_write = n_probe = len(good) * len(rules)
@@ -288,9 +288,9 @@ def ei_plan(a, path, load):
         asks += [probes.format_question(p["question"], p["answer_type"]) for p in made]
         n_write, n_probe = 0, len(made)
         note = f"{n_probe} template probes answered"
-    cache = Path(path) / "teacher_cache.jsonl"
+    cache = teachers.cache_path(a, teacher)   # the shared cache of this teacher (teachers.py)
     have = set()
-    if cache.exists():
+    if cache is not None and Path(cache).exists():
         for line in cache.read_text(errors="replace").splitlines():
             try:
                 have.add(json.loads(line)["key"])

@@ -23,6 +23,13 @@ def _arrow_cache(tmp_path_factory):
     real.ARROW_CACHE = os.environ["HF_DATASETS_CACHE"] = str(tmp_path_factory.mktemp("arrow_cache"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _teacher_cache(tmp_path_factory):
+    """The shared teacher cache (teachers.py) goes to a tmp folder, never ~/.cache (subprocesses too),
+    unless a test names its own --teacher-cache."""
+    os.environ["EXGRPO_TEACHER_CACHE"] = str(tmp_path_factory.mktemp("teacher_cache"))
+
+
 @pytest.fixture(scope="session")
 def shared_data():
     """The real datasets beside the checkout (../shared/data); skip when absent."""

@@ -136,15 +136,23 @@ def test_a_run_that_does_not_fit_stops_with_what_fits(capsys):
     assert "\n" not in msg
 
 
-def test_ei_plan_counts_cached_teacher_calls(tmp_path):
-    """A real teacher: its calls are counted, and the prompts already in the run's cache are found."""
-    a = train.get_args(["--teacher", "hf:nowhere", "--train-n", "3", "--rules", "counterfactual"])
-    train_records, _ = train.load_data(a)
-    teacher = teachers.make_teacher("hf:nowhere")
-    probe = probes.make_probes(train_records[0], ["counterfactual"])[0]
+def _cache_one_probe(a, record):
+    """Write the answer to the first counterfactual probe of `record` into the teacher's shared cache."""
+    teacher = teachers.from_args(a, cache=False)
+    probe = probes.make_probes(record, ["counterfactual"])[0]
     key = teachers.cache_key(teacher.id, teachers.user(probes.format_question(probe["question"], probe["answer_type"])),
                              teacher.sampling)
-    (tmp_path / "teacher_cache.jsonl").write_text(json.dumps({"key": key, "answer": "x"}) + "\n")
+    path = Path(teachers.cache_path(a, teacher))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": key, "answer": "x"}) + "\n")
+
+
+def test_ei_plan_counts_cached_teacher_calls(tmp_path):
+    """A real teacher: its calls are counted, and the prompts already in its shared cache are found."""
+    a = train.get_args(["--teacher", "hf:nowhere", "--train-n", "3", "--rules", "counterfactual",
+                        "--teacher-cache", str(tmp_path / "cache")])
+    train_records, _ = train.load_data(a)
+    _cache_one_probe(a, train_records[0])
     text = presets.ei_plan(a, tmp_path, lambda: (train_records, None))
     # the synthetic world ships its reasoning: 3 counterfactual probes are the prompts known before any
     # answer (their consistency checks hold the answers); one of them is cached
@@ -154,13 +162,10 @@ def test_ei_plan_counts_cached_teacher_calls(tmp_path):
 def test_dry_run_of_a_resumed_run_counts_its_cached_answers(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    a = train.get_args(["--teacher", "hf:nowhere", "--train-n", "2", "--rules", "counterfactual", "--out", str(run)])
+    a = train.get_args(["--teacher", "hf:nowhere", "--train-n", "2", "--rules", "counterfactual", "--out", str(run),
+                        "--teacher-cache", str(tmp_path / "cache")])
     (run / "config.json").write_text(json.dumps(vars(a)))          # as runs.open_run writes it
-    probe = probes.make_probes(train.load_data(a)[0][1], ["counterfactual"])[0]
-    teacher = teachers.make_teacher("hf:nowhere")
-    key = teachers.cache_key(teacher.id, teachers.user(probes.format_question(probe["question"], probe["answer_type"])),
-                             teacher.sampling)
-    (run / "teacher_cache.jsonl").write_text(json.dumps({"key": key, "answer": "x"}) + "\n")
+    _cache_one_probe(a, train.load_data(a)[0][1])
     with pytest.raises(SystemExit) as e:
         train.main(["--resume", str(run), "--dry-run"])
     assert e.value.code == 0 and "1 of the 2 prompts known now are already cached" in capsys.readouterr().out
