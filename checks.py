@@ -6,7 +6,7 @@ and exit status 2.
 
     ap = checks.one_line(argparse.ArgumentParser())   # argparse's own errors: one line too
     args = ap.parse_args()
-    checks.ranges(ap, args, {"limit": checks.AT_LEAST_0, "batch_size": checks.AT_LEAST_1})
+    ranges(ap, args, {"limit": AT_LEAST_0, "batch_size": AT_LEAST_1})
     checks.train_flags(ap, args)                      # everything else train.py takes
 
 tests/test_bad_input.py runs every bad value of the three scripts.
@@ -136,3 +136,19 @@ def train_flags(ap, args):
     rules(ap, args.rules)
     teacher(ap, args)
     oracle_on_text(ap, args, "--teacher hf:<model>, --teacher-url URL --teacher-model NAME, or --teacher none")
+
+
+def evaluate_flags(ap, args):
+    """evaluate.py's ranges, paths, student, device, level, dtype and rules."""
+    ranges(ap, args, {"limit": (AT_LEAST_0[0], ">= 0 (0 = the whole split)"), "batch_size": AT_LEAST_1,
+                      "max_new_tokens": AT_LEAST_1, "samples": (AT_LEAST_0[0], ">= 0 (0 = off)")})
+    student(ap, "--student", args.student)
+    device(ap, args.device)
+    level(ap, args.level)
+    must_exist(ap, args, "data_dir")
+    if args.dtype not in (None, "fp32", "bf16", "fp16"):
+        fail(ap, f"--dtype {args.dtype}: must be fp32, bf16 or fp16")
+    if args.ei_test not in (None, "synth"):
+        must_exist(ap, args, "ei_test", what="file")
+    if args.rules is not None:
+        rules(ap, args.rules)

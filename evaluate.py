@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -39,9 +38,8 @@ import data
 import report
 import rewards
 import sample
-from data import real
 from data.ei_test import ei_prompt, load_ei_test
-from report import EI_COLUMN, SYNTH_SPLITS, merge_results, read_results, render, write_results
+from report import merge_results, plan, read_results, render, slug, write_results
 
 # -----------------------------------------------------------------------------
 # defaults
@@ -177,26 +175,6 @@ def sample_accuracy(model, tok, records, samples, batch_size=BATCH_SIZE, max_new
 # command line
 
 
-def parse_datasets(spec):
-    """'all' | 'id' | 'ood' | 'none' | 'synth' | 'strategyqa,boolq' -> dataset names."""
-    if spec in ("all", "id", "ood"):
-        return list({"all": real.ID_DATASETS + real.OOD_DATASETS, "id": real.ID_DATASETS,
-                     "ood": real.OOD_DATASETS}[spec])
-    if spec == "none":
-        return []
-    names = [s.strip() for s in spec.split(",") if s.strip()]
-    unknown = [n for n in names if n not in data.DATASETS]
-    if unknown or not names:
-        raise ValueError(f"--datasets {spec}: unknown dataset {', '.join(unknown) or '(none given)'}; choose from "
-                         f"{', '.join(data.DATASETS)}, or all | id | ood | none")
-    return list(dict.fromkeys(names))
-
-
-def slug(name):
-    """A row name as a folder name: 'runs/default/rl/final' -> 'runs_default_rl_final'."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
-
-
 def build_parser():
     ap = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -207,7 +185,7 @@ def build_parser():
     g.add_argument("--split", default=None, help="synth: test_id|test_ood (default both); real: test (default)")
     g.add_argument("--limit", type=int, default=LIMIT, help="questions per dataset (0 = the whole split)")
     g.add_argument("--level", type=int, default=None, help="synth: difficulty level (default data/synth.py's)")
-    g.add_argument("--data-dir", default=None, help="real datasets (default $EXGRPO_DATA_DIR or ../shared/data)")
+    g.add_argument("--data-dir", default=None, help="real datasets (default: see data/real.py; python -m data.download)")
     g.add_argument("--ei-test", default=None, metavar="D_EI|synth",
                    help="also score the EI probes of test questions: a D_EI JSONL of probes.py, or synth (oracle, now)")
     g.add_argument("--rules", default=None, help="EI-Test: only these probe rules (comma-separated)")
@@ -225,8 +203,7 @@ def build_parser():
     g.add_argument("--overwrite", action="store_true",
                    help="replace results of this --name already in results.json (refused otherwise)")
     g.add_argument("--table", nargs="+", default=None, metavar="RESULTS_JSON",
-                   help="merge these results.json files into one table (printed; written under --out "
-                        "only when --out is given explicitly) and exit")
+                   help="merge these results.json files into one table (printed; written under an explicit --out)")
     g.add_argument("--plot", nargs="+", default=None, metavar="RUN",
                    help="overlay the training curves of these runs in one PNG and exit (needs matplotlib)")
     g.add_argument("--plot-out", default=None, help="the PNG of --plot (default RUN/curves.png of the first run)")
@@ -234,45 +211,10 @@ def build_parser():
     return ap
 
 
-def column(ds, split):
-    """The key of a result in its row (the row is the run's --name): synth/<split>; a real
-    dataset's test split under its bare name (the paper's columns), another split <name>/<split>."""
-    return f"synth/{split}" if ds == "synth" else ds if split == "test" else f"{ds}/{split}"
-
-
-def plan(args):
-    """[(column, dataset, split)] the flags ask for; a split the dataset lacks is a ValueError."""
-    out = []
-    for ds in parse_datasets(args.datasets):
-        have = list(SYNTH_SPLITS) if ds == "synth" else list(real.DATASETS[ds]["files"])
-        for split in [args.split] if args.split else have if ds == "synth" else ["test"]:
-            if split not in have:
-                raise ValueError(f"--split {split}: {ds} has {', '.join(have)}")
-            out.append((column(ds, split), ds, split))
-    if args.ei_test:  # the EI probes of synthetic test questions (test_id unless --split names one)
-        split = args.split if args.split in SYNTH_SPLITS else "test_id"
-        out.append((EI_COLUMN if split == "test_id" else f"{EI_COLUMN}/{split}", "ei", split))
-    if not out:
-        raise ValueError("nothing to evaluate: --datasets none and no --ei-test")
-    return out
-
-
 def check_flags(ap, args, out, name):
     """Every flag, before data is read or the model loads (checks.py): ranges, paths, the student,
     the splits, and no result of this --name overwritten without --overwrite."""
-    checks.ranges(ap, args, {"limit": (checks.AT_LEAST_0[0], ">= 0 (0 = the whole split)"),
-                             "batch_size": checks.AT_LEAST_1, "max_new_tokens": checks.AT_LEAST_1,
-                             "samples": (checks.AT_LEAST_0[0], ">= 0 (0 = off)")})
-    checks.student(ap, "--student", args.student)
-    checks.device(ap, args.device)
-    checks.level(ap, args.level)
-    checks.must_exist(ap, args, "data_dir")
-    if args.dtype not in (None, "fp32", "bf16", "fp16"):
-        checks.fail(ap, f"--dtype {args.dtype}: must be fp32, bf16 or fp16")
-    if args.ei_test not in (None, "synth"):
-        checks.must_exist(ap, args, "ei_test", what="file")
-    if args.rules is not None:
-        checks.rules(ap, args.rules)
+    checks.evaluate_flags(ap, args)
     try:
         columns = [col for col, _, _ in plan(args)]
     except ValueError as e:

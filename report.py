@@ -15,9 +15,11 @@ the reference, and held-out accuracy at the RL checkpoints ("rl_eval" lines).
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
+import data
 from data import real
 from data.synth import TEST_SPLITS as SYNTH_SPLITS
 
@@ -34,6 +36,51 @@ PLOT_NAME = "curves.png"   # default PNG, inside the first run's folder
 
 # -----------------------------------------------------------------------------
 # tables
+
+
+def slug(name):
+    """A row name as a folder name: 'runs/default/rl/final' -> 'runs_default_rl_final'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "model"
+
+
+def parse_datasets(spec):
+    """'all' | 'id' | 'ood' | 'none' | 'synth' | 'strategyqa,boolq' -> dataset names."""
+    if spec in ("all", "id", "ood"):
+        return list({"all": real.ID_DATASETS + real.OOD_DATASETS, "id": real.ID_DATASETS,
+                     "ood": real.OOD_DATASETS}[spec])
+    if spec == "none":
+        return []
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in data.DATASETS]
+    if unknown or not names:
+        raise ValueError(f"--datasets {spec}: unknown dataset {', '.join(unknown) or '(none given)'}; choose from "
+                         f"{', '.join(data.DATASETS)}, or all | id | ood | none")
+    return list(dict.fromkeys(names))
+
+
+def column(ds, split):
+    """The key of a result in its row (the row is the run's --name): synth/<split>; a real
+    dataset's test split under its bare name (the paper's columns), another split <name>/<split>."""
+    return f"synth/{split}" if ds == "synth" else ds if split == "test" else f"{ds}/{split}"
+
+
+def plan(args):
+    """[(column, dataset, split)] the flags ask for; a split the dataset lacks is a ValueError."""
+    out = []
+    for ds in parse_datasets(args.datasets):
+        have = list(SYNTH_SPLITS) if ds == "synth" else list(real.DATASETS[ds]["files"])
+        for split in [args.split] if args.split else have if ds == "synth" else ["test"]:
+            if split not in have:
+                raise ValueError(f"--split {split}: {ds} has {', '.join(have)}")
+            out.append((column(ds, split), ds, split))
+    if args.ei_test:  # the EI probes of synthetic test questions (test_id unless --split names one)
+        split = args.split if args.split in SYNTH_SPLITS else "test_id"
+        out.append((EI_COLUMN if split == "test_id" else f"{EI_COLUMN}/{split}", "ei", split))
+    if not out:
+        raise ValueError("nothing to evaluate: --datasets none and no --ei-test")
+    return out
+
+
 
 
 def with_means(scores):
