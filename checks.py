@@ -152,3 +152,23 @@ def evaluate_flags(ap, args):
         must_exist(ap, args, "ei_test", what="file")
     if args.rules is not None:
         rules(ap, args.rules)
+
+
+def probes_flags(ap, args):
+    """probes.py's flags, before any data is read, model loaded or teacher asked."""
+    from data import DATASETS
+    if args.dataset not in DATASETS:
+        fail(ap, f"--dataset {args.dataset}: unknown; choose one of {', '.join(DATASETS)}")
+    from data import real, synth
+    have = synth.SPLITS if args.dataset == "synth" else list(real.DATASETS[args.dataset]["files"])
+    if args.split not in have:
+        fail(ap, f"--split {args.split}: {args.dataset} has {', '.join(have)}")
+    ranges(ap, args, {"limit": AT_LEAST_1, "tau_hard": FRACTION, "chunk": AT_LEAST_1,
+                      "student_max_tokens": AT_LEAST_1, "student_batch_size": AT_LEAST_1})
+    must_exist(ap, args, "data_dir")
+    rules(ap, args.rules)
+    student(ap, "--student", args.student, allow_none=True)
+    teacher(ap, args)
+    oracle_on_text(ap, args, "--teacher hf:<model> or --teacher-url URL --teacher-model NAME")
+    if args.out and Path(args.out).is_dir():
+        fail(ap, f"--out {args.out}: is a folder; give the D_EI file to write (a .jsonl path)")

@@ -648,27 +648,6 @@ def default_probe_writer(dataset, teacher=TEACHER, teacher_url=None):
     return "teacher" if dataset != "synth" and real else "template"
 
 
-def check_flags(ap, args):
-    """Every flag of the CLI, before any data is read, model loaded or teacher asked (checks.py)."""
-    import checks
-    from data import DATASETS
-    if args.dataset not in DATASETS:
-        checks.fail(ap, f"--dataset {args.dataset}: unknown; choose one of {', '.join(DATASETS)}")
-    from data import real, synth
-    have = synth.SPLITS if args.dataset == "synth" else list(real.DATASETS[args.dataset]["files"])
-    if args.split not in have:
-        checks.fail(ap, f"--split {args.split}: {args.dataset} has {', '.join(have)}")
-    checks.ranges(ap, args, {"limit": checks.AT_LEAST_1, "tau_hard": checks.FRACTION, "chunk": checks.AT_LEAST_1,
-                             "student_max_tokens": checks.AT_LEAST_1, "student_batch_size": checks.AT_LEAST_1})
-    checks.must_exist(ap, args, "data_dir")
-    checks.rules(ap, args.rules)
-    checks.student(ap, "--student", args.student, allow_none=True)
-    checks.teacher(ap, args)
-    checks.oracle_on_text(ap, args, "--teacher hf:<model> or --teacher-url URL --teacher-model NAME")
-    if args.out and Path(args.out).is_dir():
-        checks.fail(ap, f"--out {args.out}: is a folder; give the D_EI file to write (a .jsonl path)")
-
-
 def main(argv=None):
     import checks
     ap = checks.one_line(argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0],
@@ -688,12 +667,11 @@ def main(argv=None):
     g.add_argument("--student", default=STUDENT, help="difficulty-filter student (none, tiny, smollm2-135m, a path)")
     g.add_argument("--student-max-tokens", type=int, default=STUDENT_MAX_TOKENS)
     g.add_argument("--student-batch-size", type=int, default=16)
-    g.add_argument("--tau-hard", type=float, default=TAU_HARD,
-                   help="keep Q only if the student solves at least this fraction of its consistent probes")
+    g.add_argument("--tau-hard", type=float, default=TAU_HARD, help="keep Q only if the student solves >= this share")
     g.add_argument("--chunk", type=int, default=CHUNK)
     g.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    check_flags(ap, args)
+    checks.probes_flags(ap, args)
     try:
         rules = parse_rules(args.rules)
         records = load_records(args.dataset, args.split, args.limit, args.seed, args.data_dir)
@@ -711,8 +689,7 @@ def main(argv=None):
         print(f"probes.py: error: {e}", file=sys.stderr)
         return 1
     save_dei(out, dei)
-    stats_path = out.with_suffix(".stats.json")
-    stats_path.write_text(json.dumps(stats, indent=1) + "\n")
+    (stats_path := out.with_suffix(".stats.json")).write_text(json.dumps(stats, indent=1) + "\n")
     print(format_table(stats))
     print(f"wrote {len(dei)} D_EI records ({stats['questions']['kept']} kept) to {out} and the table to "
           f"{stats_path} in {time.time() - t0:.1f}s")
