@@ -36,6 +36,7 @@ TRAIN = [
     (["--sft-epochs", "0"], "--sft-epochs 0: must be >= 1 (or --no-sft)"),
     (["--k", "0"], "--k and --rl-questions must be >= 1"),
     (["--k", "3", "--k-partial", "3"], "--k-partial must be in [1, k-1] = [1, 2], got 3"),
+    (["--k", "3", "--k-partial", "0"], "--k-partial must be in [1, k-1] = [1, 2], got 0"),
     (["--rules", "notarule"], "--rules notarule: unknown rule notarule"),
     (["--teacher-url", URL], "needs both --teacher-url and --teacher-model"),
     (["--teacher", "openai"], "needs --teacher-url"),
