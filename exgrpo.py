@@ -319,6 +319,8 @@ def policy_update(cfg, model, ref, tok, opt, roll, adv, aux_dialogues, token_bud
             share = 1.0 if not opt.fused else int(mask.sum()) / n_tok   # fused: each normalized alone
             for key, v in st.items():
                 sums[key] = sums.get(key, 0.0) + (v * share if key in ("loss", "pg_loss") else v)
+            if "aux_nll" in st:   # the aux term belongs to its micro-batch alone: never shared out
+                sums["loss"] += (1.0 - share) * cfg.aux_weight * st["aux_nll"]
         gnorm = optim.finish_step(opt, model.parameters(), cfg.grad_clip, micro_steps=len(micro))
     for key in ("kl", "clip_frac", "entropy"):   # token sums -> token means
         sums[key] = sums.get(key, 0.0) / n_tok
