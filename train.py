@@ -5,6 +5,7 @@ The whole method, three stages: Explanatory Inversion -> SFT warm-up -> ExGRPO.
                                                       # teacher, SmolLM2-135M on the CPU
     python train.py --student tiny                    # every stage end to end in ~2 minutes
     python train.py --no-probes                       # plain GRPO on the original questions
+    python train.py --method step-by-step             # a baseline: sft|step-by-step|revthink|gkd|grpo (baselines.py)
     python train.py --resume runs/smollm2-135m-20261125-031500   # continue a killed run
     python train.py --student qwen2.5-7b --dataset strategyqa --G 8 --k 5 \
         --teacher-url http://localhost:8000/v1 --teacher-model gemini-1.5-pro
@@ -46,6 +47,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+import baselines
 import checks
 import data
 import evaluate
@@ -158,7 +160,7 @@ def parser():
     g.add_argument("--sft-lr", type=float, default=SFT_LR)
     g.add_argument("--sft-warmup", type=int, default=SFT_WARMUP)
     rl_flags(ap.add_argument_group("stage 3: ExGRPO"))
-    return ap
+    return baselines.add_flags(ap)
 
 
 def rl_flags(g):
@@ -213,6 +215,7 @@ def get_args(argv=None):
         if not ok:
             ap.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be {allowed}")
     checks.train_flags(ap, args)   # every other flag: ranges, paths, student, rules, teacher
+    baselines.apply(ap, args)      # --method: its flags, and what it implies (sft: --no-rl, grpo: --no-probes)
     if args.resume and (Path(args.resume) / "config.json").exists():   # a resumed run keeps its flags
         saved = json.loads((Path(args.resume) / "config.json").read_text())
         for key, value in vars(args).items():
@@ -313,7 +316,7 @@ def length_grouped_batches(lengths, batch_size, seed, window=8):
 
 
 def sft_stage(args, run, model, tok, train, dei, device):
-    turns = sft_examples(args, train, dei)
+    turns, tasks, weights = baselines.sft_data(args, train, dei, sft_examples, correct_reasoning)  # + the method's tasks
     tf = [sample.teacher_forced(tok, t) for t in turns]
     lengths = [len(ids) for ids, _ in tf]
     steps_per_epoch = (len(tf) + args.sft_batch - 1) // args.sft_batch
@@ -337,6 +340,7 @@ def sft_stage(args, run, model, tok, train, dei, device):
             sl = slice(s, s + args.sft_micro)
             lp = sample.token_logprobs(model, batch.ids[sl].to(device), batch.attn[sl].to(device),
                                        batch.loss_mask[sl].to(device), vocab_limit=sample.vocab_limit_of(model, tok))
+            lp = lp * baselines.sft_scale(opt, batch.loss_mask, tasks[batches[i]], weights, sl)[:, None].to(device)
             n_norm = int(batch.loss_mask[sl].sum()) if getattr(opt, "fused", False) else n_tok  # fused: one step each
             loss = exgrpo.aggregate(exgrpo.aux_sft_nll(lp), batch.loss_mask[sl].to(device), "token", num_tokens=n_norm)
             loss.backward()
@@ -368,13 +372,13 @@ def rl_stage(args, run, model, ref, tok, pool, evals):
         run.log({"stage": "rl_eval", "step": step, **accs})
         return accs
 
-    bar = tqdm(range(start, args.rl_steps), desc="GRPO" if args.no_probes else "ExGRPO",
+    bar = tqdm(range(start, args.rl_steps), desc="GRPO" if args.no_probes else baselines.LABELS[args.method],
                initial=start, total=args.rl_steps)
     for step in bar:
         if args.eval_every and step % args.eval_every == 0:
             held_out(step)
         questions = random.Random(args.seed * 7 + step).sample(pool, min(args.rl_questions, len(pool)))
-        row = exgrpo.exgrpo_step(args, model, ref, tok, opt, questions, step)
+        row = (baselines.gkd_step if args.method == "gkd" else exgrpo.exgrpo_step)(args, model, ref, tok, opt, questions, step)
         run.log({"stage": "rl", "step": step, **row})
         bar.set_postfix(reward=f"{row['reward']:.2f}", kl=f"{row.get('kl', 0):.4f}")
         if runs.due(args, step, args.rl_steps):
@@ -391,7 +395,8 @@ def eval_all(args, run, stage, model, tok, evals, quiet=False):
     res = {}
     for name, records in evals.items():
         out = evaluate.evaluate(model, tok, records, max_new_tokens=args.eval_max_new_tokens,
-                                predictions_path=run.path / stage / f"predictions_{name}.jsonl", desc=f"{stage}/{name}")
+                                predictions_path=run.path / stage / f"predictions_{name}.jsonl", desc=f"{stage}/{name}",
+                                prompt=baselines.eval_prompt(args))
         res[name] = out["accuracy"]
         quiet or print(f"{stage:>10} {name:>10}: {100 * out['accuracy']:5.1f}% ± {100 * out['stderr']:.1f} "
               f"({out['correct']}/{out['n']})")
@@ -405,6 +410,7 @@ def main(argv=None):
     try:  # bad input fails here, before the run folder is touched
         train, evals = load_data(args)
         model, tok = sample.load_student(args.student, args.dtype, args.device, seed=args.seed, random_init=args.random_init)
+        lm_teacher = baselines.lm_teacher(args, tok)   # --method gkd: the teacher LM (same tokenizer), else None
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     if args.grad_checkpointing:   # training only: generation runs in eval() and keeps its KV cache
@@ -453,6 +459,7 @@ def main(argv=None):
             ref.eval().requires_grad_(False)
         else:
             ref = None
+        ref = lm_teacher if lm_teacher is not None else ref   # gkd: the teacher stands where pi_ref stood
         pool = dei if dei is not None else train
         if not run.finished("rl"):
             stage("rl", lambda: rl_stage(args, run, model, ref, tok, pool, evals) or {"done": True})
@@ -465,8 +472,8 @@ def main(argv=None):
 def report(args, run, evals):
     done, timing = run.state["done"], run.state.get("timing", {})
     names = list(evals)
-    rows = [("zero-shot", "zero_shot", "zero_shot"), ("SFT warm-up", "eval_sft", "sft"),
-            ("GRPO" if args.no_probes else "ExGRPO", "eval_rl", "rl")]
+    rows = [("zero-shot", "zero_shot", "zero_shot"), (baselines.sft_label(args), "eval_sft", "sft"),
+            ("GRPO" if args.no_probes else baselines.LABELS[args.method], "eval_rl", "rl")]
     table = []
     lines = ["| stage | " + " | ".join(names) + " | train time (s) | eval time (s) |",
              "|---|" + "---|" * (len(names) + 2)]
