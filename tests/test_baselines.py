@@ -1,0 +1,251 @@
+"""baselines.py: each method's loss against a hand computation, and train.py --method wiring.
+
+    OMP_NUM_THREADS=1 python -m pytest -q tests/test_baselines.py
+"""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import baselines
+import data
+import exgrpo
+import sample
+import train
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--student", "tiny", "--train-n", "4", "--eval-n", "2", "--eval-max-new-tokens", "6", "--sft-batch", "4",
+        "--rl-questions", "1", "--G", "2", "--k", "2", "--max-new-tokens", "6", "--save-every", "1", "--no-zero-shot"]
+
+# -----------------------------------------------------------------------------
+# GKD's generalized JSD, P = teacher, Q = student
+
+
+def _log(*ps):
+    return torch.tensor([list(ps)]).log()
+
+
+@pytest.mark.parametrize("beta, hand", [
+    (0.0, 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)),          # KL(P||Q) = 0.5108
+    (1.0, 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)),          # KL(Q||P) = 0.3681
+    # M = [0.7, 0.3]: 0.5 KL(P||M) + 0.5 KL(Q||M)
+    (0.5, 0.5 * (0.5 * math.log(0.5 / 0.7) + 0.5 * math.log(0.5 / 0.3))
+     + 0.5 * (0.9 * math.log(0.9 / 0.7) + 0.1 * math.log(0.1 / 0.3))),   # 0.1017
+])
+def test_generalized_jsd_against_a_direct_computation(beta, hand):
+    got = baselines.generalized_jsd(_log(0.5, 0.5), _log(0.9, 0.1), beta)
+    assert got.shape == (1,)
+    assert got.item() == pytest.approx(hand, abs=1e-6)
+    assert got.item() == pytest.approx({0.0: 0.510826, 1.0: 0.368064, 0.5: 0.101749}[beta], abs=1e-5)
+
+
+def test_generalized_jsd_three_tokens_and_its_limits():
+    p, q = torch.tensor([0.2, 0.3, 0.5]), torch.tensor([0.6, 0.3, 0.1])
+    m = 0.25 * p + 0.75 * q   # beta = 0.25: [0.5, 0.3, 0.2]
+    hand = 0.25 * sum(p * (p / m).log()) + 0.75 * sum(q * (q / m).log())
+    got = baselines.generalized_jsd(p.log()[None], q.log()[None], 0.25)
+    assert got.item() == pytest.approx(hand.item(), abs=1e-6)
+    assert got.item() == pytest.approx(0.25 * 0.274887 + 0.75 * 0.040078, abs=1e-5)   # by hand: 0.0988
+    # beta = 0.5 is symmetric; identical distributions give 0 for every beta
+    assert baselines.generalized_jsd(p.log()[None], q.log()[None], 0.5).item() == pytest.approx(
+        baselines.generalized_jsd(q.log()[None], p.log()[None], 0.5).item(), abs=1e-7)
+    for beta in (0.0, 0.3, 1.0):
+        assert baselines.generalized_jsd(p.log()[None], p.log()[None], beta).item() == pytest.approx(0, abs=1e-7)
+    # the endpoints are the limits: D/beta -> forward KL as beta -> 0, D/(1 - beta) -> reverse KL as beta -> 1
+    fwd, rev = (baselines.generalized_jsd(p.log()[None], q.log()[None], b).item() for b in (0.0, 1.0))
+    assert baselines.generalized_jsd(p.log()[None], q.log()[None], 1e-4).item() / 1e-4 == pytest.approx(fwd, rel=1e-3)
+    assert baselines.generalized_jsd(p.log()[None], q.log()[None], 1 - 1e-4).item() / 1e-4 == pytest.approx(rev, rel=1e-3)
+
+
+def test_token_log_softmax_lines_up_with_the_sampled_tokens(tok, tiny):
+    """Its row for each masked position, read at the sampled id, is sample.token_logprobs's value."""
+    ids, mask = sample.teacher_forced(tok, [("What is 2 + 3?", "The answer is 5.")])
+    batch = sample.pack([[]], [ids], tok.pad_token_id, [mask])
+    full = baselines.token_log_softmax(tiny, batch.ids, batch.attn, batch.loss_mask, len(tok))
+    want = batch.loss_mask[:, 1:].bool()
+    picked = full.gather(-1, batch.ids[:, 1:][want][:, None]).squeeze(-1)
+    lp = sample.token_logprobs(tiny, batch.ids, batch.attn, batch.loss_mask)
+    assert full.shape == (int(want.sum()), len(tok))
+    assert torch.allclose(picked, lp[:, 1:][want], atol=1e-5)
+
+# -----------------------------------------------------------------------------
+# multi-task SFT: the weighted sum of per-task NLL means
+
+
+def _task_loss(logp, mask, tasks, weights, micro=None):
+    """train.py's SFT loss with the task scale, micro-batch by micro-batch (full-batch normalizer)."""
+    n = int(mask.sum())
+    micro = micro or logp.shape[0]
+    opt = type("Opt", (), {"fused": False})()
+    return sum(exgrpo.aggregate(exgrpo.aux_sft_nll(logp[sl]) * baselines.sft_scale(opt, mask, tasks, weights, sl)[:, None],
+                                mask[sl], "token", num_tokens=n).item()
+               for sl in (slice(s, s + micro) for s in range(0, logp.shape[0], micro)))
+
+
+def test_step_by_step_loss_is_label_plus_lambda_rationale():
+    logp = torch.tensor([[0, -1.0, -2.0, 0], [0, -0.5, -0.5, -1.0], [0, -3.0, 0, 0]])
+    mask = torch.tensor([[0, 1, 1, 0], [0, 1, 1, 1], [0, 1, 0, 0]])
+    tasks = torch.tensor([0, 1, 0])   # label, rationale, label
+    # L_label = (1 + 2 + 3) / 3 = 2;  L_rationale = (0.5 + 0.5 + 1) / 3 = 2/3;  lambda = 0.5
+    assert baselines.task_scale(mask, tasks, [1.0, 0.5]).tolist() == pytest.approx([2.0, 1.0, 2.0])
+    assert _task_loss(logp, mask, tasks, [1.0, 0.5]) == pytest.approx(2.0 + 0.5 * 2 / 3)
+    assert _task_loss(logp, mask, tasks, [1.0, 0.5], micro=1) == pytest.approx(2.0 + 0.5 * 2 / 3)  # micro-batch exact
+    assert _task_loss(logp, mask, tasks, [1.0, 1.0]) == pytest.approx(2.0 + 2 / 3)
+    # not the token mean over both tasks (8/6)
+    assert _task_loss(logp, mask, tasks, [1.0, 1.0]) != pytest.approx(8 / 6)
+
+
+def test_revthink_loss_is_the_sum_of_its_three_nll_means():
+    logp = torch.tensor([[0, -1.0, -1.0, 0], [0, -2.0, 0, 0], [0, -0.5, -1.5, -1.0]])
+    mask = torch.tensor([[0, 1, 1, 0], [0, 1, 0, 0], [0, 1, 1, 1]])
+    tasks = torch.tensor([0, 1, 2])   # Q -> R_f, Q -> Q_b, Q_b -> R_b
+    # 1 + 2 + 1 = 4 (the token mean over all six would be 7/6)
+    assert _task_loss(logp, mask, tasks, [1.0, 1.0, 1.0]) == pytest.approx(4.0)
+    assert _task_loss(logp, mask, tasks, [1.0, 1.0, 1.0], micro=2) == pytest.approx(4.0)
+
+
+def test_plain_sft_is_unchanged_by_the_task_scale():
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    assert baselines.task_scale(mask, torch.zeros(2, dtype=torch.long), [1.0]).tolist() == [1.0, 1.0]
+
+# -----------------------------------------------------------------------------
+# the methods' training examples
+
+
+def _args(*extra):
+    return train.get_args(TINY + list(extra))
+
+
+def test_step_by_step_examples_have_two_prefixed_tasks():
+    recs = data.load("synth", "train", limit=3, level=1)
+    turns, tasks, weights = baselines.step_by_step_examples(_args("--method", "step-by-step", "--rationale-weight", "0.3"),
+                                                            recs, train.correct_reasoning)
+    assert tasks == [0, 1] * 3 and weights == [1.0, 0.3]
+    (u0, a0), = turns[0]
+    (u1, a1), = turns[1]
+    assert u0 == "[label] " + data.user_message(recs[0]) and a0 == f"The answer is {recs[0]['answer']}."
+    assert u1 == "[rationale] " + data.user_message(recs[0]) and a1 == recs[0]["reasoning"]
+    prompt = baselines.eval_prompt(_args("--method", "step-by-step"))(recs[0])
+    assert prompt[0]["content"].startswith("[label] ")
+    assert baselines.eval_prompt(_args())(recs[0]) == data.messages(recs[0])
+
+
+def test_revthink_examples_on_the_synthetic_world_use_the_oracles_reverse_probe():
+    recs = data.load("synth", "train", limit=2, level=1)
+    turns, tasks, weights = baselines.revthink_examples(_args("--method", "revthink"), recs, train.correct_reasoning)
+    assert tasks == [0, 1, 2] * 2 and weights == [1.0, 1.0, 1.0]
+    qb, rb = turns[2][0]
+    assert turns[1][0][1] in qb and "How many" in qb and "at the start" in qb   # Q_b: the start from the end
+    assert rb.startswith("Work backwards") and rb.endswith(f"The answer is {recs[0]['problem']['start']}.")
+    assert turns[1][0][0].startswith(recs[0]["question"]) and baselines.BACKWARD_ASK in turns[1][0][0]
+
+
+def test_revthink_examples_on_strategyqa_use_revthinks_backward_fields(shared_data):
+    recs = data.load("strategyqa", "train", limit=3, data_dir=shared_data)
+    turns, tasks, _ = baselines.revthink_examples(_args("--method", "revthink", "--dataset", "strategyqa",
+                                                        "--teacher", "none"), recs, train.correct_reasoning)
+    assert tasks[:3] == [0, 1, 2]
+    assert turns[1][0][1] == recs[0]["backward_question"].strip()                 # Q -> Q_b as the teacher wrote it
+    assert "The correct answer is" not in turns[2][0][0]                          # Q_b -> R_b: not told its answer
+    assert turns[2][0][1] == recs[0]["backward_reasoning"]
+
+
+def test_revthink_without_backward_questions_is_one_clear_error():
+    recs = [{"id": "x", "question": "Is the sky blue?", "answer": "yes", "answer_type": "yesno", "reasoning": "Yes."}]
+    with pytest.raises(ValueError, match="no backward question"):
+        baselines.revthink_examples(_args("--method", "revthink"), recs, train.correct_reasoning)
+
+# -----------------------------------------------------------------------------
+# train.py --method
+
+
+def test_method_flags_imply_the_right_stages():
+    assert _args("--method", "sft").no_rl and not _args("--method", "sft").no_probes
+    assert _args("--method", "grpo").no_probes and not _args("--method", "grpo").no_rl
+    assert _args("--method", "revthink").no_rl and _args("--method", "step-by-step").no_rl
+    a = _args()
+    assert a.method == "exgrpo" and not a.no_rl and not a.no_probes
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--method", "dpo"], "--method: invalid choice: 'dpo'"),
+    (["--method", "gkd"], "--method gkd needs a teacher LM"),
+    (["--method", "gkd", "--gkd-teacher", "oracle"], "--method gkd needs a teacher LM"),
+    (["--method", "gkd", "--gkd-teacher", "hf:/no/such/folder"], "--gkd-teacher /no/such/folder"),
+    (["--method", "gkd", "--gkd-beta", "1.5", "--gkd-teacher", "hf:tiny"], "--gkd-beta 1.5: must be in [0, 1]"),
+    (["--method", "step-by-step", "--rationale-weight", "-1"], "--rationale-weight -1.0: must be >= 0"),
+    (["--method", "revthink", "--no-sft"], "cannot run with --no-sft"),
+])
+def test_a_bad_method_flag_is_one_line(flags, says, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.get_args(TINY + flags)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and says in err and len(err.splitlines()) == 1
+
+
+def test_a_gkd_teacher_with_another_tokenizer_is_refused_before_the_run_folder(tmp_path):
+    from data.synth_tokenizer import micro_model, micro_tokenizer
+    mtok = micro_tokenizer()
+    micro_model(mtok).save_pretrained(tmp_path / "teacher")
+    mtok.save_pretrained(tmp_path / "teacher")
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "train.py"] + TINY + ["--method", "gkd", "--gkd-teacher", f"hf:{tmp_path / 'teacher'}",
+                                                               "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("error: --gkd-teacher") and "tokenizer" in p.stderr
+    assert not out.exists()
+
+
+def test_step_by_step_end_to_end_trains_the_weighted_loss_and_asks_with_the_label(tmp_path, monkeypatch):
+    import evaluate
+    seen = []
+    real = evaluate.evaluate
+
+    def spy(model, tok, records, **kw):
+        seen.append(kw["prompt"](records[0])[0]["content"])
+        return real(model, tok, records, **kw)
+    monkeypatch.setattr(evaluate, "evaluate", spy)
+    out = tmp_path / "run"
+    train.main(TINY + ["--method", "step-by-step", "--rationale-weight", "0.5", "--sft-batch", "64", "--sft-micro", "3",
+                       "--out", str(out)])
+    res = json.loads((out / "results.json").read_text())
+    assert [r["stage"] for r in res["table"]] == ["Distilling step-by-step"]
+    assert seen and all(s.startswith("[label] ") for s in seen)
+    assert not (out / "rl").exists()
+    # step 0's logged loss = L_label + 0.5 L_rationale of the untouched student on the whole (one) batch
+    step0 = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    import probes
+    turns, tasks, _ = baselines.step_by_step_examples(_args("--rationale-weight", "0.5"), probes.load_dei(out / "dei.jsonl"),
+                                                      train.correct_reasoning)
+    model, tok = sample.load_student("tiny", seed=0)
+    nll, count = [0.0, 0.0], [0, 0]
+    for t, k in zip(turns, tasks):
+        ids, m = sample.teacher_forced(tok, t)
+        b = sample.pack([[]], [ids], tok.pad_token_id, [m])
+        with torch.no_grad():
+            nll[k] -= sample.token_logprobs(model, b.ids, b.attn, b.loss_mask).sum().item()
+        count[k] += sum(m)
+    means = [nll[k] / count[k] for k in (0, 1)]   # each task's token mean
+    assert step0["loss"] == pytest.approx(means[0] + 0.5 * means[1], rel=1e-4)
+
+
+def test_gkd_end_to_end_trains_the_student_toward_the_teacher(tmp_path, tok):
+    teacher = sample.tiny_model(tok, seed=1)
+    teacher.save_pretrained(tmp_path / "teacher")
+    tok.save_pretrained(tmp_path / "teacher")
+    out = tmp_path / "run"
+    train.main(TINY + ["--method", "gkd", "--gkd-teacher", f"hf:{tmp_path / 'teacher'}", "--gkd-beta", "0.5",
+                       "--rl-steps", "2", "--out", str(out)])
+    res = json.loads((out / "results.json").read_text())
+    assert [r["stage"] for r in res["table"]] == ["SFT warm-up", "On-policy distillation (GKD)"]
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    rl = [r for r in rows if r["stage"] == "rl"]
+    assert [r["step"] for r in rl] == [0, 1] and all(0 < r["gkd"] < math.log(2) for r in rl)  # a JSD is <= ln 2
+    from transformers import AutoModelForCausalLM
+    sft, final = (AutoModelForCausalLM.from_pretrained(out / s / "final").state_dict() for s in ("sft", "rl"))
+    assert not torch.equal(sft["model.layers.0.mlp.up_proj.weight"], final["model.layers.0.mlp.up_proj.weight"])
+    assert json.loads((out / "config.json").read_text())["beta"] == 0.0   # no KL to a reference: the teacher anchors
