@@ -249,3 +249,19 @@ def test_gkd_end_to_end_trains_the_student_toward_the_teacher(tmp_path, tok):
     sft, final = (AutoModelForCausalLM.from_pretrained(out / s / "final").state_dict() for s in ("sft", "rl"))
     assert not torch.equal(sft["model.layers.0.mlp.up_proj.weight"], final["model.layers.0.mlp.up_proj.weight"])
     assert json.loads((out / "config.json").read_text())["beta"] == 0.0   # no KL to a reference: the teacher anchors
+
+# -----------------------------------------------------------------------------
+# bench/methods.py
+
+
+def test_methods_table_has_the_papers_layout_and_seed_means():
+    sys.path.insert(0, str(ROOT))
+    from bench import methods
+    table = {"ExGRPO": [{"test_id": 0.5, "test_ood": 0.25, "EI-Test": 0.4}, {"test_id": 0.7, "test_ood": 0.25}],
+             "SFT": [{"test_id": 0.6, "test_ood": 0.2, "EI-Test": 0.3}]}
+    text, summary = methods.render(table)
+    lines = text.splitlines()
+    assert lines[0].startswith("| method | seeds | test_id | test_ood | EI-Test | paper, Gemma-7B ID mean")
+    assert lines[2].startswith("| SFT | 1 | 60.0 | 20.0 | 30.0 | - | - |")                 # the paper's row order
+    assert lines[3] == "| ExGRPO | 2 | 60.0 ± 10.0 | 25.0 ± 0.0 | 40.0 | 67.19 | 82.54 |"   # s.e. = sd 0.1414 / sqrt(2) = 0.10
+    assert summary["ExGRPO"]["test_id"]["values"] == [0.5, 0.7]
