@@ -28,7 +28,7 @@ FRACTION = (lambda v: 0 <= v <= 1, "in [0, 1]")
 TRAIN_RANGES = {
     "train_n": (AT_LEAST_0[0], ">= 0 (0 = all)"), "eval_n": AT_LEAST_1, "eval_max_new_tokens": AT_LEAST_1,
     "save_every": (AT_LEAST_0[0], ">= 0 (0 = by time)"), "save_minutes": POSITIVE,
-    "rollout_batch": (AT_LEAST_0[0], ">= 0 (0 = all)"), "tau_hard": FRACTION, "sft_probes": AT_LEAST_0,
+    "rollout_batch": (AT_LEAST_0[0], ">= 0 (0 = all)"), "tau_hard": FRACTION, "sft_probes": AT_LEAST_0, "sft_dialogues": AT_LEAST_0,
     "sft_batch": AT_LEAST_1, "sft_micro": AT_LEAST_1, "sft_lr": POSITIVE, "sft_warmup": AT_LEAST_0,
     "beta": AT_LEAST_0, "clip_eps": POSITIVE, "aux_weight": AT_LEAST_0,
     "eval_every": (AT_LEAST_0[0], ">= 0 (0 = never)"), "eval_every_n": AT_LEAST_1, "rl_lr": POSITIVE,
@@ -131,6 +131,10 @@ def train_flags(ap, args):
     level(ap, args.level)
     if args.resume and not (Path(args.resume) / "config.json").is_file():
         fail(ap, f"--resume {args.resume}: no run there to resume (no config.json in {Path(args.resume).resolve()})")
+    if args.sft_from and not (Path(args.sft_from) / "config.json").exists():
+        fail(ap, f"--sft-from {args.sft_from}: no checkpoint there (no config.json)")
+    if args.k_partial is not None and not 1 <= args.k_partial < args.k:
+        fail(ap, f"--k-partial must be in [1, k-1] = [1, {args.k - 1}], got {args.k_partial}")
     if args.teacher == "none":
         return
     rules(ap, args.rules)

@@ -1,8 +1,7 @@
 """
 The whole method, three stages: Explanatory Inversion -> SFT warm-up -> ExGRPO.
 
-    python train.py                                   # embedded default: synthetic world, oracle
-                                                      # teacher, SmolLM2-135M on the CPU
+    python train.py                # embedded default: synthetic world, oracle teacher, SmolLM2-135M, CPU
     python train.py --student tiny                    # every stage end to end in ~2 minutes
     python train.py --no-probes                       # plain GRPO on the original questions
     python train.py --method step-by-step             # a baseline: sft|step-by-step|revthink|gkd|grpo (baselines.py)
@@ -25,14 +24,11 @@ What happens (DESIGN.md section 1):
   4. the final table: accuracy per stage on each evaluation split, and each stage's time.
 
 Design decisions and simplifications, stated once:
-  - one optimizer step per rollout batch, so pi_old = pi_theta.detach() and the PPO ratio is
-    1 at the update (the clip only matters with --ppo-epochs > 1). Exception: --optimizer
-    bf16-fused steps inside every backward, so each micro-batch is its own step (pi_old = the
-    rollout policy, computed up front; the auxiliary loss rides on the first micro-batch's step;
-    no global grad clipping). Use --rl-micro >= rollouts per step to keep one step per batch;
-  - the auxiliary SFT loss uses one teacher-forced dialogue per question: the same k probes
-    as Scenario A, each followed by the teacher's answer (ours: the paper says "given the
-    probe and the dialogue so far", and we use the teacher's dialogue, not the student's);
+  - one optimizer step per rollout batch, so pi_old = pi_theta.detach() and the PPO ratio is 1 at
+    the update (the clip matters with --ppo-epochs > 1). --optimizer bf16-fused steps in every
+    backward instead (pi_old = the rollout policy; no global grad clip; optim.fused_notes);
+  - the auxiliary SFT loss: one teacher-forced dialogue per question, Scenario A's k probes each
+    followed by the teacher's answer (the paper: "given the probe and the dialogue so far");
   - everything runs in one process; checkpoints (save_pretrained + optimizer/RNG/step) make
     any stage resumable, and a run folder is never overwritten.
 """
@@ -72,6 +68,7 @@ TEACHER = "oracle"
 RULES = None             # None = all ten
 TAU_HARD = 0.0
 PROBES_PER_Q_SFT = 1     # teacher probe answers per question added to the SFT data
+SFT_DIALOGUES = 0        # per question, teacher-written dialogues in stage 3's format (j probes, then Q)
 # stage 2: SFT
 SFT_EPOCHS = 1
 SFT_BATCH = 8
@@ -150,6 +147,8 @@ def parser():
     g.add_argument("--tau-hard", type=float, default=TAU_HARD)
     g.add_argument("--difficulty-student", default="none", help="student for the difficulty filter (none = skip)")
     g.add_argument("--sft-probes", type=int, default=PROBES_PER_Q_SFT, help="probe answers per question in SFT")
+    g.add_argument("--sft-dialogues", type=int, default=SFT_DIALOGUES,
+                   help="per question, SFT dialogues of 1..k RL probes then Q, all answered by the teacher")
     g = ap.add_argument_group("stage 2: SFT warm-up")
     g.add_argument("--no-sft", action="store_true", help="RL from cold start (paper's ablation)")
     g.add_argument("--sft-from", default=None, metavar="FOLDER",
@@ -226,10 +225,6 @@ def get_args(argv=None):
     if args.teacher == "none":
         args.no_probes = True
     args.probe_writer = args.probe_writer or probes.default_probe_writer(args.dataset, args.teacher, args.teacher_url)
-    if args.sft_from and not (Path(args.sft_from) / "config.json").exists():
-        ap.error(f"--sft-from {args.sft_from}: no checkpoint there (no config.json)")
-    if args.k_partial is not None and not 1 <= args.k_partial < args.k:
-        ap.error(f"--k-partial must be in [1, k-1] = [1, {args.k - 1}], got {args.k_partial}")
     return args
 
 # -----------------------------------------------------------------------------
@@ -278,8 +273,9 @@ def correct_reasoning(record, key="reasoning"):
 
 def sft_examples(args, train, dei):
     """(user, assistant) dialogues: each question with the teacher's reasoning, plus up to
-    --sft-probes probes of it with the teacher's answers; reasoning whose answer is wrong is
-    skipped (and counted). Loss only on the teacher's tokens."""
+    --sft-probes probes of it with the teacher's answers, plus --sft-dialogues multi-turn ones
+    (1..k RL probes, then Q); reasoning whose answer is wrong is skipped (and counted). Loss
+    only on the teacher's tokens."""
     rng = random.Random(args.seed)
     pairs, wrong = [], 0
     for r in dei if dei is not None else train:
@@ -291,6 +287,11 @@ def sft_examples(args, train, dei):
         ps = [p for p in ps if correct_reasoning(p, "teacher_reasoning")]
         for p in rng.sample(ps, min(args.sft_probes, len(ps))):
             pairs.append([(exgrpo.probe_message(p), p["teacher_reasoning"])])
+        ps = [p for p in probes.rl_probes(r) if correct_reasoning(p, "teacher_reasoning")]
+        for _ in range(args.sft_dialogues if ps and correct_reasoning(r) else 0):   # stage 3's dialogue format:
+            drawn = rng.sample(ps, rng.randint(1, min(args.k, len(ps))))            # a student that never saw a
+            pairs.append([(exgrpo.probe_message(p), p["teacher_reasoning"]) for p in drawn]   # history fails
+                         + [(data.user_message(r), r["reasoning"])])                           # after one
     if not pairs:
         raise ValueError("no SFT examples: the training records carry no correct teacher reasoning")
     print(f"SFT: {len(pairs)} examples; {wrong} teacher answers skipped as wrong")

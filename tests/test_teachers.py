@@ -429,7 +429,7 @@ def test_sft_skips_the_wrong_shipped_reasoning_of_a_real_dataset(shared_data, ca
     assert "strategyqa-train-4" in wrong and len(wrong) < len(recs)
     assert {d["id"] for d in dei if not d["reasoning_correct"]} == wrong
     capsys.readouterr()
-    pairs = train.sft_examples(argparse.Namespace(seed=0, sft_probes=0), recs, dei)
+    pairs = train.sft_examples(argparse.Namespace(seed=0, sft_probes=0, sft_dialogues=0, k=3), recs, dei)
     taught = {turns[0][1] for turns in pairs}
     assert taught == {d["reasoning"] for d in dei if d["id"] not in wrong}
     assert f"SFT: {len(recs) - len(wrong)} examples; {len(wrong)} teacher answers skipped as wrong" in \

@@ -166,3 +166,30 @@ def test_length_grouped_batches_cover_each_example_once_with_less_padding():
     order = random.Random(3).sample(range(200), 200)
     padded_random = sum(8 * max(lengths[j] for j in order[i:i + 8]) for i in range(0, 200, 8))
     assert padded < 0.85 * padded_random
+
+
+def test_sft_dialogues_are_stage_3_dialogues_answered_by_the_teacher(capsys):
+    """--sft-dialogues N: per question N more SFT examples in Scenario A/B's form: 1..k RL probes
+    (kept, never stating Q's answer), each with the teacher's answer, then Q with its reasoning."""
+    import argparse
+    import data
+    import exgrpo
+    import probes
+    recs = data.load("synth", "train", limit=30, seed=0, level=1)
+    dei, _ = probes.build_dei(recs, "oracle", probe_writer="template", progress=False)
+    args = argparse.Namespace(seed=0, sft_probes=0, sft_dialogues=2, k=3)
+    pairs = train.sft_examples(args, recs, dei)
+    with_probes = [r for r in dei if probes.rl_probes(r)]
+    assert len(pairs) == len(dei) + 2 * len(with_probes) and len(with_probes) > 20
+    by_q = {data.user_message(r): r for r in dei}
+    dialogues = [t for t in pairs if len(t) > 1]
+    assert len(dialogues) == 2 * len(with_probes) and {len(t) for t in dialogues} <= {2, 3, 4}
+    assert {len(t) for t in dialogues} == {2, 3, 4}                # j uniform in [1, k]: all appear
+    for turns in dialogues:
+        r = by_q[turns[-1][0]]
+        assert turns[-1][1] == r["reasoning"]                       # the question comes last
+        safe = {exgrpo.probe_message(p): p["teacher_reasoning"] for p in probes.rl_probes(r)}
+        assert all(safe.get(u) == a for u, a in turns[:-1])         # only leak-free probes, teacher answers
+        assert len({u for u, _ in turns[:-1]}) == len(turns) - 1    # drawn without replacement
+    assert len(train.sft_examples(argparse.Namespace(seed=0, sft_probes=0, sft_dialogues=0, k=3), recs, dei)) \
+        == len(dei)
