@@ -18,18 +18,23 @@ What each method changes in train.py's stages (EI, SFT, RL):
                 teacher's reasoning, L = L_label + lambda L_rationale (--rationale-weight); no RL; at
                 test time the student is asked with the label prefix and answers without a rationale
   revthink      SFT replaced by three tasks, Q -> R_f, Q -> Q_b, Q_b -> R_b (equal weights, as in its
-                paper); Q_b, R_b: RevThink's Gemini-1.5-Pro fields on strategyqa, arc_challenge, anli,
-                date_understanding (its training files); on the synthetic world the oracle's reverse
-                probe (probes.reverse) and its solution; no RL
-  gkd           the RL stage replaced by on-policy distillation: the student samples (sample.py), the
-                teacher LM scores every student token, loss = token-mean generalized JSD between the
-                teacher's and the student's next-token distributions; starts from the SFT warm-up
+                paper; ours: each task a token mean); Q_b, R_b: RevThink's Gemini-1.5-Pro fields on
+                strategyqa, arc_challenge, anli, date_understanding (its training files, an R_b that
+                misses Q_b's answer left out); on the synthetic world the oracle's reverse probe
+                (probes.reverse: the end amount given, the start asked) and its solution; no RL
+  gkd           the RL stage replaced by on-policy distillation (the paper's lambda = 1: student samples
+                only): the student samples at --temperature, the teacher LM scores every student token,
+                loss = token-mean generalized JSD between the teacher's and the student's next-token
+                distributions at temperature 1; no KL to pi_ref (--beta is set to 0); starts from the
+                SFT warm-up
   grpo          ExGRPO without probes (= --no-probes)
 GKD needs an hf: teacher whose tokenizer is the student's (the divergence is over one vocabulary);
 any other pairing stops with one line. On the synthetic world bench/methods.py builds one: a wider
 micro model (same tokenizer) trained by SFT on the oracle's solutions.
 """
 
+import math
+import re
 import time
 
 import torch
@@ -38,6 +43,7 @@ import data
 import exgrpo
 import optim
 import probes
+import rewards
 import sample
 
 # -----------------------------------------------------------------------------
@@ -98,14 +104,19 @@ def apply(ap, args):
 
 
 def lm_teacher(args, tok):
-    """GKD's teacher model, frozen, or None for the other methods; refuses a teacher whose
-    tokenizer differs from the student's (its distributions would be over another vocabulary)."""
+    """GKD's teacher model, frozen (eval, no gradients), or None for the other methods. Refuses a
+    teacher whose tokenizer differs from the student's (same token -> id map), or whose head
+    cannot score every token of it: the divergence compares two distributions over one vocabulary."""
     if args.method != "gkd":
         return None
     teacher, ttok = sample.load_student(args.gkd_teacher[3:], args.dtype, args.device)
     if ttok.get_vocab() != tok.get_vocab():
         raise ValueError(f"--gkd-teacher {args.gkd_teacher}: its tokenizer ({len(ttok)} tokens) is not the "
                          f"student's ({len(tok)} tokens); GKD needs one shared vocabulary")
+    rows = teacher.get_output_embeddings().weight.shape[0]
+    if rows < len(tok):
+        raise ValueError(f"--gkd-teacher {args.gkd_teacher}: its head has {rows} rows, fewer than the "
+                         f"tokenizer's {len(tok)} tokens; it cannot score every token the student may sample")
     return teacher.eval().requires_grad_(False)
 
 
@@ -167,12 +178,20 @@ def step_by_step_examples(args, records, correct):
 
 def backward_pair(record):
     """(Q_b, its answer type, R_b) of a record, or None. RevThink's own fields first (its
-    training files: the teacher's backward question, its answer written in, and reasoning),
-    then the record's D_EI reverse probe answered correctly by the teacher, then the oracle's
-    reverse probe (probes.reverse) on the synthetic world."""
-    if record.get("backward_question") and record.get("backward_reasoning"):
-        q = record["backward_question"].split("The correct answer is")[0].strip()  # not its own answer
-        return q, "choice" if "(A)" in q else record["answer_type"], record["backward_reasoning"]
+    training files: the teacher's backward question, which ends "The correct answer is (X).",
+    and its backward reasoning), kept only when R_b reaches X: as for every teacher text SFT
+    imitates, a wrong one is left out (of the training files: 6% StrategyQA, 3% ARC, 2% ANLI,
+    21% Date).
+    Then the record's D_EI reverse probe answered correctly by the teacher, then the oracle's
+    reverse probe (probes.reverse) on the synthetic world. Q_b never carries its own answer.
+    Example: "If more people ... then Genghis Khan had _ descendants. (A) more (B) less. The
+    correct answer is (A)." + R_b "... The answer is (A)" -> ("If ... (A) more (B) less.", "choice", R_b)"""
+    bq, rb = record.get("backward_question"), record.get("backward_reasoning")
+    gold = re.search(r"The correct answer is\W*\(([A-J])\)", bq or "")
+    if rb and gold:
+        q = bq[:gold.start()].strip()
+        if f"({gold[1]})" in q and rewards.is_correct(rb, gold[1], "choice", q):
+            return q, "choice", rb
     for p in record.get("probes") or []:
         if p["rule"] == "reverse" and p.get("teacher_reasoning") and p.get("reasoning_correct"):
             return p["question"], p["answer_type"], p["teacher_reasoning"]
@@ -194,7 +213,7 @@ def revthink_examples(args, records, correct):
         pair = backward_pair(r)
         if pair:
             qb, kind, rb = pair
-            full_qb = r.get("backward_question", "").strip() or qb   # the task writes Q_b as the teacher did
+            full_qb = (r.get("backward_question") or "").strip() or qb   # the task writes Q_b as the teacher did
             turns += [[(f"{r['question']}\n\n{BACKWARD_ASK}", full_qb)], [(probes.format_question(qb, kind), rb)]]
             tasks += [1, 2]
             backward += 1
@@ -224,9 +243,10 @@ def sft_data(args, train, dei, sft_examples, correct):
 
 
 def token_log_softmax(model, ids, attn, mask, vocab):
-    """log pi(. | ids[<t]) over the first `vocab` ids, at every position t with mask 1: (N, vocab),
-    N = mask[:, 1:].sum(), in mask order (position t is predicted from t - 1, as in
-    sample.token_logprobs; only those rows go through the lm_head)."""
+    """log pi(. | ids[<t]) over the first `vocab` ids, at every position t with mask 1, at
+    temperature 1: (N, vocab), N = mask[:, 1:].sum(), in mask order (position t is predicted
+    from t - 1, as in sample.token_logprobs; only those rows go through the lm_head). Teacher
+    and student are cut to the same `vocab`, the ids the student samples from (P12)."""
     position_ids = (attn.long().cumsum(-1) - 1).clamp(min=0)
     hidden = model.get_decoder()(input_ids=ids, attention_mask=attn, position_ids=position_ids).last_hidden_state
     h = hidden[:, :-1][mask[:, 1:].bool()]
@@ -235,7 +255,7 @@ def token_log_softmax(model, ids, attn, mask, vocab):
 
 def generalized_jsd(logp, logq, beta):
     """GKD's divergence per token, P the teacher's next-token distribution, Q the student's
-    (Agarwal et al., 2024, with their convention):
+    (Agarwal et al., 2024, eq. 1; TRL's GKDTrainer.generalized_jsd_loss uses the same convention):
 
         D_beta(P || Q) = beta KL(P || M) + (1 - beta) KL(Q || M),   M = beta P + (1 - beta) Q
         beta = 0: KL(P || Q), forward KL;  beta = 1: KL(Q || P), reverse KL (the limits of D/beta, D/(1-beta))
@@ -250,32 +270,35 @@ def generalized_jsd(logp, logq, beta):
         return kl(logp, logq)
     if beta == 1:
         return kl(logq, logp)
-    logm = torch.logsumexp(torch.stack([logp + torch.log(torch.tensor(beta)),
-                                        logq + torch.log(torch.tensor(1 - beta))]), dim=0)
+    logm = torch.logaddexp(logp + math.log(beta), logq + math.log(1 - beta))
     return beta * kl(logp, logm) + (1 - beta) * kl(logq, logm)
 
 
 def gkd_step(cfg, model, teacher, tok, opt, questions, step):
     """One on-policy distillation update, in place of exgrpo_step (train.py's rl_stage calls it):
-    G samples of each question from the student (exgrpo.rollout_and_score: R_base is logged,
-    never trained on), the frozen teacher's distributions at every student token, and the
-    token mean of generalized_jsd over the batch (micro-batch exact), one optimizer step."""
+    G samples of each question from the student at --temperature (exgrpo.rollout_and_score:
+    R_base is logged, never trained on), the frozen teacher's distributions at every token the
+    student sampled (prompt, template glue and padding masked), and the token mean of
+    generalized_jsd over the batch (micro-batch exact), one optimizer step. The divergence is
+    between the models' own distributions (temperature 1, as the paper's D(p_T || p_S) and
+    TRL's GKDTrainer.compute_loss), whatever temperature the samples were drawn at."""
     t0 = time.time()
     device = next(model.parameters()).device
     dialogues, meta = [[data.user_message(q)] for q in questions], [(i, "plain") for i in range(len(questions))]
     roll, r_base = exgrpo.rollout_and_score(cfg, model, tok, questions, dialogues, meta)
     t_gen = time.time() - t0
     batch = sample.pack([[]] * len(roll.ids), roll.ids, tok.pad_token_id, roll.student_mask)
+    vocab = sample.vocab_limit_of(model, tok) or model.get_output_embeddings().weight.shape[0]   # what it samples
     n_tok = max(int(batch.loss_mask.sum()), 1)
     model.train()
     total, micro = 0.0, range(0, len(roll.ids), cfg.rl_micro)
     for s in micro:
         ids, attn, mask = (x[s:s + cfg.rl_micro].to(device) for x in (batch.ids, batch.attn, batch.loss_mask))
         with torch.no_grad():
-            logp = token_log_softmax(teacher, ids, attn, mask, len(tok))
-        logq = token_log_softmax(model, ids, attn, mask, len(tok))
-        n_norm = int(mask.sum()) if opt.fused else n_tok   # fused: each micro-batch is its own step
-        loss = generalized_jsd(logp, logq, cfg.gkd_beta).sum() / max(n_norm, 1)
+            logp = token_log_softmax(teacher, ids, attn, mask, vocab)
+        logq = token_log_softmax(model, ids, attn, mask, vocab)
+        n_norm = optim.step_normalizer(opt, n_tok, max(int(mask.sum()), 1))   # fused: each micro-batch a step
+        loss = generalized_jsd(logp, logq, cfg.gkd_beta).sum() / n_norm
         loss.backward()
         total += loss.item() * n_norm / n_tok
     gnorm = optim.finish_step(opt, model.parameters(), cfg.grad_clip, micro_steps=len(micro))

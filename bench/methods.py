@@ -34,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from baselines import LABELS  # noqa: E402
 from bench.ablation import launch, mean_se  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -48,10 +49,10 @@ RL_METHODS = ("gkd", "grpo", "exgrpo")       # from the warm-up, one run per see
 TEACHER_CONFIG = dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
                       num_key_value_heads=4, max_position_embeddings=2048)
 TEACHER_FLAGS = "--sft-epochs 6"    # longer than the students' 3 (the micro preset), same questions
-ROWS = ("Zero-shot", "SFT", "Distilling step-by-step", "RevThink", "On-policy distillation (GKD)", "GRPO", "ExGRPO")
+ROWS = ("Zero-shot",) + tuple(LABELS[m] for m in ("sft",) + SFT_METHODS + RL_METHODS)   # the paper's order
 PAPER = {  # mean in-distribution accuracy, Gemma-7B-it / Qwen2.5-7B-Instruct (DESIGN.md section 1)
-    "Zero-shot": (46.80, 77.99), "RevThink": (61.17, 80.89), "On-policy distillation (GKD)": (65.40, 81.60),
-    "ExGRPO": (67.19, 82.54)}
+    "Zero-shot": (46.80, 77.99), LABELS["revthink"]: (61.17, 80.89), LABELS["gkd"]: (65.40, 81.60),
+    LABELS["exgrpo"]: (67.19, 82.54)}
 EI_COLUMN = "EI-Test"
 
 # -----------------------------------------------------------------------------
@@ -144,14 +145,14 @@ def collect(out, seeds, student):
     runs = {}
     if done(sft):
         runs["Zero-shot"] = [(sft, "zero_shot", student, False)]
-        runs["SFT"] = [(sft, "sft", None, False)]
-    for m, row in (("step-by-step", "Distilling step-by-step"), ("revthink", "RevThink")):
+        runs[LABELS["sft"]] = [(sft, "sft", None, False)]
+    for m in SFT_METHODS:
         if done(out / m):
-            runs[row] = [(out / m, "sft", None, m == "step-by-step")]
-    for m, row in (("gkd", "On-policy distillation (GKD)"), ("grpo", "GRPO"), ("exgrpo", "ExGRPO")):
+            runs[LABELS[m]] = [(out / m, "sft", None, m == "step-by-step")]   # step-by-step: its label prefix
+    for m in RL_METHODS:
         got = [(out / f"seed{s}" / m, "rl", None, False) for s in seeds if done(out / f"seed{s}" / m)]
         if got:
-            runs[row] = got
+            runs[LABELS[m]] = got
     if done(out / "teacher"):
         runs["GKD's teacher (wider micro, not a method)"] = [(out / "teacher", "sft", None, False)]
     table = {}

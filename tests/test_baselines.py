@@ -44,12 +44,19 @@ def test_generalized_jsd_against_a_direct_computation(beta, hand):
 
 
 def test_generalized_jsd_three_tokens_and_its_limits():
+    """beta = 0.25 by hand (P teacher, Q student):
+        M = 0.25 P + 0.75 Q = [0.05 + 0.45, 0.075 + 0.225, 0.125 + 0.075] = [0.5, 0.3, 0.2]
+        KL(P || M) = 0.2 ln(0.2/0.5) + 0.3 ln 1 + 0.5 ln(0.5/0.2) = 0.3 ln 2.5 = 0.274887
+        KL(Q || M) = 0.6 ln(0.6/0.5) + 0.3 ln 1 + 0.1 ln(0.1/0.2) = 0.109393 - 0.069315 = 0.040078
+        D = 0.25 * 0.274887 + 0.75 * 0.040078 = 0.068722 + 0.030059 = 0.098780
+    The flipped convention (beta weighting the student: M = 0.75 P + 0.25 Q = [0.3, 0.3, 0.4])
+    gives 0.75 * 0.030479 + 0.25 * 0.277259 = 0.092174, which this test tells apart."""
     p, q = torch.tensor([0.2, 0.3, 0.5]), torch.tensor([0.6, 0.3, 0.1])
     m = 0.25 * p + 0.75 * q   # beta = 0.25: [0.5, 0.3, 0.2]
     hand = 0.25 * sum(p * (p / m).log()) + 0.75 * sum(q * (q / m).log())
     got = baselines.generalized_jsd(p.log()[None], q.log()[None], 0.25)
     assert got.item() == pytest.approx(hand.item(), abs=1e-6)
-    assert got.item() == pytest.approx(0.25 * 0.274887 + 0.75 * 0.040078, abs=1e-5)   # by hand: 0.0988
+    assert got.item() == pytest.approx(0.098780, abs=1e-5) and got.item() != pytest.approx(0.092174, abs=1e-3)
     # beta = 0.5 is symmetric; identical distributions give 0 for every beta
     assert baselines.generalized_jsd(p.log()[None], q.log()[None], 0.5).item() == pytest.approx(
         baselines.generalized_jsd(q.log()[None], p.log()[None], 0.5).item(), abs=1e-7)
@@ -59,6 +66,44 @@ def test_generalized_jsd_three_tokens_and_its_limits():
     fwd, rev = (baselines.generalized_jsd(p.log()[None], q.log()[None], b).item() for b in (0.0, 1.0))
     assert baselines.generalized_jsd(p.log()[None], q.log()[None], 1e-4).item() / 1e-4 == pytest.approx(fwd, rel=1e-3)
     assert baselines.generalized_jsd(p.log()[None], q.log()[None], 1 - 1e-4).item() / 1e-4 == pytest.approx(rev, rel=1e-3)
+
+
+def test_gkd_step_is_the_token_mean_jsd_on_the_students_tokens_only(tok, monkeypatch):
+    """gkd_step's loss and update against a direct computation: each dialogue scored alone by the
+    plain HF forward (no padding), P and Q from softmax of the logits at the student's tokens only
+    (not the prompt, not the template glue or a forced end, not the padding), the divergence
+    written out from probabilities, the mean over those 7 tokens; one SGD step of lr 1000 moves
+    the student by -1000 x that mean's gradient (micro-batches of 3 and 4 tokens: the full-batch mean,
+    not a mean of means). The student's head is wider than the tokenizer (as Qwen's): both
+    distributions are over the tokenizer's ids. The teacher gets no gradient."""
+    import copy
+    student = sample.tiny_model(tok, seed=0, vocab_size=len(tok) + 64)
+    twin, teacher = copy.deepcopy(student), sample.tiny_model(tok, seed=1)
+    ids = [[5, 6, 7, 100, 101, 102, 2], [8, 9, 200, 201, 2, 10, 11, 300]]
+    masks = [[0, 0, 0, 1, 1, 1, 0], [0, 0, 1, 1, 1, 0, 0, 1]]   # prompt 0, student 1, glue / forced end 0
+    roll = sample.Dialogues(ids, masks, [["x"], ["y"]], [["q0"], ["q1"]])
+    monkeypatch.setattr(exgrpo, "rollout_and_score", lambda *a: (roll, torch.tensor([[1.0], [0.0]])))
+    cfg = type("Cfg", (), {"rl_micro": 1, "gkd_beta": 0.25, "grad_clip": 0.0})()
+    row = baselines.gkd_step(cfg, student, teacher, tok, torch.optim.SGD(student.parameters(), lr=1e3),
+                             [{"question": "q", "answer": "1", "answer_type": "number"}] * 2, 0)
+    hand = []
+    for x, m in zip(ids, masks):
+        with torch.no_grad():
+            p_all = teacher(torch.tensor([x])).logits[0, :, :len(tok)].softmax(-1)
+        q_all = twin(torch.tensor([x])).logits[0, :, :len(tok)].softmax(-1)
+        for t in (t for t in range(1, len(x)) if m[t]):
+            p, q = p_all[t - 1].double(), q_all[t - 1].double()
+            mix = 0.25 * p + 0.75 * q
+            hand.append(0.25 * (p * (p / mix).log()).sum() + 0.75 * (q * (q / mix).log()).sum())
+    loss = sum(hand) / 7
+    loss.backward()
+    assert len(hand) == 7 and row["student_tokens"] == 7
+    assert row["gkd"] == pytest.approx(loss.item(), rel=1e-4)
+    name = "model.layers.0.mlp.up_proj.weight"
+    moved = (student.get_parameter(name) - twin.get_parameter(name)).detach() / 1e3
+    grad = twin.get_parameter(name).grad.float()
+    assert torch.allclose(moved, -grad, rtol=1e-3, atol=1e-3 * grad.abs().max().item())
+    assert row["reward"] == 0.5 and all(p.grad is None for p in teacher.parameters())
 
 
 def test_token_log_softmax_lines_up_with_the_sampled_tokens(tok, tiny):
@@ -87,12 +132,19 @@ def _task_loss(logp, mask, tasks, weights, micro=None):
 
 
 def test_step_by_step_loss_is_label_plus_lambda_rationale():
+    """By hand, from the masked -logp of each row:
+        label rows 0, 2: 1 + 2 and 3 -> L_label = 6 / 3 tokens = 2
+        rationale row 1: 0.5 + 0.5 + 1 -> L_rationale = 2 / 3 tokens = 0.6667
+        lambda = 0.5: L = 2 + 0.5 * 0.6667 = 2.3333
+    task_scale: N = 6 tokens, N_label = N_rationale = 3 -> s = [1 * 6/3, 0.5 * 6/3, 1 * 6/3] = [2, 1, 2].
+    Wrong readings it tells apart: lambda on the label, 0.5 * 2 + 0.6667 = 1.6667; the token mean
+    over both tasks, 8/6 = 1.3333."""
     logp = torch.tensor([[0, -1.0, -2.0, 0], [0, -0.5, -0.5, -1.0], [0, -3.0, 0, 0]])
     mask = torch.tensor([[0, 1, 1, 0], [0, 1, 1, 1], [0, 1, 0, 0]])
     tasks = torch.tensor([0, 1, 0])   # label, rationale, label
     # L_label = (1 + 2 + 3) / 3 = 2;  L_rationale = (0.5 + 0.5 + 1) / 3 = 2/3;  lambda = 0.5
     assert baselines.task_scale(mask, tasks, [1.0, 0.5]).tolist() == pytest.approx([2.0, 1.0, 2.0])
-    assert _task_loss(logp, mask, tasks, [1.0, 0.5]) == pytest.approx(2.0 + 0.5 * 2 / 3)
+    assert _task_loss(logp, mask, tasks, [1.0, 0.5]) == pytest.approx(2.3333, abs=1e-4)
     assert _task_loss(logp, mask, tasks, [1.0, 0.5], micro=1) == pytest.approx(2.0 + 0.5 * 2 / 3)  # micro-batch exact
     assert _task_loss(logp, mask, tasks, [1.0, 1.0]) == pytest.approx(2.0 + 2 / 3)
     # not the token mean over both tasks (8/6)
@@ -152,6 +204,24 @@ def test_revthink_examples_on_strategyqa_use_revthinks_backward_fields(shared_da
     assert turns[1][0][1] == recs[0]["backward_question"].strip()                 # Q -> Q_b as the teacher wrote it
     assert "The correct answer is" not in turns[2][0][0]                          # Q_b -> R_b: not told its answer
     assert turns[2][0][1] == recs[0]["backward_reasoning"]
+
+
+def test_revthinks_backward_pair_drops_its_gold_line_and_a_wrong_backward_reasoning():
+    """Q_b -> R_b is asked without "The correct answer is (X)" (its own answer), and an R_b whose
+    answer is not X is not imitated (no D_EI probe, no oracle here: no pair at all)."""
+    rec = {"question": "Is it so?", "answer": "yes", "answer_type": "yesno",
+           "backward_question": "If it is so, then it is _. (A) so (B) not so. The correct answer is **(A) so**. \n",
+           "backward_reasoning": "It is so.\n\nThe answer is (A)"}
+    assert baselines.backward_pair(rec) == ("If it is so, then it is _. (A) so (B) not so.", "choice", rec["backward_reasoning"])
+    assert baselines.backward_pair(dict(rec, backward_reasoning="It is not.\n\nThe answer is (B)")) is None
+
+
+def test_a_gkd_teacher_whose_head_misses_tokens_is_refused(tmp_path, tok):
+    sample.tiny_model(tok, vocab_size=len(tok) - 1).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    args = type("Args", (), {"method": "gkd", "gkd_teacher": f"hf:{tmp_path}", "dtype": None, "device": None})()
+    with pytest.raises(ValueError, match="cannot score every token"):
+        baselines.lm_teacher(args, tok)
 
 
 def test_revthink_without_backward_questions_is_one_clear_error():
