@@ -45,6 +45,8 @@ VARIANTS = {  # name -> train.py flags of the RL run
 }
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 SPLITS = ("test_id", "test_ood")
+SAMPLED = "test_id, T=1"   # the extra column: share of SAMPLES answers at T = 1 that are right (pass@1)
+SAMPLES = 8                # answers per test_id question for it (--samples; 0 = no column)
 
 
 def slug(name):
@@ -80,6 +82,25 @@ def per_question(path, stage):
     return out
 
 
+def sampled(path, stage, samples=SAMPLES):
+    """{question id: share of `samples` answers at T = 1 that are right} on test_id, for the final
+    model of a finished run (cached in its folder). Greedy accuracy moves only when RL flips the
+    mode of an answer; this is the quantity the RL stage optimizes (its training reward)."""
+    cache = path / stage / f"sampled_test_id_{samples}.json"
+    if not cache.exists():
+        sys.path.insert(0, str(ROOT))
+        import torch
+        import data, evaluate, sample
+        cfg = json.loads((path / "config.json").read_text())
+        model, tok = sample.load_student(str(path / stage / "final"))
+        records = data.load("synth", "test_id", limit=cfg["eval_n"], level=cfg["level"])
+        torch.manual_seed(0)
+        out = evaluate.sample_accuracy(model, tok, records, samples, max_new_tokens=cfg["eval_max_new_tokens"],
+                                       desc=f"{path.name} sampled")
+        cache.write_text(json.dumps({r["id"]: c / samples for r, c in zip(records, out["counts"])}))
+    return json.loads(cache.read_text())
+
+
 def mean_se(xs):
     m = sum(xs) / len(xs)
     se = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) if len(xs) > 1 else 0.0
@@ -91,14 +112,15 @@ def summarize(runs, reference):
     Per split: mean ± s.e. over seeds, one run's binomial s.e., and the paired difference to
     the reference on the questions both hold."""
     row = {}
-    for s in SPLITS:
+    for s in SPLITS + (SAMPLED,):
         accs = [sum(r[s].values()) / len(r[s]) for r in runs if s in r]
         if not accs:
             continue
         n = len(runs[0][s])
         m, se = mean_se(accs)
         row[s] = {"mean": m, "se_seeds": se, "seeds": len(accs), "values": accs, "n": n,
-                  "se_binomial": sum(math.sqrt(a * (1 - a) / n) for a in accs) / len(accs)}
+                  # one run's s.e. over its questions (binomial for 0/1 scores; also right for shares)
+                  "se_binomial": sum(mean_se(list(r[s].values()))[1] for r in runs if s in r) / len(accs)}
         if reference and s in reference:
             ids = [q for q in reference[s] if all(q in r[s] for r in runs)]
             diffs = [sum(r[s][q] for r in runs) / len(runs) - reference[s][q] for q in ids]
@@ -107,15 +129,22 @@ def summarize(runs, reference):
     return row
 
 
-def table(out, seeds, fractions):
+def table(out, seeds, fractions, samples=SAMPLES):
     out = Path(out)
     sft = out / "sft"
     rows = {}
-    ref = per_question(sft, "sft") if (sft / "results.json").exists() else None
+
+    def results(path, stage):   # {column: {question id: score}} of a finished run, {} if none
+        res = per_question(path, stage)
+        if res and samples and (path / "results.json").exists():
+            res[SAMPLED] = sampled(path, stage, samples)
+        return res
+
+    ref = results(sft, "sft") if (sft / "results.json").exists() else None
     if ref:
         rows[SFT_ONLY] = summarize([ref], None)
     for name in VARIANTS:
-        runs = [per_question(out / f"seed{s}" / slug(name), "rl") for s in seeds]
+        runs = [results(out / f"seed{s}" / slug(name), "rl") for s in seeds]
         runs = [r for r in runs if r]
         if runs:
             rows[name] = summarize(runs, ref)
@@ -126,12 +155,16 @@ def table(out, seeds, fractions):
             rows[f"SFT + ExGRPO on {100 * f:g}% of the data"] = summarize(runs, ref)
     cell = lambda c: (f"{100 * c['mean']:.1f} ± {100 * c['se_seeds']:.1f} (run se {100 * c['se_binomial']:.1f})"
                       + (f" | {100 * c['paired_diff']:+.1f} ± {100 * c['paired_se']:.1f}" if "paired_diff" in c else " | –"))
-    lines = ["| variant | seeds | test_id (%) | Δ vs SFT, paired | test_ood (%) | Δ vs SFT, paired |",
-             "|---|---|---|---|---|---|"]
+    cols = SPLITS + ((SAMPLED,) if samples else ())
+    lines = ["| variant | seeds | " + " | ".join(f"{c} (%) | Δ vs SFT, paired" for c in cols) + " |",
+             "|---|---|" + "---|---|" * len(cols)]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['test_id']['seeds']} | " + " | ".join(cell(r[s]) for s in SPLITS if s in r) + " |")
+        lines.append(f"| {name} | {r['test_id']['seeds']} | " + " | ".join(cell(r[s]) if s in r else "– | –"
+                                                                        for s in cols) + " |")
     text = "\n".join(lines) + ("\n\nmean ± s.e. over seeds (run se: the binomial s.e. of one run's accuracy); "
-                               "Δ: per-question difference to SFT only on the same questions, mean ± s.e.\n")
+                               "Δ: per-question difference to SFT only on the same questions, mean ± s.e.; "
+                               "test_id and test_ood: greedy; " + (f"{SAMPLED}: the share of {samples} answers "
+                               "per question sampled at T = 1 that are right (pass@1)\n" if samples else "\n"))
     (out / "ablation.md").write_text(text)
     (out / "ablation.json").write_text(json.dumps(rows, indent=2))
     return text
@@ -150,6 +183,8 @@ def main():
     ap.add_argument("--fractions", default=",".join(map(str, FRACTIONS)), help="data fractions ('' = none)")
     ap.add_argument("--fraction-seeds", default="0", help="seeds of the sample-efficiency runs")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--samples", type=int, default=SAMPLES, help="answers per test_id question at T = 1 for "
+                    "the sampled column (0 = no column)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s]
     chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -172,7 +207,7 @@ def main():
             for f in fractions:
                 launch(out / f"seed{seed}" / f"fraction_{f}",
                        common + sft_flags + rl_flags + ["--data-fraction", str(f), "--seed", str(seed), "--no-zero-shot"], log)
-    print(table(out, seeds, fractions))
+    print(table(out, seeds, fractions, args.samples))
     print(f"wall time {time.time() - t0:.0f}s; runs under {out}/")
 
 

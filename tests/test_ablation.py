@@ -1,0 +1,47 @@
+"""bench/ablation.py's statistics on hand-made results (no model runs)."""
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import ablation  # noqa: E402
+
+
+def test_summarize_by_hand():
+    """Two seeds on 4 questions against a reference:
+        seed A: 1 1 0 0 (0.50)   seed B: 1 0 1 1 (0.75)   reference: 1 0 0 0 (0.25)
+    mean 0.625, s.e. over seeds sqrt(((-.125)^2 + .125^2) / 1 / 2) = 0.125;
+    per-question diffs (mean over seeds - reference): 0, 0.5, 0.5, 0.5 -> mean 0.375,
+    s.e. sqrt((0.375^2 + 3 * 0.125^2) / 3 / 4) = 0.125."""
+    ids = ["q0", "q1", "q2", "q3"]
+    run = lambda xs: {"test_id": dict(zip(ids, map(float, xs)))}
+    row = ablation.summarize([run([1, 1, 0, 0]), run([1, 0, 1, 1])], run([1, 0, 0, 0]))["test_id"]
+    assert row["mean"] == pytest.approx(0.625) and row["se_seeds"] == pytest.approx(0.125)
+    assert row["paired_diff"] == pytest.approx(0.375) and row["paired_se"] == pytest.approx(0.125)
+    # one run's s.e. over its questions: (1,1,0,0): sd sqrt(4 * .25 / 3), / sqrt(4) -> 0.2887;
+    # (1,0,1,1): squared deviations .0625 * 3 + .5625 = .75, sd sqrt(.75 / 3) = .5, / 2 -> 0.25
+    assert row["se_binomial"] == pytest.approx((math.sqrt(1 / 3) / 2 + 0.25) / 2)
+
+
+def test_table_has_the_sampled_column_paired_with_sft(tmp_path):
+    """A fake ablation folder (predictions + cached sampled shares): the T = 1 column and its
+    paired difference come out as computed by hand."""
+    def fake(path, stage, greedy, shares):
+        (path / stage).mkdir(parents=True)
+        (path / "results.json").write_text("{}")
+        for split in ablation.SPLITS:
+            (path / stage / f"predictions_{split}.jsonl").write_text(
+                "".join(json.dumps({"id": f"q{i}", "correct": bool(c)}) + "\n" for i, c in enumerate(greedy)))
+        (path / stage / "sampled_test_id_8.json").write_text(json.dumps({f"q{i}": x for i, x in enumerate(shares)}))
+    fake(tmp_path / "sft", "sft", [1, 0], [0.5, 0.25])
+    fake(tmp_path / "seed0" / ablation.slug("SFT + GRPO"), "rl", [1, 0], [0.75, 0.5])
+    text = ablation.table(tmp_path, [0], [])
+    rows = json.loads((tmp_path / "ablation.json").read_text())
+    cell = rows["SFT + GRPO"][ablation.SAMPLED]
+    assert cell["mean"] == pytest.approx(0.625) and cell["paired_diff"] == pytest.approx(0.25)
+    assert cell["paired_se"] == pytest.approx(0.0)                    # +0.25 on both questions
+    assert rows["SFT + GRPO"]["test_id"]["paired_diff"] == 0          # greedy unchanged
+    assert "62.5 ± 0.0" in text and "+25.0 ± 0.0" in text
