@@ -82,22 +82,30 @@ def per_question(path, stage):
     return out
 
 
-def sampled(path, stage, samples=SAMPLES):
-    """{question id: share of `samples` answers at T = 1 that are right} on test_id, for the final
-    model of a finished run (cached in its folder). Greedy accuracy moves only when RL flips the
-    mode of an answer; this is the quantity the RL stage optimizes (its training reward)."""
-    cache = path / stage / f"sampled_test_id_{samples}.json"
+def rescore(path, stage, split, samples=0, n=0):
+    """{question id: score} of a finished run's final model on the first n questions of `split`
+    (n = 0: the run's own --eval-n), cached in its folder. samples = 0: greedy, 0/1 per question;
+    samples > 0: the share of `samples` answers at T = 1 that are right (pass@1). Greedy accuracy
+    moves only where RL flips the mode of an answer; the sampled share is what RL optimizes."""
+    cfg = json.loads((path / "config.json").read_text())
+    n = n or cfg["eval_n"]
+    cache = path / stage / (f"sampled_{split}_{samples}_{n}.json" if samples else f"greedy_{split}_{n}.json")
     if not cache.exists():
         sys.path.insert(0, str(ROOT))
         import torch
         import data, evaluate, sample
-        cfg = json.loads((path / "config.json").read_text())
         model, tok = sample.load_student(str(path / stage / "final"))
-        records = data.load("synth", "test_id", limit=cfg["eval_n"], level=cfg["level"])
-        torch.manual_seed(0)
-        out = evaluate.sample_accuracy(model, tok, records, samples, max_new_tokens=cfg["eval_max_new_tokens"],
-                                       desc=f"{path.name} sampled")
-        cache.write_text(json.dumps({r["id"]: c / samples for r, c in zip(records, out["counts"])}))
+        records = data.load("synth", split, limit=n, level=cfg["level"])
+        kw = dict(max_new_tokens=cfg["eval_max_new_tokens"], desc=f"{path.name} {split}")
+        if samples:
+            torch.manual_seed(0)
+            counts = evaluate.sample_accuracy(model, tok, records, samples, **kw)["counts"]
+            scores = [c / samples for c in counts]
+        else:
+            evaluate.evaluate(model, tok, records, predictions_path=cache.with_suffix(".jsonl"), **kw)
+            right = {json.loads(l)["id"]: json.loads(l)["correct"] for l in cache.with_suffix(".jsonl").open()}
+            scores = [float(bool(right[r["id"]])) for r in records]
+        cache.write_text(json.dumps({r["id"]: x for r, x in zip(records, scores)}))
     return json.loads(cache.read_text())
 
 
@@ -129,15 +137,17 @@ def summarize(runs, reference):
     return row
 
 
-def table(out, seeds, fractions, samples=SAMPLES):
+def table(out, seeds, fractions, samples=SAMPLES, eval_n=0):
     out = Path(out)
     sft = out / "sft"
     rows = {}
 
     def results(path, stage):   # {column: {question id: score}} of a finished run, {} if none
-        res = per_question(path, stage)
-        if res and samples and (path / "results.json").exists():
-            res[SAMPLED] = sampled(path, stage, samples)
+        if not (path / "results.json").exists():
+            return {}
+        res = {s: rescore(path, stage, s, n=eval_n) for s in SPLITS} if eval_n else per_question(path, stage)
+        if samples:
+            res[SAMPLED] = rescore(path, stage, "test_id", samples, eval_n)
         return res
 
     ref = results(sft, "sft") if (sft / "results.json").exists() else None
@@ -185,6 +195,8 @@ def main():
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--samples", type=int, default=SAMPLES, help="answers per test_id question at T = 1 for "
                     "the sampled column (0 = no column)")
+    ap.add_argument("--eval-n", type=int, default=0, help="score every final model again on the first N "
+                    "questions of each split (cached; 0 = the runs' own predictions)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s]
     chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -207,7 +219,7 @@ def main():
             for f in fractions:
                 launch(out / f"seed{seed}" / f"fraction_{f}",
                        common + sft_flags + rl_flags + ["--data-fraction", str(f), "--seed", str(seed), "--no-zero-shot"], log)
-    print(table(out, seeds, fractions, args.samples))
+    print(table(out, seeds, fractions, args.samples, args.eval_n))
     print(f"wall time {time.time() - t0:.0f}s; runs under {out}/")
 
 

@@ -32,10 +32,11 @@ def test_table_has_the_sampled_column_paired_with_sft(tmp_path):
     def fake(path, stage, greedy, shares):
         (path / stage).mkdir(parents=True)
         (path / "results.json").write_text("{}")
+        (path / "config.json").write_text(json.dumps({"eval_n": 2, "level": 1, "eval_max_new_tokens": 8}))
         for split in ablation.SPLITS:
             (path / stage / f"predictions_{split}.jsonl").write_text(
                 "".join(json.dumps({"id": f"q{i}", "correct": bool(c)}) + "\n" for i, c in enumerate(greedy)))
-        (path / stage / "sampled_test_id_8.json").write_text(json.dumps({f"q{i}": x for i, x in enumerate(shares)}))
+        (path / stage / "sampled_test_id_8_2.json").write_text(json.dumps({f"q{i}": x for i, x in enumerate(shares)}))
     fake(tmp_path / "sft", "sft", [1, 0], [0.5, 0.25])
     fake(tmp_path / "seed0" / ablation.slug("SFT + GRPO"), "rl", [1, 0], [0.75, 0.5])
     text = ablation.table(tmp_path, [0], [])
@@ -45,3 +46,22 @@ def test_table_has_the_sampled_column_paired_with_sft(tmp_path):
     assert cell["paired_se"] == pytest.approx(0.0)                    # +0.25 on both questions
     assert rows["SFT + GRPO"]["test_id"]["paired_diff"] == 0          # greedy unchanged
     assert "62.5 ± 0.0" in text and "+25.0 ± 0.0" in text
+
+
+def test_rescore_scores_a_final_model_once_and_caches_it(tmp_path):
+    """Greedy 0/1 and sampled shares (multiples of 1/samples) on the first n fixed questions,
+    keyed by question id; the second call reads the cache instead of generating."""
+    from data.synth_tokenizer import micro_model, micro_tokenizer
+    tok = micro_tokenizer()
+    micro_model(tok, seed=0).save_pretrained(tmp_path / "rl" / "final")
+    tok.save_pretrained(tmp_path / "rl" / "final")
+    (tmp_path / "config.json").write_text(json.dumps({"eval_n": 500, "level": 1, "eval_max_new_tokens": 6}))
+    greedy = ablation.rescore(tmp_path, "rl", "test_id", n=3)
+    shares = ablation.rescore(tmp_path, "rl", "test_id", samples=4, n=3)
+    import data
+    ids = [r["id"] for r in data.load("synth", "test_id", limit=3, level=1)]
+    assert list(greedy) == ids and set(greedy.values()) <= {0.0, 1.0}
+    assert list(shares) == ids and all(4 * x == int(4 * x) and 0 <= x <= 1 for x in shares.values())
+    cache = tmp_path / "rl" / "greedy_test_id_3.json"
+    cache.write_text(json.dumps({"x": 1.0}))
+    assert ablation.rescore(tmp_path, "rl", "test_id", n=3) == {"x": 1.0}
