@@ -47,6 +47,7 @@ FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 SPLITS = ("test_id", "test_ood")
 SAMPLED = "test_id, T=1"   # the extra column: share of SAMPLES answers at T = 1 that are right (pass@1)
 SAMPLES = 8                # answers per test_id question for it (--samples; 0 = no column)
+RESCORE_BATCH = 256        # rows per generate call when scoring again (a small student is per-step bound)
 
 
 def slug(name):
@@ -96,7 +97,7 @@ def rescore(path, stage, split, samples=0, n=0):
         import data, evaluate, sample
         model, tok = sample.load_student(str(path / stage / "final"))
         records = data.load("synth", split, limit=n, level=cfg["level"])
-        kw = dict(max_new_tokens=cfg["eval_max_new_tokens"], desc=f"{path.name} {split}")
+        kw = dict(max_new_tokens=cfg["eval_max_new_tokens"], desc=f"{path.name} {split}", batch_size=RESCORE_BATCH)
         if samples:
             torch.manual_seed(0)
             counts = evaluate.sample_accuracy(model, tok, records, samples, **kw)["counts"]
