@@ -117,24 +117,28 @@ def mean_se(xs):
 
 
 def summarize(runs, reference):
-    """runs: [{split: {qid: 0/1}}] of one variant's seeds; reference: the same for SFT only.
-    Per split: mean ± s.e. over seeds, one run's binomial s.e., and the paired difference to
-    the reference on the questions both hold."""
+    """runs: [{split: {qid: score}}] of one variant's seeds; reference: the same for SFT only.
+    Per split: mean ± s.e. over seeds, one run's s.e. over its questions, and the paired
+    difference to the reference on the questions all hold, with two standard errors:
+        paired_se        over the questions, of (mean over seeds - reference): question noise only
+        paired_se_seeds  over the seeds, of each seed's mean paired difference: seed-to-seed
+                         noise too (what "the variant beats SFT" must clear; 0 with one seed)"""
     row = {}
     for s in SPLITS + (SAMPLED,):
-        accs = [sum(r[s].values()) / len(r[s]) for r in runs if s in r]
-        if not accs:
+        have = [r for r in runs if s in r]
+        if not have:
             continue
-        n = len(runs[0][s])
+        accs = [sum(r[s].values()) / len(r[s]) for r in have]
         m, se = mean_se(accs)
-        row[s] = {"mean": m, "se_seeds": se, "seeds": len(accs), "values": accs, "n": n,
+        row[s] = {"mean": m, "se_seeds": se, "seeds": len(accs), "values": accs, "n": len(have[0][s]),
                   # one run's s.e. over its questions (binomial for 0/1 scores; also right for shares)
-                  "se_binomial": sum(mean_se(list(r[s].values()))[1] for r in runs if s in r) / len(accs)}
+                  "se_binomial": sum(mean_se(list(r[s].values()))[1] for r in have) / len(have)}
         if reference and s in reference:
-            ids = [q for q in reference[s] if all(q in r[s] for r in runs)]
-            diffs = [sum(r[s][q] for r in runs) / len(runs) - reference[s][q] for q in ids]
-            d, dse = mean_se(diffs)
-            row[s]["paired_diff"], row[s]["paired_se"] = d, dse
+            ids = [q for q in reference[s] if all(q in r[s] for r in have)]
+            diffs = [sum(r[s][q] for r in have) / len(have) - reference[s][q] for q in ids]
+            per_seed = [sum(r[s][q] - reference[s][q] for q in ids) / len(ids) for r in have]
+            row[s]["paired_diff"], row[s]["paired_se"] = mean_se(diffs)
+            row[s]["paired_per_seed"], row[s]["paired_se_seeds"] = per_seed, mean_se(per_seed)[1]
     return row
 
 
@@ -165,7 +169,8 @@ def table(out, seeds, fractions, samples=SAMPLES, eval_n=0):
         if runs:
             rows[f"SFT + ExGRPO on {100 * f:g}% of the data"] = summarize(runs, ref)
     cell = lambda c: (f"{100 * c['mean']:.1f} ± {100 * c['se_seeds']:.1f} (run se {100 * c['se_binomial']:.1f})"
-                      + (f" | {100 * c['paired_diff']:+.1f} ± {100 * c['paired_se']:.1f}" if "paired_diff" in c else " | –"))
+                      + (f" | {100 * c['paired_diff']:+.1f} ± {100 * c['paired_se_seeds']:.1f} seeds, "
+                         f"± {100 * c['paired_se']:.1f} questions" if "paired_diff" in c else " | –"))
     cols = SPLITS + ((SAMPLED,) if samples else ())
     lines = ["| variant | seeds | " + " | ".join(f"{c} (%) | Δ vs SFT, paired" for c in cols) + " |",
              "|---|---|" + "---|---|" * len(cols)]
@@ -173,7 +178,8 @@ def table(out, seeds, fractions, samples=SAMPLES, eval_n=0):
         lines.append(f"| {name} | {r['test_id']['seeds']} | " + " | ".join(cell(r[s]) if s in r else "– | –"
                                                                         for s in cols) + " |")
     text = "\n".join(lines) + ("\n\nmean ± s.e. over seeds (run se: the binomial s.e. of one run's accuracy); "
-                               "Δ: per-question difference to SFT only on the same questions, mean ± s.e.; "
+                               "Δ: per-question difference to SFT only on the same questions, mean, with its s.e. over the seeds "
+                               "(each seed's mean difference) and over the questions (seeds averaged first); "
                                "test_id and test_ood: greedy; " + (f"{SAMPLED}: the share of {samples} answers "
                                "per question sampled at T = 1 that are right (pass@1)\n" if samples else "\n"))
     (out / "ablation.md").write_text(text)

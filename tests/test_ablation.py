@@ -21,6 +21,12 @@ def test_summarize_by_hand():
     row = ablation.summarize([run([1, 1, 0, 0]), run([1, 0, 1, 1])], run([1, 0, 0, 0]))["test_id"]
     assert row["mean"] == pytest.approx(0.625) and row["se_seeds"] == pytest.approx(0.125)
     assert row["paired_diff"] == pytest.approx(0.375) and row["paired_se"] == pytest.approx(0.125)
+    # per seed: A - ref = (0 + 1 + 0 + 0) / 4 = 0.25, B - ref = (0 + 0 + 1 + 1) / 4 = 0.5;
+    # their s.e. sqrt((0.125^2 * 2) / 1 / 2) = 0.125 (seed noise: here the same size by chance)
+    assert row["paired_per_seed"] == pytest.approx([0.25, 0.5]) and row["paired_se_seeds"] == pytest.approx(0.125)
+    # a column one seed lacks is summarized over the seeds that have it, not a KeyError
+    half = ablation.summarize([run([1, 1, 0, 0]), {}], run([1, 0, 0, 0]))["test_id"]
+    assert half["seeds"] == 1 and half["paired_diff"] == pytest.approx(0.25)
     # one run's s.e. over its questions: (1,1,0,0): sd sqrt(4 * .25 / 3), / sqrt(4) -> 0.2887;
     # (1,0,1,1): squared deviations .0625 * 3 + .5625 = .75, sd sqrt(.75 / 3) = .5, / 2 -> 0.25
     assert row["se_binomial"] == pytest.approx((math.sqrt(1 / 3) / 2 + 0.25) / 2)
@@ -45,7 +51,7 @@ def test_table_has_the_sampled_column_paired_with_sft(tmp_path):
     assert cell["mean"] == pytest.approx(0.625) and cell["paired_diff"] == pytest.approx(0.25)
     assert cell["paired_se"] == pytest.approx(0.0)                    # +0.25 on both questions
     assert rows["SFT + GRPO"]["test_id"]["paired_diff"] == 0          # greedy unchanged
-    assert "62.5 ± 0.0" in text and "+25.0 ± 0.0" in text
+    assert "62.5 ± 0.0" in text and "+25.0 ± 0.0 seeds, ± 0.0 questions" in text
 
 
 def test_rescore_scores_a_final_model_once_and_caches_it(tmp_path):
