@@ -287,11 +287,12 @@ def sft_examples(args, train, dei):
         ps = [p for p in ps if correct_reasoning(p, "teacher_reasoning")]
         for p in rng.sample(ps, min(args.sft_probes, len(ps))):
             pairs.append([(exgrpo.probe_message(p), p["teacher_reasoning"])])
+        # stage 3's dialogue format: a student that never saw a history loses the thread in one
         ps = [p for p in probes.rl_probes(r) if correct_reasoning(p, "teacher_reasoning")]
-        for _ in range(args.sft_dialogues if ps and correct_reasoning(r) else 0):   # stage 3's dialogue format:
-            drawn = rng.sample(ps, rng.randint(1, min(args.k, len(ps))))            # a student that never saw a
-            pairs.append([(exgrpo.probe_message(p), p["teacher_reasoning"]) for p in drawn]   # history fails
-                         + [(data.user_message(r), r["reasoning"])])                           # after one
+        for _ in range(args.sft_dialogues if ps and correct_reasoning(r) else 0):
+            drawn = rng.sample(ps, rng.randint(1, min(args.k, len(ps))))
+            pairs.append([(exgrpo.probe_message(p), p["teacher_reasoning"]) for p in drawn]
+                         + [(data.user_message(r), r["reasoning"])])
     if not pairs:
         raise ValueError("no SFT examples: the training records carry no correct teacher reasoning")
     print(f"SFT: {len(pairs)} examples; {wrong} teacher answers skipped as wrong")
