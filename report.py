@@ -202,9 +202,11 @@ def read_curves(run):
 
 
 def run_labels(runs):
-    """Run folder names as labels; parent/name where two runs share a name."""
-    names = [Path(r).resolve().name for r in runs]
-    return [f"{Path(r).resolve().parent.name}/{n}" if names.count(n) > 1 else n for r, n in zip(runs, names)]
+    """Run folder names as labels; parent/name where two runs share a name. A symlinked run keeps
+    the name it is given (abspath, not resolve: runs/ablation/seed0/x may point at a sweep run)."""
+    paths = [Path(os.path.abspath(r)) for r in runs]
+    names = [p.name for p in paths]
+    return [f"{p.parent.name}/{n}" if names.count(n) > 1 else n for p, n in zip(paths, names)]
 
 
 PANELS = (  # (title, [(metrics key, line style, smoothed?)], source)

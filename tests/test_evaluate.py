@@ -319,6 +319,9 @@ def test_plot_overlays_runs_in_one_png(tmp_path, capsys):
     rl, evals = report.read_curves(a)  # the line cut by a crash is skipped
     assert [r["step"] for r in rl] == [1, 2, 3] and evals[1] == {"stage": "rl_eval", "step": 2, "test_id": 0.4, "test_ood": 0.2}
     assert report.run_labels([a, b, tmp_path / "other"]) == ["grpo/s0", "exgrpo/s0", "other"]
+    (tmp_path / "seed0").mkdir()
+    (tmp_path / "seed0" / "sft___grpo").symlink_to(a)   # a run linked into an ablation keeps its given name
+    assert report.run_labels([tmp_path / "seed0" / "sft___grpo", tmp_path / "other"]) == ["sft___grpo", "other"]
     png = tmp_path / "plots" / "ablation.png"
     evaluate.main(["--plot", str(a), str(b), "--plot-out", str(png), "--smooth", "2"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
