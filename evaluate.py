@@ -236,7 +236,8 @@ def load_jobs(args, preds):
     limit = args.limit or None
     for col, ds, split in plan(args):
         if ds == "ei":
-            recs = load_ei_test(args.ei_test, split, limit, args.rules, out=preds / f"dei_{split}.jsonl")
+            recs = load_ei_test(args.ei_test, split, limit, args.rules, out=preds / f"dei_{split}.jsonl",
+                                level=args.level)
             jobs.append((col, recs, ei_prompt))
             continue
         records = data.load(ds, split, limit=limit, data_dir=args.data_dir, level=args.level)

@@ -119,16 +119,14 @@ def ei_test(run, stage, model_name, label_prefix=False):
     if cache.exists():
         return json.loads(cache.read_text())["accuracy"]
     import baselines
-    import data
     import evaluate
     import probes
     import sample
-    from data.ei_test import ei_probe_records
+    from data.ei_test import load_ei_test
     cfg = json.loads((run / "config.json").read_text())
     if cfg["dataset"] != "synth":
         return None
-    records = data.load("synth", "test_id", limit=cfg["eval_n"], level=cfg["level"])
-    recs = ei_probe_records(probes.build_dei(records, "oracle", student=None, progress=False)[0])
+    recs = load_ei_test("synth", "test_id", limit=cfg["eval_n"], level=cfg["level"])
     prefix = baselines.LABEL_PREFIX if label_prefix else ""
     prompt = lambda r: [{"role": "user", "content": prefix + probes.format_question(r["question"], r["answer_type"])}]
     model, tok = sample.load_student(model_name or str(run / stage / "final"), seed=cfg["seed"])

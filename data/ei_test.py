@@ -40,15 +40,15 @@ def ei_prompt(record):
     return [{"role": "user", "content": probes.format_question(record["question"], record["answer_type"])}]
 
 
-def load_ei_test(spec, split="test_id", limit=None, rules=None, seed=0, out=None):
+def load_ei_test(spec, split="test_id", limit=None, rules=None, seed=0, out=None, level=None):
     """EI-Test probe records: spec = a D_EI JSONL file (probes.py --split test_id ...), or
-    'synth' = build the probes of `limit` synthetic test questions now, with the oracle teacher
-    (exact, a second or two); their D_EI is saved to `out` for inspection."""
+    'synth' = build the probes of `limit` synthetic test questions of difficulty `level` now, with
+    the oracle teacher (exact, a second or two); their D_EI is saved to `out` for inspection."""
     import probes
     if spec == "synth":
         if split not in SYNTH_SPLITS:
             raise ValueError(f"--ei-test synth needs a test split ({' or '.join(SYNTH_SPLITS)}), got {split!r}")
-        records = data.load("synth", split, limit=limit, seed=seed)
+        records = data.load("synth", split, limit=limit, seed=seed, level=level)
         dei, _ = probes.build_dei(records, "oracle", rules=rules, student=None, seed=seed, progress=False)
         if out is not None:
             probes.save_dei(out, dei)

@@ -336,3 +336,16 @@ def test_plot_without_matplotlib_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
     with pytest.raises(SystemExit, match="pip install matplotlib"):
         evaluate.main(["--plot", str(tmp_path / "r")])
+
+
+def test_synthetic_ei_test_follows_the_level():
+    """--ei-test synth builds the probes of the test questions at the run's --level (it used to
+    build level-2 probes whatever the level)."""
+    import data
+    from data.ei_test import load_ei_test
+    for level in (1, 3):
+        recs = load_ei_test("synth", "test_id", limit=5, level=level)
+        ids = {r["id"].split("/")[0] for r in recs}
+        assert ids <= {q["id"] for q in data.load("synth", "test_id", limit=5, level=level)} and ids
+    assert {r["id"] for r in load_ei_test("synth", "test_id", limit=5, level=1)} != \
+        {r["id"] for r in load_ei_test("synth", "test_id", limit=5, level=3)}
