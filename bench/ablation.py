@@ -22,7 +22,13 @@ subprocess with its own folder under --out; a finished run is skipped, a killed 
 Writes <out>/ablation.md and <out>/ablation.json:
     mean ± s.e. over seeds; the mean binomial s.e. of one run; and for each variant, the paired
     difference to "SFT only" on the shared questions: mean over questions of (accuracy of the
-    variant, averaged over its seeds) - (accuracy of SFT only), with the s.e. of that mean.
+    variant, averaged over its seeds) - (accuracy of SFT only), with its s.e. over the seeds
+    (each seed's mean difference: the one a "beats SFT" claim must clear) and over the questions.
+Columns: test_id and test_ood greedy, and "test_id, T=1", the share of --samples answers per
+question sampled at T = 1 that are right (pass@1, what the RL reward measures). --eval-n N
+scores every final model again on the first N fixed questions (cached in its run folder):
+
+    python bench/ablation.py --out runs/ablation2 --table-only --seeds 0,1,2,3,4 --eval-n 2000
 """
 
 import argparse
