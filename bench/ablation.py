@@ -110,7 +110,7 @@ def rescore(path, stage, split, samples=0, n=0):
             scores = [c / samples for c in counts]
         else:
             evaluate.evaluate(model, tok, records, predictions_path=cache.with_suffix(".jsonl"), **kw)
-            right = {json.loads(l)["id"]: json.loads(l)["correct"] for l in cache.with_suffix(".jsonl").open()}
+            right = {r["id"]: r["correct"] for r in map(json.loads, cache.with_suffix(".jsonl").open())}
             scores = [float(bool(right[r["id"]])) for r in records]
         cache.write_text(json.dumps({r["id"]: x for r, x in zip(records, scores)}))
     return json.loads(cache.read_text())
