@@ -291,8 +291,12 @@ def policy_update(cfg, model, ref, tok, opt, roll, adv, aux_dialogues, token_bud
         tf = [sample.teacher_forced(tok, a) for a in aux_dialogues]
         aux = sample.pack([[]] * len(tf), [x[0] for x in tf], tok.pad_token_id, [x[1] for x in tf])
         full["aux_tokens"] = int(aux.loss_mask.sum())
-    micro = [slice(s, s + cfg.rl_micro) for s in range(0, len(roll.ids), cfg.rl_micro)]
-    on = lambda b, sl: (b.ids[sl].to(device), b.attn[sl].to(device), b.loss_mask[sl].to(device))
+    # micro-batches of rollouts of similar length, each cut to its own longest row: a dialogue
+    # batch mixes 2- and 4-turn rollouts, and padding them all to the longest doubled the work
+    by_len = torch.tensor([len(x) for x in roll.ids]).argsort(descending=True, stable=True)
+    micro = [by_len[s:s + cfg.rl_micro] for s in range(0, len(roll.ids), cfg.rl_micro)]
+    width = lambda b, sl: int(b.attn[sl].sum(-1).max()) if b.attn.shape[0] else 0
+    on = lambda b, sl: tuple(x[sl, :width(b, sl)].to(device) for x in (b.ids, b.attn, b.loss_mask))
     logp = lambda m, sl, T=cfg.temperature, b=batch: sample.token_logprobs(m, *on(b, sl), T, limit)
     use_ref = ref is not None and cfg.beta > 0
     frozen_old = cfg.ppo_epochs > 1 or (opt.fused and len(micro) > 1)   # pi_old must not move under us
@@ -304,7 +308,7 @@ def policy_update(cfg, model, ref, tok, opt, roll, adv, aux_dialogues, token_bud
     for _ in range(cfg.ppo_epochs):
         sums = {}
         for mi, sl in enumerate(micro):
-            mask = batch.loss_mask[sl].to(device)
+            mask = on(batch, sl)[2]
             lp = logp(model, sl)
             aux_kw = {} if aux is None or mi else dict(   # the aux loss rides on the first micro-batch
                 aux_logp=logp(model, slice(None), 1.0, aux), aux_mask=aux.loss_mask.to(device), aux_weight=cfg.aux_weight)

@@ -161,3 +161,26 @@ def test_scenarios_share_their_probes_and_partial_is_shorter(tiny, tok):
     assert part[:-1] == full[:len(part) - 1] and part[-1] == full[-1]   # same first probes, same Q
     assert len(aux) == 1 and len(aux[0]) == 3               # the teacher's answers to the same 3 probes
     assert len(set(full[:-1])) == 3                          # drawn without replacement
+
+
+def test_length_sorted_micro_batches_give_the_one_batch_gradient(tok, monkeypatch):
+    # policy_update sorts rollouts by length and cuts each micro-batch to its longest row; the
+    # accumulated gradient must still be the one-batch gradient (P11), KL and aux terms included
+    import copy
+    q = _dei_question()
+    base = sample.tiny_model(tok, seed=0)
+    ref = copy.deepcopy(base).eval().requires_grad_(False)
+    grads, finish = [], optim.finish_step
+    monkeypatch.setattr(optim, "finish_step", lambda opt, params, *a, **k: (
+        grads.append([p.grad.clone() for p in params]), 0.0)[1])
+    rows = []
+    for micro in (64, 3):
+        model = copy.deepcopy(base)
+        torch.manual_seed(0)   # the same rollouts both times
+        rows.append(exgrpo.exgrpo_step(_args(G=4, rl_micro=micro, max_new_tokens=8), model, ref, tok,
+                                       optim.make_optimizer(model, 1e-3), [q], step=0, reward_fn=_varying_reward))
+    assert rows[0]["loss"] == pytest.approx(rows[1]["loss"], rel=1e-5)
+    assert rows[0]["kl"] == pytest.approx(rows[1]["kl"], rel=1e-5, abs=1e-9)
+    for one, many in zip(*grads):
+        torch.testing.assert_close(many, one, rtol=1e-4, atol=1e-7)
+    assert any(g.abs().sum() > 0 for g in grads[0])
