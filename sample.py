@@ -352,6 +352,7 @@ class Generation:
     texts: list            # N decoded completions, special tokens dropped
     finished: list         # N bools: did the completion end with an EOS?
     logprobs: list = None  # N lists: log-prob of each sampled id at the temperature (T = 1 if greedy)
+    past: "Past" = None    # with keep=True: each row's cache, for the next turn (None if not reusable)
 
 
 def _new_cache(model, capacity):
@@ -390,9 +391,41 @@ def _new_cache(model, capacity):
                 self.kbuf, self.vbuf = self.kbuf[idx], self.vbuf[idx]
                 self.keys, self.values = self.kbuf[:, :, :self.n], self.vbuf[:, :, :self.n]
 
+        def row(self, j, real):  # row j's keys and values at its real (attended) positions
+            return self.kbuf[j, :, :self.n][:, real], self.vbuf[j, :, :self.n][:, real]
+
+        def fill(self, rows, width):  # rows: per row (k, v) of shape (heads, n_i, dim), right-aligned
+            k0 = rows[0][0]
+            self.kbuf = k0.new_zeros(len(rows), k0.shape[0], capacity, k0.shape[2])
+            self.vbuf = torch.zeros_like(self.kbuf)
+            for i, (k, v) in enumerate(rows):
+                self.kbuf[i, :, width - k.shape[1]:width], self.vbuf[i, :, width - k.shape[1]:width] = k, v
+            self.device, self.is_initialized, self.n = k0.device, True, width
+            self.keys, self.values = self.kbuf[:, :, :width], self.vbuf[:, :, :width]
+
     cache = DynamicCache(config=model.config)
     cache.layers = [Layer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    cache.reusable = all(isinstance(layer, Layer) for layer in cache.layers)
     return cache
+
+
+@dataclass
+class Past:
+    """What sample_ids(keep=True) hands to its next call on the same rows (the next dialogue turn):
+    per row, the keys and values of the first n[i] of its ids, at real positions only. RoPE is
+    applied before caching, so a key keeps its position wherever it sits in the buffer."""
+    kv: list   # per row: per layer (k, v), each (heads, n_i, dim)
+    n: list    # per row: how many of its ids the cache holds
+
+    def take(self, idx):
+        return Past([self.kv[i] for i in idx], [self.n[i] for i in idx])
+
+
+def _stash(cache, attn, js, into):
+    """Copy rows js of the batch cache out (real positions only) into `into` (row -> (kv, n))."""
+    for j, row in js:
+        real = attn[j].bool()
+        into[row] = ([layer.row(j, real) for layer in cache.layers], int(real.sum()))
 def _pick(logits, temperature):
     """(next id, its log-prob) per row of logits (n, V): argmax at T = 0, else one draw from
     softmax(logits / T) by inverse CDF, one uniform number per row. (torch.multinomial draws
@@ -412,7 +445,7 @@ def _pick(logits, temperature):
 
 
 @torch.no_grad()
-def sample_ids(model, rows, max_new_tokens, temperature, eos, pad_id, vocab_limit=None):
+def sample_ids(model, rows, max_new_tokens, temperature, eos, pad_id, vocab_limit=None, past=None, keep=False):
     """The KV-cached batched sampler behind generate() and rollout_dialogues().
 
     rows: list of prompt id lists. Returns (completions, logprobs): per row the sampled ids,
@@ -423,14 +456,30 @@ def sample_ids(model, rows, max_new_tokens, temperature, eos, pad_id, vocab_limi
         so finished rows cost nothing and the step ends when every row is done;
       - position ids come from the attention mask, as in token_logprobs (P4);
       - nothing but the temperature and the vocabulary limit shapes the distribution (P7, P12).
+    keep=True also returns a Past: each row's cache, copied out as the row leaves the batch (None
+    when the model has layers _new_cache does not own). Passed back as `past` with rows that
+    extend the same rows (the next turn of a dialogue), only the ids it does not hold are
+    prefilled: a dialogue's history is computed once, not once per turn.
     The caller puts the model in eval() (P8)."""
     device = next(model.parameters()).device
-    unique = {}
-    first = [unique.setdefault(tuple(r), len(unique)) for r in rows]
-    ids, attn = left_pad([list(u) for u in unique], pad_id)
+    if past is None:
+        unique = {}
+        first = [unique.setdefault(tuple(r), len(unique)) for r in rows]
+        ids, attn = left_pad([list(u) for u in unique], pad_id)
+        cache = _new_cache(model, ids.shape[1] + max_new_tokens)
+    else:   # the cached rows, right-aligned in one buffer, then the ids they do not hold yet
+        if any(len(r) <= n for r, n in zip(rows, past.n)):
+            raise ValueError("sample_ids: each row must extend the ids its past holds")
+        first = list(range(len(rows)))
+        ids, new = left_pad([r[n:] for r, n in zip(rows, past.n)], pad_id)
+        width = max(past.n)
+        cache = _new_cache(model, width + ids.shape[1] + max_new_tokens)
+        for li, layer in enumerate(cache.layers):
+            layer.fill([kv[li] for kv in past.kv], width)
+        held = torch.tensor([[0] * (width - n) + [1] * n for n in past.n], dtype=torch.long)
+        attn = torch.cat([held, new], 1)
     ids, attn = ids.to(device), attn.to(device)
-    pos = (attn.cumsum(-1) - 1).clamp(min=0)
-    cache = _new_cache(model, ids.shape[1] + max_new_tokens)
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
     logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, cache=cache, use_cache=True,
                    logits_to_keep=1).logits[:, -1]
     expand = torch.tensor(first, device=device)
@@ -441,29 +490,39 @@ def sample_ids(model, rows, max_new_tokens, temperature, eos, pad_id, vocab_limi
     out_lp = torch.zeros((len(rows), max_new_tokens), dtype=torch.float32, device=device)
     lengths = torch.zeros(len(rows), dtype=torch.long, device=device)
     alive = torch.arange(len(rows), device=device)          # which row each batch row is
+    stashing, stash = keep and cache.reusable, {}
     for t in range(max_new_tokens):
         nxt, lp = _pick(logits[:, :vocab_limit], temperature)  # P12: padding rows of the head never drawn
         out_ids[alive, t], out_lp[alive, t], lengths[alive] = nxt, lp, t + 1
-        keep = ~torch.isin(nxt, eos)
-        if t + 1 == max_new_tokens or not keep.any():
+        going = ~torch.isin(nxt, eos)
+        if t + 1 == max_new_tokens or not going.any():
             break
-        if not keep.all():
-            alive, nxt, attn, pos = alive[keep], nxt[keep], attn[keep], pos[keep]
-            cache.batch_select_indices(keep.nonzero().squeeze(1))
+        if not going.all():
+            if stashing:   # the rows that leave keep their cache for the next turn
+                _stash(cache, attn, [(j, int(alive[j])) for j in (~going).nonzero().squeeze(1).tolist()], stash)
+            alive, nxt, attn, pos = alive[going], nxt[going], attn[going], pos[going]
+            cache.batch_select_indices(going.nonzero().squeeze(1))
         attn = torch.cat([attn, attn.new_ones(len(alive), 1)], 1)
         pos = pos + 1
         logits = model(input_ids=nxt[:, None], attention_mask=attn, position_ids=pos, cache=cache,
                        use_cache=True).logits[:, -1]
+    if stashing:
+        _stash(cache, attn, list(enumerate(alive.tolist())), stash)
     lengths, out_ids, out_lp = lengths.tolist(), out_ids.cpu(), out_lp.cpu()
-    return ([out_ids[i, :n].tolist() for i, n in enumerate(lengths)],
-            [out_lp[i, :n].tolist() for i, n in enumerate(lengths)])
+    result = ([out_ids[i, :n].tolist() for i, n in enumerate(lengths)],
+              [out_lp[i, :n].tolist() for i, n in enumerate(lengths)])
+    if not keep:
+        return result
+    return result + (Past(*map(list, zip(*(stash[i] for i in range(len(rows)))))) if stashing else None,)
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts, n=1, max_new_tokens=128, temperature=1.0, batch_size=64):
+def generate(model, tokenizer, prompts, n=1, max_new_tokens=128, temperature=1.0, batch_size=64,
+             past=None, keep=False):
     """Sample n completions of each prompt (sample_ids). temperature 0 = greedy.
 
     prompts: list of id lists. Rows of the result are grouped: [p0 x n, p1 x n, ...].
+    keep / past: sample_ids' cache hand-over between the turns of a dialogue (n = 1 only).
     The model runs in eval() with the KV cache (P8); its previous mode is restored after."""
     if not prompts:
         raise ValueError("generate() got an empty list of prompts")
@@ -473,18 +532,23 @@ def generate(model, tokenizer, prompts, n=1, max_new_tokens=128, temperature=1.0
     eos, limit = eos_ids(tokenizer), vocab_limit_of(model, tokenizer)
     was_training = model.training
     model.eval()
-    completions, logprobs = [], []
+    if past is not None and n != 1:
+        raise ValueError("generate(past=...) continues rows one for one: n must be 1")
+    completions, logprobs, kept = [], [], []
     try:
         for s in range(0, len(rows), batch_size):
-            c, lp = sample_ids(model, rows[s:s + batch_size], max_new_tokens, temperature, eos,
-                               tokenizer.pad_token_id, limit)
+            part = None if past is None else past.take(range(s, min(s + batch_size, len(rows))))
+            c, lp, *rest = sample_ids(model, rows[s:s + batch_size], max_new_tokens, temperature, eos,
+                                      tokenizer.pad_token_id, limit, past=part, keep=keep)
             completions += c
             logprobs += lp
+            kept += rest
     finally:
         model.train(was_training)
     texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
     finished = [bool(c) and c[-1] in eos for c in completions]
-    return Generation(rows, completions, texts, finished, logprobs)
+    joined = None if not keep or None in kept else Past(sum((p.kv for p in kept), []), sum((p.n for p in kept), []))
+    return Generation(rows, completions, texts, finished, logprobs, joined)
 
 
 @torch.no_grad()
@@ -540,7 +604,7 @@ class Dialogues:
 
 @torch.no_grad()
 def rollout_dialogues(model, tokenizer, dialogues, n=1, max_new_tokens=128, temperature=1.0,
-                      batch_size=64):
+                      batch_size=64, reuse_cache=True):
     """Roll out multi-turn dialogues on-policy: the student answers user turn 1, sees its own
     answer in the context, answers user turn 2, ... All dialogues advance together, one
     batched generate() per turn; a dialogue with fewer turns simply drops out.
@@ -548,7 +612,8 @@ def rollout_dialogues(model, tokenizer, dialogues, n=1, max_new_tokens=128, temp
     dialogues: list of lists of user-message strings, e.g. [[probe_1, probe_2, question]].
     Sampled ids are kept as sampled (P5); a turn cut by max_new_tokens is closed with a
     forced end-of-turn token that is not the student's (mask 0). The template text between
-    turns is tokenized separately (turn_glue_ids) and masked out too.
+    turns is tokenized separately (turn_glue_ids) and masked out too. Each turn starts from the
+    cache the last one left (reuse_cache; sample_ids' Past): only the new user turn is prefilled.
     Example, one dialogue [p1, q], n = 1 (S = student token, . = not):
         ids  = [<p1 prompt> a1 a1 <eot> <glue + q> a2 a2 <eot>]
         mask = [ .  .  .    S  S   S     .  .  .   S  S   S  ]"""
@@ -560,9 +625,14 @@ def rollout_dialogues(model, tokenizer, dialogues, n=1, max_new_tokens=128, temp
     logp = [[0.0] * len(x) for x in ids]
     turns = [[] for _ in rows]
     eot = end_of_turn_id(tokenizer)
+    past = [None] * len(rows)   # per row: its cache after the last turn
     for t in range(max(len(d) for d in rows)):
         active = [i for i, d in enumerate(rows) if t < len(d)]
-        gen = generate(model, tokenizer, [ids[i] for i in active], 1, max_new_tokens, temperature, batch_size)
+        held = None if t == 0 or past[active[0]] is None else Past(*map(list, zip(*(past[i] for i in active))))
+        gen = generate(model, tokenizer, [ids[i] for i in active], 1, max_new_tokens, temperature, batch_size,
+                       past=held, keep=reuse_cache and t + 1 < max(len(rows[i]) for i in active))
+        for j, i in enumerate(active if gen.past is not None else []):
+            past[i] = (gen.past.kv[j], gen.past.n[j])
         for i, comp, lp, text, done in zip(active, gen.completions, gen.logprobs, gen.texts, gen.finished):
             ids[i] += comp
             mask[i] += [1] * len(comp)

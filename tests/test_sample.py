@@ -271,3 +271,50 @@ def test_sampled_frequencies_match_the_softmax():
     counts = torch.bincount(torch.tensor([c[0] for c in comps]), minlength=8).double()
     assert counts[6:].sum() == 0
     assert _chi_square(counts[:6], (logits[:6] / T).softmax(-1).double()) < 20.52   # 5 dof, p = 0.001
+
+
+# --- dialogue turns continue from the cache the last turn left ---------------------------------
+
+def _eos_every_fifth_position(model, eos, monkeypatch):
+    """Wrap the model: count the ids each forward is fed, and put an EOS at every position
+    divisible by 5, so that rows end their turns at different steps (the rows that leave the
+    batch early must keep their cache). Both rollouts see the same positions, so the same EOS."""
+    fed, forward = [], model.forward
+
+    def wrapped(*a, **k):
+        fed.append(k["input_ids"].numel())
+        out = forward(*a, **k)
+        pos = k["position_ids"][:, -out.logits.shape[1]:]
+        out.logits[..., eos] += 1e4 * (pos % 5 == 0)
+        return out
+    monkeypatch.setattr(model, "forward", wrapped)
+    return fed
+
+
+@pytest.mark.parametrize("student", ["tiny", "micro"])
+def test_dialogue_turns_reuse_the_cache_and_match_a_fresh_prefill(student, tok, monkeypatch):
+    from data.synth_tokenizer import micro_model, micro_tokenizer
+    t = micro_tokenizer() if student == "micro" else tok
+    model = micro_model(t, seed=0) if student == "micro" else sample.tiny_model(t, seed=0)
+    dialogues = [["Probe A: 3 + 4?", "Probe B: and 7 - 2, longer?", "Question: 5 + 5?"], ["Question: 2 + 9?"],
+                 ["One probe: 1 + 1?", "Question: 6 - 1?"]]
+    fed = _eos_every_fifth_position(model, t.eos_token_id, monkeypatch)
+    reused = sample.rollout_dialogues(model, t, dialogues, n=2, max_new_tokens=7, temperature=0)
+    fed_reused, fed[:] = sum(fed), []
+    fresh = sample.rollout_dialogues(model, t, dialogues, n=2, max_new_tokens=7, temperature=0, reuse_cache=False)
+    assert reused.ids == fresh.ids and reused.student_mask == fresh.student_mask   # token for token
+    torch.testing.assert_close(torch.tensor(sum(reused.logprobs, [])), torch.tensor(sum(fresh.logprobs, [])),
+                               rtol=0, atol=1e-4)
+    # turns ended at an EOS after different numbers of tokens (rows left the batch mid-turn)
+    student_turns = [len(x) for ids, m in zip(reused.ids, reused.student_mask)
+                     for x in "".join(map(str, m)).split("0") if x]
+    assert len(set(student_turns)) > 1 and min(student_turns) < 7
+    # the reuse is real: later turns feed only their new ids, so fewer tokens go through the model
+    assert fed_reused < sum(fed)
+
+
+def test_sample_ids_past_must_be_extended(tiny, tok):
+    c, lp, past = sample.sample_ids(tiny, [[1, 2, 3]], 2, 0, eos=[], pad_id=tok.pad_token_id, keep=True)
+    assert past.n == [3 + len(c[0]) - 1]          # the prompt and every sampled id but the last one
+    with pytest.raises(ValueError, match="extend"):
+        sample.sample_ids(tiny, [[1, 2, 3]], 2, 0, eos=[], pad_id=tok.pad_token_id, past=past)
