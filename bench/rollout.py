@@ -8,6 +8,7 @@ same run measures, for sample.py's lean sampler and for transformers' generate.
         --backends lean hf hf-static hf-compile --new-tokens 16
     python bench/rollout.py --out bench/results/rollout-2026-11-26.md
     python bench/rollout.py --students smollm2-135m --batches 1 16 --backends lean --profile
+    python bench/rollout.py --dialogues --students micro runs/ablation4/sft/sft/final   # turn-to-turn cache
 
 Backends (all sample at temperature 1.0 with no top-k, the way rollouts do, and ignore EOS so
 every row decodes the full budget):
@@ -23,6 +24,11 @@ Roofline per step: max(bytes read / bandwidth, FLOPs / FLOP/s), with bytes = eve
 of the body and the lm_head once + the KV cache read by attention, FLOPs = 2 per weight per
 row + attention; bandwidth = a 256 MB fp32 reduction, FLOP/s = a 1024^3 matmul in --dtype, both
 at the thread count of the run. Gemma 3 270M is included when its weights are in the hub cache.
+
+--dialogues times instead one ExGRPO rollout (sample.rollout_dialogues: --questions synthetic
+questions x 2 scenarios x G, k = 3 probes, --new-tokens per turn) with each turn continuing from
+the cache the last turn left (reuse) against prefilling the whole history every turn (fresh),
+A B A B, and counts the ids each way feeds through the model.
 """
 
 import argparse
@@ -155,6 +161,38 @@ def bench_student(name, args, limits, out):
             out(f"| {B} | {b} | {s * 1e3:.1f} | {B / s:,.0f} | {roof * 1e3:.1f} ({bound}) | {s / roof:.1f}x |")
 
 
+def bench_dialogues(name, args, out):
+    """One ExGRPO rollout, reuse_cache on and off, same seed (the same dialogues come out)."""
+    import random
+    import exgrpo
+    import probes
+    from data import synth
+    model, tok = load(name, args.dtype)
+    if model is None:
+        out(f"\n{name}: not installed here, skipped")
+        return
+    dei, _ = probes.build_dei(synth.generate("train", args.questions, seed=0), "oracle", progress=False)
+    dialogues, _, _ = exgrpo.build_scenarios(dei, 3, None, random.Random(0))
+    fed = []
+    model.register_forward_pre_hook(lambda m, a, kw: fed.append(kw["input_ids"].numel()), with_kwargs=True)
+    times, ids = {True: [], False: []}, {}
+    for _ in range(args.reps):
+        for reuse in (True, False):
+            torch.manual_seed(0)
+            fed.clear()
+            t0 = time.perf_counter()
+            roll = sample.rollout_dialogues(model, tok, dialogues, n=args.G, max_new_tokens=args.new_tokens,
+                                            temperature=1.0, batch_size=len(dialogues) * args.G, reuse_cache=reuse)
+            times[reuse].append(time.perf_counter() - t0)
+            ids[reuse] = (sum(fed), sum(map(sum, roll.student_mask)), sum(map(len, roll.ids)))
+    out(f"\n### {name}: {len(dialogues)} dialogues x G = {args.G}, up to {args.new_tokens} tokens a turn\n")
+    out("| turns | seconds (best of %d) | ids fed to the model | student tokens | dialogue tokens |" % args.reps)
+    out("|---|---:|---:|---:|---:|")
+    for reuse, label in ((True, "continue from the cache"), (False, "prefill the history every turn")):
+        out(f"| {label} | {min(times[reuse]):.2f} | {ids[reuse][0]:,} | {ids[reuse][1]:,} | {ids[reuse][2]:,} |")
+    out(f"\nratio continue / prefill: {min(times[True]) / min(times[False]):.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description="decode speed against the roofline")
     ap.add_argument("--students", nargs="+", default=STUDENTS)
@@ -166,6 +204,9 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--profile", action="store_true", help="also print a torch.profiler table per batch")
     ap.add_argument("--out", default=None, help="also write the report here (markdown)")
+    ap.add_argument("--dialogues", action="store_true", help="time one ExGRPO rollout, turn-to-turn cache on/off")
+    ap.add_argument("--questions", type=int, default=8, help="--dialogues: synthetic questions")
+    ap.add_argument("--G", type=int, default=8, help="--dialogues: rollouts per dialogue")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -185,7 +226,7 @@ def main():
     for name in args.students:
         if name == "micro" and "micro" not in sample.STUDENTS:
             continue
-        bench_student(name, args, limits, out)
+        (bench_dialogues(name, args, out) if args.dialogues else bench_student(name, args, limits, out))
     limits = machine_limits(dtype)
     out(f"\nload at end: {uptime()}; bandwidth {limits[0] / 1e9:.1f} GB/s, {limits[1] / 1e9:.0f} GFLOP/s")
     if args.out:
