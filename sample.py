@@ -604,7 +604,7 @@ class Dialogues:
 
 @torch.no_grad()
 def rollout_dialogues(model, tokenizer, dialogues, n=1, max_new_tokens=128, temperature=1.0,
-                      batch_size=64, reuse_cache=True):
+                      batch_size=64, reuse_cache=None):
     """Roll out multi-turn dialogues on-policy: the student answers user turn 1, sees its own
     answer in the context, answers user turn 2, ... All dialogues advance together, one
     batched generate() per turn; a dialogue with fewer turns simply drops out.
@@ -612,8 +612,11 @@ def rollout_dialogues(model, tokenizer, dialogues, n=1, max_new_tokens=128, temp
     dialogues: list of lists of user-message strings, e.g. [[probe_1, probe_2, question]].
     Sampled ids are kept as sampled (P5); a turn cut by max_new_tokens is closed with a
     forced end-of-turn token that is not the student's (mask 0). The template text between
-    turns is tokenized separately (turn_glue_ids) and masked out too. Each turn starts from the
-    cache the last one left (reuse_cache; sample_ids' Past): only the new user turn is prefilled.
+    turns is tokenized separately (turn_glue_ids) and masked out too. With reuse_cache, each turn
+    starts from the cache the last one left (sample_ids' Past): only the new user turn is prefilled.
+    Default (None): on the CPU only, where prefilling the history again was half of a rollout; on a
+    GPU that prefill is cheap, and the kept caches would add up to two batches of dialogue KV to
+    the generation peak that bench/memory.py budgets for.
     Example, one dialogue [p1, q], n = 1 (S = student token, . = not):
         ids  = [<p1 prompt> a1 a1 <eot> <glue + q> a2 a2 <eot>]
         mask = [ .  .  .    S  S   S     .  .  .   S  S   S  ]"""
@@ -625,6 +628,8 @@ def rollout_dialogues(model, tokenizer, dialogues, n=1, max_new_tokens=128, temp
     logp = [[0.0] * len(x) for x in ids]
     turns = [[] for _ in rows]
     eot = end_of_turn_id(tokenizer)
+    if reuse_cache is None:
+        reuse_cache = next(model.parameters()).device.type == "cpu"
     past = [None] * len(rows)   # per row: its cache after the last turn
     for t in range(max(len(d) for d in rows)):
         active = [i for i, d in enumerate(rows) if t < len(d)]
