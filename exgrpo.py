@@ -292,9 +292,12 @@ def policy_update(cfg, model, ref, tok, opt, roll, adv, aux_dialogues, token_bud
         aux = sample.pack([[]] * len(tf), [x[0] for x in tf], tok.pad_token_id, [x[1] for x in tf])
         full["aux_tokens"] = int(aux.loss_mask.sum())
     # micro-batches of rollouts of similar length, each cut to its own longest row: a dialogue
-    # batch mixes 2- and 4-turn rollouts, and padding them all to the longest doubled the work
-    by_len = torch.tensor([len(x) for x in roll.ids]).argsort(descending=True, stable=True)
-    micro = [by_len[s:s + cfg.rl_micro] for s in range(0, len(roll.ids), cfg.rl_micro)]
+    # batch mixes 2- and 4-turn rollouts, and padding them all to the longest doubled the work.
+    # Not with a fused optimizer: each micro-batch is its own step there, and whole groups (in
+    # rollout order) must step together, not the long rollouts of every group first
+    lengths = torch.tensor([len(x) for x in roll.ids])
+    order = torch.arange(len(lengths)) if opt.fused else lengths.argsort(descending=True, stable=True)
+    micro = [order[s:s + cfg.rl_micro] for s in range(0, len(roll.ids), cfg.rl_micro)]
     width = lambda b, sl: int(b.attn[sl].sum(-1).max()) if b.attn.shape[0] else 0
     on = lambda b, sl: tuple(x[sl, :width(b, sl)].to(device) for x in (b.ids, b.attn, b.loss_mask))
     logp = lambda m, sl, T=cfg.temperature, b=batch: sample.token_logprobs(m, *on(b, sl), T, limit)
@@ -311,7 +314,7 @@ def policy_update(cfg, model, ref, tok, opt, roll, adv, aux_dialogues, token_bud
             mask = on(batch, sl)[2]
             lp = logp(model, sl)
             aux_kw = {} if aux is None or mi else dict(   # the aux loss rides on the first micro-batch
-                aux_logp=logp(model, slice(None), 1.0, aux), aux_mask=aux.loss_mask.to(device), aux_weight=cfg.aux_weight)
+                aux_logp=logp(model, slice(None), 1.0, aux), aux_mask=on(aux, slice(None))[2], aux_weight=cfg.aux_weight)
             own = {**full, "num_tokens": int(mask.sum()), "num_seqs": mask.shape[0]}
             loss, st = exgrpo_loss(lp, old_lp[mi] if frozen_old else lp.detach(), ref_lp[mi] if use_ref else lp.detach(),
                                    adv[sl].to(device), mask, cfg.clip_eps, cfg.beta if use_ref else 0.0, cfg.agg,

@@ -395,9 +395,9 @@ def _new_cache(model, capacity):
             return self.kbuf[j, :, :self.n][:, real], self.vbuf[j, :, :self.n][:, real]
 
         def fill(self, rows, width):  # rows: per row (k, v) of shape (heads, n_i, dim), right-aligned
-            k0 = rows[0][0]
+            k0, v0 = rows[0]
             self.kbuf = k0.new_zeros(len(rows), k0.shape[0], capacity, k0.shape[2])
-            self.vbuf = torch.zeros_like(self.kbuf)
+            self.vbuf = v0.new_zeros(len(rows), v0.shape[0], capacity, v0.shape[2])   # may be narrower
             for i, (k, v) in enumerate(rows):
                 self.kbuf[i, :, width - k.shape[1]:width], self.vbuf[i, :, width - k.shape[1]:width] = k, v
             self.device, self.is_initialized, self.n = k0.device, True, width
@@ -412,8 +412,9 @@ def _new_cache(model, capacity):
 @dataclass
 class Past:
     """What sample_ids(keep=True) hands to its next call on the same rows (the next dialogue turn):
-    per row, the keys and values of the first n[i] of its ids, at real positions only. RoPE is
-    applied before caching, so a key keeps its position wherever it sits in the buffer."""
+    per row, the keys and values of the first n[i] of its ids, at real positions only. RoPE (every
+    student here) is applied before caching, so a key keeps its position wherever it sits in the
+    buffer; the causal mask only needs the cached keys before the new ones, which they are."""
     kv: list   # per row: per layer (k, v), each (heads, n_i, dim)
     n: list    # per row: how many of its ids the cache holds
 
@@ -468,8 +469,8 @@ def sample_ids(model, rows, max_new_tokens, temperature, eos, pad_id, vocab_limi
         ids, attn = left_pad([list(u) for u in unique], pad_id)
         cache = _new_cache(model, ids.shape[1] + max_new_tokens)
     else:   # the cached rows, right-aligned in one buffer, then the ids they do not hold yet
-        if any(len(r) <= n for r, n in zip(rows, past.n)):
-            raise ValueError("sample_ids: each row must extend the ids its past holds")
+        if len(past.n) != len(rows) or any(len(r) <= n for r, n in zip(rows, past.n)):
+            raise ValueError("sample_ids: one past per row, and each row must extend the ids its past holds")
         first = list(range(len(rows)))
         ids, new = left_pad([r[n:] for r, n in zip(rows, past.n)], pad_id)
         width = max(past.n)
@@ -482,9 +483,11 @@ def sample_ids(model, rows, max_new_tokens, temperature, eos, pad_id, vocab_limi
     pos = (attn.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
     logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, cache=cache, use_cache=True,
                    logits_to_keep=1).logits[:, -1]
-    expand = torch.tensor(first, device=device)
-    cache.batch_select_indices(expand)
-    logits, attn, pos = logits[expand], attn[expand], pos[expand, -1:]
+    if len(first) != ids.shape[0]:   # copy each shared prompt's cache out to its rows
+        expand = torch.tensor(first, device=device)
+        cache.batch_select_indices(expand)
+        logits, attn, pos = logits[expand], attn[expand], pos[expand]
+    pos = pos[:, -1:]
     eos = torch.tensor(list(eos), device=device)
     out_ids = torch.full((len(rows), max_new_tokens), pad_id, dtype=torch.long, device=device)
     out_lp = torch.zeros((len(rows), max_new_tokens), dtype=torch.float32, device=device)
@@ -634,10 +637,13 @@ def rollout_dialogues(model, tokenizer, dialogues, n=1, max_new_tokens=128, temp
     for t in range(max(len(d) for d in rows)):
         active = [i for i, d in enumerate(rows) if t < len(d)]
         held = None if t == 0 or past[active[0]] is None else Past(*map(list, zip(*(past[i] for i in active))))
+        past = [None] * len(rows)   # the next turn's caches replace these (held keeps them for this turn)
         gen = generate(model, tokenizer, [ids[i] for i in active], 1, max_new_tokens, temperature, batch_size,
                        past=held, keep=reuse_cache and t + 1 < max(len(rows[i]) for i in active))
         for j, i in enumerate(active if gen.past is not None else []):
-            past[i] = (gen.past.kv[j], gen.past.n[j])
+            if t + 1 < len(rows[i]):   # a dialogue that has ended keeps nothing
+                past[i] = (gen.past.kv[j], gen.past.n[j])
+        del held, gen.past
         for i, comp, lp, text, done in zip(active, gen.completions, gen.logprobs, gen.texts, gen.finished):
             ids[i] += comp
             mask[i] += [1] * len(comp)

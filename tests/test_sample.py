@@ -276,9 +276,9 @@ def test_sampled_frequencies_match_the_softmax():
 # --- dialogue turns continue from the cache the last turn left ---------------------------------
 
 def _eos_every_fifth_position(model, eos, monkeypatch):
-    """Wrap the model: count the ids each forward is fed, and put an EOS at every position
-    divisible by 5, so that rows end their turns at different steps (the rows that leave the
-    batch early must keep their cache). Both rollouts see the same positions, so the same EOS."""
+    """Wrap the model: count the ids each forward is fed, and make EOS the next token after every
+    position divisible by 5, so that rows end their turns at different steps (the rows that leave
+    the batch early must keep their cache). Both rollouts see the same positions, so the same EOS."""
     fed, forward = [], model.forward
 
     def wrapped(*a, **k):
@@ -291,24 +291,30 @@ def _eos_every_fifth_position(model, eos, monkeypatch):
     return fed
 
 
-@pytest.mark.parametrize("student", ["tiny", "micro"])
-def test_dialogue_turns_reuse_the_cache_and_match_a_fresh_prefill(student, tok, monkeypatch):
+@pytest.mark.parametrize("student, budget, batch", [("tiny", 7, 64), ("micro", 7, 64), ("micro", 3, 2)])
+def test_dialogue_turns_reuse_the_cache_and_match_a_fresh_prefill(student, budget, batch, tok, monkeypatch):
+    # budget 3: some turns run out and get a forced end-of-turn; batch 2: rows split across generate calls
     from data.synth_tokenizer import micro_model, micro_tokenizer
     t = micro_tokenizer() if student == "micro" else tok
     model = micro_model(t, seed=0) if student == "micro" else sample.tiny_model(t, seed=0)
     dialogues = [["Probe A: 3 + 4?", "Probe B: and 7 - 2, longer?", "Question: 5 + 5?"], ["Question: 2 + 9?"],
                  ["One probe: 1 + 1?", "Question: 6 - 1?"]]
     fed = _eos_every_fifth_position(model, t.eos_token_id, monkeypatch)
-    reused = sample.rollout_dialogues(model, t, dialogues, n=2, max_new_tokens=7, temperature=0)
+    reused = sample.rollout_dialogues(model, t, dialogues, n=2, max_new_tokens=budget, temperature=0, batch_size=batch)
     fed_reused, fed[:] = sum(fed), []
-    fresh = sample.rollout_dialogues(model, t, dialogues, n=2, max_new_tokens=7, temperature=0, reuse_cache=False)
+    fresh = sample.rollout_dialogues(model, t, dialogues, n=2, max_new_tokens=budget, temperature=0,
+                                     batch_size=batch, reuse_cache=False)
     assert reused.ids == fresh.ids and reused.student_mask == fresh.student_mask   # token for token
     torch.testing.assert_close(torch.tensor(sum(reused.logprobs, [])), torch.tensor(sum(fresh.logprobs, [])),
                                rtol=0, atol=1e-4)
     # turns ended at an EOS after different numbers of tokens (rows left the batch mid-turn)
     student_turns = [len(x) for ids, m in zip(reused.ids, reused.student_mask)
                      for x in "".join(map(str, m)).split("0") if x]
-    assert len(set(student_turns)) > 1 and min(student_turns) < 7
+    assert len(set(student_turns)) > 1 and min(student_turns) < budget
+    if budget == 3:   # and some ran out of budget: closed by a forced end-of-turn outside the mask
+        forced = [ids[j + 1] for ids, m in zip(reused.ids, reused.student_mask) for j in range(len(m) - 1)
+                  if m[j] and not m[j + 1] and ids[j] not in sample.eos_ids(t)]
+        assert forced and set(forced) == {sample.end_of_turn_id(t)}
     # the reuse is real: later turns feed only their new ids, so fewer tokens go through the model
     assert fed_reused < sum(fed)
 
