@@ -421,6 +421,12 @@ class Past:
     def take(self, idx):
         return Past([self.kv[i] for i in idx], [self.n[i] for i in idx])
 
+    @staticmethod
+    def of(rows):
+        """A Past from per-row (kv, n) pairs, in order."""
+        rows = list(rows)
+        return Past([kv for kv, _ in rows], [n for _, n in rows])
+
 
 def _stash(cache, attn, js, into):
     """Copy rows js of the batch cache out (real positions only) into `into` (row -> (kv, n))."""
@@ -516,7 +522,7 @@ def sample_ids(model, rows, max_new_tokens, temperature, eos, pad_id, vocab_limi
               [out_lp[i, :n].tolist() for i, n in enumerate(lengths)])
     if not keep:
         return result
-    return result + (Past(*map(list, zip(*(stash[i] for i in range(len(rows)))))) if stashing else None,)
+    return result + (Past.of(stash[i] for i in range(len(rows))) if stashing else None,)
 
 
 @torch.no_grad()
@@ -550,7 +556,7 @@ def generate(model, tokenizer, prompts, n=1, max_new_tokens=128, temperature=1.0
         model.train(was_training)
     texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
     finished = [bool(c) and c[-1] in eos for c in completions]
-    joined = None if not keep or None in kept else Past(sum((p.kv for p in kept), []), sum((p.n for p in kept), []))
+    joined = None if not keep or None in kept else Past.of(r for p in kept for r in zip(p.kv, p.n))
     return Generation(rows, completions, texts, finished, logprobs, joined)
 
 
@@ -636,7 +642,7 @@ def rollout_dialogues(model, tokenizer, dialogues, n=1, max_new_tokens=128, temp
     past = [None] * len(rows)   # per row: its cache after the last turn
     for t in range(max(len(d) for d in rows)):
         active = [i for i, d in enumerate(rows) if t < len(d)]
-        held = None if t == 0 or past[active[0]] is None else Past(*map(list, zip(*(past[i] for i in active))))
+        held = None if t == 0 or past[active[0]] is None else Past.of(past[i] for i in active)
         past = [None] * len(rows)   # the next turn's caches replace these (held keeps them for this turn)
         gen = generate(model, tokenizer, [ids[i] for i in active], 1, max_new_tokens, temperature, batch_size,
                        past=held, keep=reuse_cache and t + 1 < max(len(rows[i]) for i in active))
