@@ -170,7 +170,7 @@ def table(out, seeds, fractions, samples=SAMPLES, eval_n=0):
         if runs:
             rows[name] = summarize(runs, ref)
     for f in fractions:
-        runs = [per_question(out / f"seed{s}" / f"fraction_{f}", "rl") for s in seeds]
+        runs = [results(out / f"seed{s}" / f"fraction_{f}", "rl") for s in seeds]   # scored like the variants
         runs = [r for r in runs if r]
         if runs:
             rows[f"SFT + ExGRPO on {100 * f:g}% of the data"] = summarize(runs, ref)
