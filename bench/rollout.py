@@ -23,7 +23,9 @@ the best repetition's median is reported (on a shared machine the others measure
 Roofline per step: max(bytes read / bandwidth, FLOPs / FLOP/s), with bytes = every weight
 of the body and the lm_head once + the KV cache read by attention, FLOPs = 2 per weight per
 row + attention; bandwidth = a 256 MB fp32 reduction, FLOP/s = a 1024^3 matmul in --dtype, both
-at the thread count of the run. Gemma 3 270M is included when its weights are in the hub cache.
+at the thread count of the run. The header also gives the rate at which F.linear reads its
+weights at a decode step's shape (batch 1 and 16 rows, 1536 x 576 matrices, 512 MB in all): the
+matmul kernel's share of the bandwidth, which bounds the lean sampler from below. Gemma 3 270M is included when its weights are in the hub cache.
 
 --dialogues times instead one ExGRPO rollout (sample.rollout_dialogues: --questions synthetic
 questions x 2 scenarios x G, k = 3 probes, --new-tokens per turn) with each turn continuing from
@@ -75,6 +77,17 @@ def machine_limits(dtype=torch.float32):
     a = torch.randn(1024, 1024, dtype=dtype)
     flops = 2 * 1024 ** 3 / best_of(lambda: a @ a)
     return bandwidth, flops
+
+
+def linear_read_rate(batch, dtype=torch.float32, shape=(1536, 576), total=512 * 2 ** 20):
+    """Bytes/s at which F.linear reads its weights at a decode step's shape: `batch` rows times
+    many (out, in) matrices, `total` bytes in all (SmolLM2's MLP shape, far beyond every cache).
+    Set beside machine_limits' bandwidth, it says how much of the memory's rate the matmul
+    kernel itself reaches when the weights come from DRAM, as they do in a decode step."""
+    ws = [torch.randn(shape).to(dtype) for _ in range(total // (shape[0] * shape[1] * 4))]
+    x = torch.randn(batch, shape[1]).to(dtype)
+    seconds = best_of(lambda: [torch.nn.functional.linear(x, w) for w in ws], reps=3)
+    return sum(w.numel() * w.element_size() for w in ws) / seconds
 
 
 def step_cost(model, batch, context):
@@ -222,7 +235,8 @@ def main():
     limits = machine_limits(dtype)
     out(f"# bench/rollout.py {' '.join(sys.argv[1:])}\n\nload at start: {uptime()}; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; measured read bandwidth {limits[0] / 1e9:.1f} GB/s, "
-        f"{args.dtype} matmul {limits[1] / 1e9:.0f} GFLOP/s")
+        f"{args.dtype} matmul {limits[1] / 1e9:.0f} GFLOP/s; F.linear at decode shape reads its weights at "
+        + ", ".join(f"{linear_read_rate(b, dtype) / 1e9:.1f} GB/s (batch {b})" for b in (1, 16)))
     for name in args.students:
         if name == "micro" and "micro" not in sample.STUDENTS:
             continue

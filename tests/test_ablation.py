@@ -45,8 +45,12 @@ def test_table_has_the_sampled_column_paired_with_sft(tmp_path):
         (path / stage / "sampled_test_id_8_2.json").write_text(json.dumps({f"q{i}": x for i, x in enumerate(shares)}))
     fake(tmp_path / "sft", "sft", [1, 0], [0.5, 0.25])
     fake(tmp_path / "seed0" / ablation.slug("SFT + GRPO"), "rl", [1, 0], [0.75, 0.5])
-    text = ablation.table(tmp_path, [0], [])
+    fake(tmp_path / "seed0" / "fraction_0.1", "rl", [0, 0], [0.25, 0.0])   # scored like a variant
+    text = ablation.table(tmp_path, [0], [0.1])
     rows = json.loads((tmp_path / "ablation.json").read_text())
+    frac = rows["SFT + ExGRPO on 10% of the data"]
+    assert frac["test_id"]["paired_diff"] == pytest.approx(-0.5)
+    assert frac[ablation.SAMPLED]["paired_diff"] == pytest.approx(-0.25)   # (-0.25 - 0.25) / 2
     cell = rows["SFT + GRPO"][ablation.SAMPLED]
     assert cell["mean"] == pytest.approx(0.625) and cell["paired_diff"] == pytest.approx(0.25)
     assert cell["paired_se"] == pytest.approx(0.0)                    # +0.25 on both questions
