@@ -169,11 +169,12 @@ def table(out, seeds, fractions, samples=SAMPLES, eval_n=0):
         runs = [r for r in runs if r]
         if runs:
             rows[name] = summarize(runs, ref)
-    for f in fractions:
-        runs = [results(out / f"seed{s}" / f"fraction_{f}", "rl") for s in seeds]   # scored like the variants
-        runs = [r for r in runs if r]
-        if runs:
-            rows[f"SFT + ExGRPO on {100 * f:g}% of the data"] = summarize(runs, ref)
+    for f in fractions:   # each fraction's own warm-up, then its ExGRPO: what the RL adds to it
+        for stage, name in (("sft", f"SFT on {100 * f:g}% of the data"), ("rl", f"SFT + ExGRPO on {100 * f:g}% of the data")):
+            runs = [results(out / f"seed{s}" / f"fraction_{f}", stage) for s in seeds]   # scored like the variants
+            runs = [r for r in runs if r]
+            if runs:
+                rows[name] = summarize(runs, ref)
     cell = lambda c: (f"{100 * c['mean']:.1f} ± {100 * c['se_seeds']:.1f} (run se {100 * c['se_binomial']:.1f})"
                       + (f" | {100 * c['paired_diff']:+.1f} ± {100 * c['paired_se_seeds']:.1f} seeds, "
                          f"± {100 * c['paired_se']:.1f} questions" if "paired_diff" in c else " | –"))

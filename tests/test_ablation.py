@@ -46,11 +46,15 @@ def test_table_has_the_sampled_column_paired_with_sft(tmp_path):
     fake(tmp_path / "sft", "sft", [1, 0], [0.5, 0.25])
     fake(tmp_path / "seed0" / ablation.slug("SFT + GRPO"), "rl", [1, 0], [0.75, 0.5])
     fake(tmp_path / "seed0" / "fraction_0.1", "rl", [0, 0], [0.25, 0.0])   # scored like a variant
+    fake(tmp_path / "seed0" / "fraction_0.1", "sft", [0, 1], [0.0, 0.5])   # the fraction's own warm-up
     text = ablation.table(tmp_path, [0], [0.1])
     rows = json.loads((tmp_path / "ablation.json").read_text())
     frac = rows["SFT + ExGRPO on 10% of the data"]
     assert frac["test_id"]["paired_diff"] == pytest.approx(-0.5)
     assert frac[ablation.SAMPLED]["paired_diff"] == pytest.approx(-0.25)   # (-0.25 - 0.25) / 2
+    warm = rows["SFT on 10% of the data"]                                     # its warm-up: (0, 1) vs (1, 0)
+    assert warm["test_id"]["mean"] == pytest.approx(0.5) and warm["test_id"]["paired_diff"] == pytest.approx(0.0)
+    assert list(rows).index("SFT on 10% of the data") < list(rows).index("SFT + ExGRPO on 10% of the data")
     cell = rows["SFT + GRPO"][ablation.SAMPLED]
     assert cell["mean"] == pytest.approx(0.625) and cell["paired_diff"] == pytest.approx(0.25)
     assert cell["paired_se"] == pytest.approx(0.0)                    # +0.25 on both questions
