@@ -170,7 +170,8 @@ def table(out, seeds, fractions, samples=SAMPLES, eval_n=0):
         if runs:
             rows[name] = summarize(runs, ref)
     for f in fractions:   # each fraction's own warm-up, then its ExGRPO: what the RL adds to it
-        for stage, name in (("sft", f"SFT on {100 * f:g}% of the data"), ("rl", f"SFT + ExGRPO on {100 * f:g}% of the data")):
+        pct = f"{100 * f:g}%"
+        for stage, name in (("sft", f"SFT on {pct} of the data"), ("rl", f"SFT + ExGRPO on {pct} of the data")):
             runs = [results(out / f"seed{s}" / f"fraction_{f}", stage) for s in seeds]   # scored like the variants
             runs = [r for r in runs if r]
             if runs:

@@ -25,7 +25,8 @@ of the body and the lm_head once + the KV cache read by attention, FLOPs = 2 per
 row + attention; bandwidth = a 256 MB fp32 reduction, FLOP/s = a 1024^3 matmul in --dtype, both
 at the thread count of the run. The header also gives the rate at which F.linear reads its
 weights at a decode step's shape (batch 1 and 16 rows, 1536 x 576 matrices, 512 MB in all): the
-matmul kernel's share of the bandwidth, which bounds the lean sampler from below. Gemma 3 270M is included when its weights are in the hub cache.
+matmul kernel's share of the bandwidth, which bounds the lean sampler from below. Gemma 3 270M
+is included when its weights are in the hub cache.
 
 --dialogues times instead one ExGRPO rollout (sample.rollout_dialogues: --questions synthetic
 questions x 2 scenarios x G, k = 3 probes, --new-tokens per turn) with each turn continuing from
@@ -84,7 +85,8 @@ def linear_read_rate(batch, dtype=torch.float32, shape=(1536, 576), total=512 * 
     many (out, in) matrices, `total` bytes in all (SmolLM2's MLP shape, far beyond every cache).
     Set beside machine_limits' bandwidth, it says how much of the memory's rate the matmul
     kernel itself reaches when the weights come from DRAM, as they do in a decode step."""
-    ws = [torch.randn(shape).to(dtype) for _ in range(total // (shape[0] * shape[1] * 4))]
+    count = total // (shape[0] * shape[1] * torch.tensor([], dtype=dtype).element_size())
+    ws = [torch.randn(shape).to(dtype) for _ in range(count)]
     x = torch.randn(batch, shape[1]).to(dtype)
     seconds = best_of(lambda: [torch.nn.functional.linear(x, w) for w in ws], reps=3)
     return sum(w.numel() * w.element_size() for w in ws) / seconds
