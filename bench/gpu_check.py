@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -180,7 +181,20 @@ def report(res):
              f"step {s.get('step_seconds')} s; generation {s.get('gen_seconds')} s, {s.get('gen_tokens_per_s')} "
              f"student tokens/s; training {s.get('train_seconds')} s, {s.get('train_tokens_per_s')} tokens/s; "
              f"MFU generation {s.get('mfu_generation')}, training {s.get('mfu_training')}"]
+    if s.get("error"):
+        lines += ["", f"(b) stopped: {s['error']}"]
     return "\n".join(lines) + "\n"
+
+
+def save(res, folder, slug):
+    """Write the json and the markdown now: each part is saved as it ends, so a run stopped by the
+    device's time limit (or an out-of-memory step) still leaves what it measured."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"gpu_check-{res['date']}-{slug}"
+    text = report(res)
+    stem.with_suffix(".json").write_text(json.dumps(res, indent=2, default=str))
+    stem.with_suffix(".md").write_text(text)
+    return text
 
 
 def main(argv=None):
@@ -189,6 +203,8 @@ def main(argv=None):
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--skip-pipeline", action="store_true")
+    ap.add_argument("--skip-step", action="store_true", help="(a) and (c) only")
+    ap.add_argument("--pipeline-limit", type=int, default=PIPELINE_LIMIT, help="seconds for (a)")
     ap.add_argument("--out-dir", default=os.environ.get("OUT") or None, help="write here, not bench/results")
     own, rest = ap.parse_known_args(argv)   # the rest: train.py flags (--G, --k, --max-new-tokens, ...)
     args = train.get_args(["--student", own.student, "--random-init", "--device", own.device, *rest])
@@ -196,19 +212,22 @@ def main(argv=None):
     res = {"date": time.strftime("%Y-%m-%d"), "device_name": name,
            "command": " ".join(["python bench/gpu_check.py", *(argv if argv is not None else sys.argv[1:])]),
            "args": vars(args), "predicted": predicted(args)}
+    folder = Path(own.out_dir) if own.out_dir else ROOT / "bench" / "results"
+    slug = "-".join(x for x in [re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"), own.student] if x)
     print(json.dumps({"predicted": res["predicted"]}), flush=True)
     if not own.skip_pipeline:
-        res["pipeline"] = pipeline(own.device)
+        res["pipeline"] = pipeline(own.device, own.pipeline_limit)
         print(json.dumps({"pipeline": res["pipeline"]}), flush=True)
-    res["step"] = one_step(args, own.device, own.steps)
-    text = report(res)
+        save(res, folder, slug)
+    if not own.skip_step:
+        try:
+            res["step"] = one_step(args, own.device, own.steps)
+        except Exception as e:   # out of memory above all: record it with the peak reached, keep (a) and (c)
+            peak = torch.cuda.max_memory_allocated() if own.device.startswith("cuda") else None
+            res["step"] = {"error": f"{type(e).__name__}: {str(e)[:400]}", "peak_bytes": peak}
+            print(traceback.format_exc(), flush=True)
+    text = save(res, folder, slug)
     print(text, flush=True)
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    for folder in [Path(own.out_dir) if own.out_dir else ROOT / "bench" / "results"]:
-        folder.mkdir(parents=True, exist_ok=True)
-        stem = folder / f"gpu_check-{res['date']}-{slug}"
-        stem.with_suffix(".json").write_text(json.dumps(res, indent=2, default=str))
-        stem.with_suffix(".md").write_text(text)
     return res
 
 

@@ -213,8 +213,22 @@ def test_gpu_check_measures_a_step_and_puts_the_memory_model_beside_it(tmp_path)
     assert s["student_tokens"] > 0 and s["dialogue_tokens"] > s["student_tokens"]
     assert s["gen_tokens_per_s"] > 0 and s["train_tokens_per_s"] > 0 and s["parameters"] > 0
     assert p["rollouts"] == 4 and s["dialogue_tokens"] <= p["rollouts"] * p["dialogue_tokens_budgeted"]
-    saved = json.loads((tmp_path / f"gpu_check-{res['date']}-cpu.json").read_text())
-    assert saved["args"]["G"] == 2 and "| peak (GB) |" in (tmp_path / f"gpu_check-{res['date']}-cpu.md").read_text()
+    saved = json.loads((tmp_path / f"gpu_check-{res['date']}-cpu-tiny.json").read_text())
+    assert saved["args"]["G"] == 2 and "| peak (GB) |" in (tmp_path / f"gpu_check-{res['date']}-cpu-tiny.md").read_text()
+
+
+def test_gpu_check_keeps_what_it_measured_when_the_step_fails(tmp_path, monkeypatch):
+    # an out-of-memory 7B step must still leave (c) and the error on disk, not a traceback alone
+    gc = _gpu_check()
+
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(gc, "one_step", oom)
+    res = gc.main(["--device", "cpu", "--student", "tiny", "--G", "2", "--k", "2", "--skip-pipeline",
+                   "--out-dir", str(tmp_path)])
+    assert res["step"]["error"].startswith("OutOfMemoryError: CUDA out of memory")
+    md = (tmp_path / f"gpu_check-{res['date']}-cpu-tiny.md").read_text()
+    assert "(b) stopped: OutOfMemoryError" in md and res["predicted"]["rollouts"] == 4
 
 
 def test_gpu_check_peak_flops_and_pipeline_time_limit():
