@@ -312,9 +312,12 @@ def policy_update(cfg, model, ref, tok, opt, roll, adv, aux_dialogues, token_bud
         sums = {}
         for mi, sl in enumerate(micro):
             mask = on(batch, sl)[2]
-            lp = logp(model, sl)
-            aux_kw = {} if aux is None or mi else dict(   # the aux loss rides on the first micro-batch
-                aux_logp=logp(model, slice(None), 1.0, aux), aux_mask=on(aux, slice(None))[2], aux_weight=cfg.aux_weight)
+            if aux is None or mi:
+                lp, aux_kw = logp(model, sl), {}
+            else:   # the aux loss rides on the first micro-batch, in the same forward (joint_logprobs: why)
+                lp, aux_lp = sample.joint_logprobs(model, [(*on(batch, sl), cfg.temperature),
+                                                           (*on(aux, slice(None)), 1.0)], limit)
+                aux_kw = dict(aux_logp=aux_lp, aux_mask=on(aux, slice(None))[2], aux_weight=cfg.aux_weight)
             own = {**full, "num_tokens": int(mask.sum()), "num_seqs": mask.shape[0]}
             loss, st = exgrpo_loss(lp, old_lp[mi] if frozen_old else lp.detach(), ref_lp[mi] if use_ref else lp.detach(),
                                    adv[sl].to(device), mask, cfg.clip_eps, cfg.beta if use_ref else 0.0, cfg.agg,

@@ -106,7 +106,49 @@ class Meter:
         return out
 
 
-def one_step(args, device, steps):
+class MemoryTrace:
+    """--trace-memory: where the training peak comes from. Per backward(): allocated bytes before,
+    the peak inside, after; per optimizer update of one tensor: how many parameters still hold a
+    gradient (a fused optimizer should leave almost none alive) and the bytes allocated then."""
+
+    def __init__(self, model):
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.backwards, self.updates = [], {"max_alive": 0, "max_alive_bytes": 0, "bytes_at_max_alive": 0, "calls": 0}
+        self.real_backward, self.real_update = torch.autograd.backward, optim.BF16AdamW._update
+
+    def on(self):
+        trace = self
+
+        def backward(*a, **kw):
+            before = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            out = trace.real_backward(*a, **kw)
+            trace.backwards.append((before, torch.cuda.max_memory_allocated(), torch.cuda.memory_allocated()))
+            return out
+
+        def update(opt, i, p, grad):
+            alive = [q for q in trace.params if q.grad is not None]
+            u = trace.updates
+            u["calls"] += 1
+            if len(alive) > u["max_alive"]:
+                u.update(max_alive=len(alive), max_alive_bytes=sum(q.grad.numel() * q.grad.element_size() for q in alive),
+                         bytes_at_max_alive=torch.cuda.memory_allocated())
+            return trace.real_update(opt, i, p, grad)
+        torch.autograd.backward, optim.BF16AdamW._update = backward, update
+
+    def off(self):
+        torch.autograd.backward, optim.BF16AdamW._update = self.real_backward, self.real_update
+
+    def summary(self):
+        b = self.backwards
+        return {"backward_calls": len(b), "params": len(self.params), **self.updates,
+                "backward_before_bytes_max": max((x[0] for x in b), default=None),
+                "backward_peak_bytes_max": max((x[1] for x in b), default=None),
+                "backward_after_bytes_max": max((x[2] for x in b), default=None),
+                "backward_first": b[0] if b else None}
+
+
+def one_step(args, device, steps, trace_memory=False):
     """(b): --steps ExGRPO steps of a --random-init student at the preset; the measurements."""
     t0 = time.time()
     model, tok = sample.load_student(args.student, args.dtype, device, seed=0, random_init=True)
@@ -121,6 +163,9 @@ def one_step(args, device, steps):
     meter = Meter(device)
     sample.rollout_dialogues = meter
     rows, step_s = [], []
+    trace = MemoryTrace(model) if trace_memory and device.startswith("cuda") else None
+    if trace:
+        trace.on()
     try:
         for step in range(steps):
             if step == steps - 1:   # measure the last step only (after warm-up)
@@ -135,6 +180,8 @@ def one_step(args, device, steps):
         train_peak = meter.peak()
     finally:
         sample.rollout_dialogues = meter.real
+        if trace:
+            trace.off()
     P = sum(p.numel() for p in model.parameters())
     train_s = step_s[-1] - meter.gen_s
     out = {"parameters": P, "build_seconds": round(build_s, 1), "step_seconds": [round(s, 1) for s in step_s],
@@ -144,6 +191,10 @@ def one_step(args, device, steps):
            "train_tokens_per_s": round(meter.seq_tokens / max(train_s, 1e-9), 1),
            "peak_generation_bytes": meter.gen_peak or None, "peak_training_bytes": train_peak,
            "peak_bytes": max(meter.gen_peak or 0, train_peak or 0) or None, "last_row": rows[-1]}
+    if trace:   # the trace resets the peak statistics per backward(): its own maximum is the training peak
+        out["memory_trace"] = trace.summary()
+        out["peak_training_bytes"] = max(train_peak or 0, out["memory_trace"]["backward_peak_bytes_max"] or 0)
+        out["peak_bytes"] = max(out["peak_generation_bytes"] or 0, out["peak_training_bytes"])
     flops = peak_flops(torch.cuda.get_device_name(device) if device.startswith("cuda") else "")
     if flops:
         out["mfu_generation"] = round(2 * P * meter.seq_tokens / meter.gen_s / flops, 4)
@@ -204,6 +255,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--skip-pipeline", action="store_true")
     ap.add_argument("--skip-step", action="store_true", help="(a) and (c) only")
+    ap.add_argument("--trace-memory", action="store_true", help="(b): per-backward peaks, live gradients")
     ap.add_argument("--pipeline-limit", type=int, default=PIPELINE_LIMIT, help="seconds for (a)")
     ap.add_argument("--out-dir", default=os.environ.get("OUT") or None, help="write here, not bench/results")
     own, rest = ap.parse_known_args(argv)   # the rest: train.py flags (--G, --k, --max-new-tokens, ...)
@@ -221,7 +273,7 @@ def main(argv=None):
         save(res, folder, slug)
     if not own.skip_step:
         try:
-            res["step"] = one_step(args, own.device, own.steps)
+            res["step"] = one_step(args, own.device, own.steps, own.trace_memory)
         except Exception as e:   # out of memory above all: record it with the peak reached, keep (a) and (c)
             peak = torch.cuda.max_memory_allocated() if own.device.startswith("cuda") else None
             res["step"] = {"error": f"{type(e).__name__}: {str(e)[:400]}", "peak_bytes": peak}

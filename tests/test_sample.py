@@ -324,3 +324,18 @@ def test_sample_ids_past_must_be_extended(tiny, tok):
     assert past.n == [3 + len(c[0]) - 1]          # the prompt and every sampled id but the last one
     with pytest.raises(ValueError, match="extend"):
         sample.sample_ids(tiny, [[1, 2, 3]], 2, 0, eos=[], pad_id=tok.pad_token_id, past=past)
+
+
+def test_joint_logprobs_equal_each_batch_scored_alone(tiny, tok):
+    # one forward over a rollout batch (T = 0.7) and a wider teacher-forced batch (T = 1) must give
+    # each batch's own token_logprobs: padding to the widest part and per-row temperatures change nothing
+    import sample
+    a = pack([[1, 5, 9], [1, 7]], [[11, 12, 13, 14], [15, 16]], tok.pad_token_id)
+    b = pack([[1, 2, 3, 4, 5, 6]], [[20, 21, 22, 23, 24]], tok.pad_token_id)
+    joint = sample.joint_logprobs(tiny, [(a.ids, a.attn, a.loss_mask, 0.7), (b.ids, b.attn, b.loss_mask, 1.0)])
+    assert [j.shape for j in joint] == [a.ids.shape, b.ids.shape] and a.ids.shape[1] < b.ids.shape[1]
+    torch.testing.assert_close(joint[0], token_logprobs(tiny, a.ids, a.attn, a.loss_mask, 0.7), atol=1e-5, rtol=0)
+    torch.testing.assert_close(joint[1], token_logprobs(tiny, b.ids, b.attn, b.loss_mask, 1.0), atol=1e-5, rtol=0)
+    # a temperature of 0 scores at T = 1, per row as for a number
+    zero = sample.joint_logprobs(tiny, [(a.ids, a.attn, a.loss_mask, 0.0)])[0]
+    torch.testing.assert_close(zero, token_logprobs(tiny, a.ids, a.attn, a.loss_mask, 1.0), atol=1e-6, rtol=0)
