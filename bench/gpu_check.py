@@ -1,5 +1,5 @@
 """
-The GPU check, ready for the moment a GPU is lent (about 5 minutes on one H100; 8 at most):
+The GPU check (first run 2026-11-27 on an H200: bench/results/gpu/README.md; about 5 minutes):
 
     python bench/gpu_check.py                          # (a) + (b) + (c) for gemma-7b on CUDA
     python bench/gpu_check.py --student qwen2.5-7b
@@ -22,7 +22,7 @@ On the lent machine (device tool): carry .cache/smollm2-135m-tokenizer (the toke
 MFU counts model FLOPs only (attention's T^2 term and checkpointing's recompute left out):
 generation 2 P per dialogue token, training 8 P per token (policy forward + backward 6 P, the
 reference's forward 2 P), against the card's dense bf16 peak. Results: bench/results/
-gpu_check-<date>-<device>.{json,md}, or --out-dir ($OUT when set).
+gpu_check-<date>-<device>-<student>.{json,md}, or --out-dir ($OUT when set).
 """
 
 import argparse
