@@ -303,21 +303,23 @@ def policy_update(cfg, model, ref, tok, opt, roll, adv, aux_dialogues, token_bud
     logp = lambda m, sl, T=cfg.temperature, b=batch: sample.token_logprobs(m, *on(b, sl), T, limit)
     use_ref = ref is not None and cfg.beta > 0
     frozen_old = cfg.ppo_epochs > 1 or (opt.fused and len(micro) > 1)   # pi_old must not move under us
-    with torch.no_grad():
-        ref_lp = [logp(ref, sl) if use_ref else None for sl in micro]
-        old_lp = [logp(model, sl) for sl in micro] if frozen_old else None
+
+    def score(m, mi, sl):   # (rollout log-probs, aux log-probs or None); the aux rides on micro-batch 0,
+        if aux is None or mi:   # in the same forward pass (sample.joint_logprobs says why)
+            return logp(m, sl), None
+        return sample.joint_logprobs(m, [(*on(batch, sl), cfg.temperature), (*on(aux, slice(None)), 1.0)], limit)
+    with torch.no_grad():   # scored exactly as below, so that the ratio is 1 and the KL 0 at the start
+        ref_lp = [score(ref, mi, sl)[0] if use_ref else None for mi, sl in enumerate(micro)]
+        old_lp = [score(model, mi, sl)[0] for mi, sl in enumerate(micro)] if frozen_old else None
     model.train()
     sums, skipped, gnorm = {}, 0, 0.0
     for _ in range(cfg.ppo_epochs):
         sums = {}
         for mi, sl in enumerate(micro):
             mask = on(batch, sl)[2]
-            if aux is None or mi:
-                lp, aux_kw = logp(model, sl), {}
-            else:   # the aux loss rides on the first micro-batch, in the same forward (joint_logprobs: why)
-                lp, aux_lp = sample.joint_logprobs(model, [(*on(batch, sl), cfg.temperature),
-                                                           (*on(aux, slice(None)), 1.0)], limit)
-                aux_kw = dict(aux_logp=aux_lp, aux_mask=on(aux, slice(None))[2], aux_weight=cfg.aux_weight)
+            lp, aux_lp = score(model, mi, sl)
+            aux_kw = {} if aux_lp is None else dict(aux_logp=aux_lp, aux_mask=on(aux, slice(None))[2],
+                                                    aux_weight=cfg.aux_weight)
             own = {**full, "num_tokens": int(mask.sum()), "num_seqs": mask.shape[0]}
             loss, st = exgrpo_loss(lp, old_lp[mi] if frozen_old else lp.detach(), ref_lp[mi] if use_ref else lp.detach(),
                                    adv[sl].to(device), mask, cfg.clip_eps, cfg.beta if use_ref else 0.0, cfg.agg,

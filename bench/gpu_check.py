@@ -115,12 +115,14 @@ class MemoryTrace:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.backwards, self.updates = [], {"max_alive": 0, "max_alive_bytes": 0, "bytes_at_max_alive": 0, "calls": 0}
         self.real_backward, self.real_update = torch.autograd.backward, optim.BF16AdamW._update
+        self.outside = 0   # the highest peak seen between backward() calls (the peak statistics are reset in them)
 
     def on(self):
         trace = self
 
         def backward(*a, **kw):
             before = torch.cuda.memory_allocated()
+            trace.outside = max(trace.outside, torch.cuda.max_memory_allocated())   # the forward's peak
             torch.cuda.reset_peak_memory_stats()
             out = trace.real_backward(*a, **kw)
             trace.backwards.append((before, torch.cuda.max_memory_allocated(), torch.cuda.memory_allocated()))
@@ -145,7 +147,7 @@ class MemoryTrace:
                 "backward_before_bytes_max": max((x[0] for x in b), default=None),
                 "backward_peak_bytes_max": max((x[1] for x in b), default=None),
                 "backward_after_bytes_max": max((x[2] for x in b), default=None),
-                "backward_first": b[0] if b else None}
+                "backward_first": b[0] if b else None, "peak_outside_backward_bytes": self.outside}
 
 
 def one_step(args, device, steps, trace_memory=False):
@@ -193,7 +195,8 @@ def one_step(args, device, steps, trace_memory=False):
            "peak_bytes": max(meter.gen_peak or 0, train_peak or 0) or None, "last_row": rows[-1]}
     if trace:   # the trace resets the peak statistics per backward(): its own maximum is the training peak
         out["memory_trace"] = trace.summary()
-        out["peak_training_bytes"] = max(train_peak or 0, out["memory_trace"]["backward_peak_bytes_max"] or 0)
+        t = out["memory_trace"]
+        out["peak_training_bytes"] = max(train_peak or 0, t["backward_peak_bytes_max"] or 0, t["peak_outside_backward_bytes"])
         out["peak_bytes"] = max(out["peak_generation_bytes"] or 0, out["peak_training_bytes"])
     flops = peak_flops(torch.cuda.get_device_name(device) if device.startswith("cuda") else "")
     if flops:
@@ -241,10 +244,10 @@ def save(res, folder, slug):
     """Write the json and the markdown now: each part is saved as it ends, so a run stopped by the
     device's time limit (or an out-of-memory step) still leaves what it measured."""
     folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / f"gpu_check-{res['date']}-{slug}"
+    stem = f"gpu_check-{res['date']}-{slug}"
     text = report(res)
-    stem.with_suffix(".json").write_text(json.dumps(res, indent=2, default=str))
-    stem.with_suffix(".md").write_text(text)
+    (folder / f"{stem}.json").write_text(json.dumps(res, indent=2, default=str))
+    (folder / f"{stem}.md").write_text(text)
     return text
 
 
@@ -265,7 +268,7 @@ def main(argv=None):
            "command": " ".join(["python bench/gpu_check.py", *(argv if argv is not None else sys.argv[1:])]),
            "args": vars(args), "predicted": predicted(args)}
     folder = Path(own.out_dir) if own.out_dir else ROOT / "bench" / "results"
-    slug = "-".join(x for x in [re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"), own.student] if x)
+    slug = "-".join(re.sub(r"[^a-z0-9.]+", "-", x.lower()).strip("-") for x in (name, own.student))
     print(json.dumps({"predicted": res["predicted"]}), flush=True)
     if not own.skip_pipeline:
         res["pipeline"] = pipeline(own.device, own.pipeline_limit)
@@ -284,4 +287,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(1 if (main().get("step") or {}).get("error") else 0)   # a failed step is a failed check

@@ -205,8 +205,9 @@ def test_fused_updates_start_before_backward_reaches_the_embedding(tok, monkeypa
     model.get_input_embeddings().register_forward_hook(on_embed)
     opt = optim.make_optimizer(model, 1e-3, "bf16-fused")
     torch.manual_seed(0)
-    exgrpo.exgrpo_step(_args(G=2, rl_micro=1, max_new_tokens=6), model, ref, tok, opt, [q], step=0,
-                       reward_fn=_varying_reward)
+    row = exgrpo.exgrpo_step(_args(G=2, rl_micro=1, max_new_tokens=6), model, ref, tok, opt, [q], step=0,
+                             reward_fn=_varying_reward)
+    assert "aux_nll" in row                      # the aux loss did run
     n_params = sum(1 for p in model.parameters())
     assert events.count("embedding") == 4 and events.count("update") == 4 * n_params   # 4 rollouts, one each
     assert events[0] == "update"                 # the first micro-batch, aux included: no branch runs first
