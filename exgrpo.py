@@ -300,13 +300,12 @@ def policy_update(cfg, model, ref, tok, opt, roll, adv, aux_dialogues, token_bud
     micro = [order[s:s + cfg.rl_micro] for s in range(0, len(roll.ids), cfg.rl_micro)]
     width = lambda b, sl: int(b.attn[sl].sum(-1).max()) if b.attn.shape[0] else 0
     on = lambda b, sl: tuple(x[sl, :width(b, sl)].to(device) for x in (b.ids, b.attn, b.loss_mask))
-    logp = lambda m, sl, T=cfg.temperature, b=batch: sample.token_logprobs(m, *on(b, sl), T, limit)
     use_ref = ref is not None and cfg.beta > 0
     frozen_old = cfg.ppo_epochs > 1 or (opt.fused and len(micro) > 1)   # pi_old must not move under us
 
     def score(m, mi, sl):   # (rollout log-probs, aux log-probs or None); the aux rides on micro-batch 0,
         if aux is None or mi:   # in the same forward pass (sample.joint_logprobs says why)
-            return logp(m, sl), None
+            return sample.token_logprobs(m, *on(batch, sl), cfg.temperature, limit), None
         return sample.joint_logprobs(m, [(*on(batch, sl), cfg.temperature), (*on(aux, slice(None)), 1.0)], limit)
     with torch.no_grad():   # scored exactly as below, so that the ratio is 1 and the KL 0 at the start
         ref_lp = [score(ref, mi, sl)[0] if use_ref else None for mi, sl in enumerate(micro)]
