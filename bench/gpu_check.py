@@ -259,9 +259,16 @@ def main(argv=None):
     ap.add_argument("--skip-pipeline", action="store_true")
     ap.add_argument("--skip-step", action="store_true", help="(a) and (c) only")
     ap.add_argument("--trace-memory", action="store_true", help="(b): per-backward peaks, live gradients")
+    ap.add_argument("--memory-cap", type=float, default=0, help="GB (1e9 bytes) the allocator may use: a smaller "
+                    "card on this one (80 = an 80 GB H100 on an H200); CUDA only")
     ap.add_argument("--pipeline-limit", type=int, default=PIPELINE_LIMIT, help="seconds for (a)")
     ap.add_argument("--out-dir", default=os.environ.get("OUT") or None, help="write here, not bench/results")
     own, rest = ap.parse_known_args(argv)   # the rest: train.py flags (--G, --k, --max-new-tokens, ...)
+    if own.memory_cap:
+        if not own.device.startswith("cuda"):
+            ap.error("--memory-cap needs a CUDA --device")
+        total = torch.cuda.get_device_properties(own.device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, own.memory_cap * 1e9 / total), own.device)
     args = train.get_args(["--student", own.student, "--random-init", "--device", own.device, *rest])
     name = torch.cuda.get_device_name(own.device) if own.device.startswith("cuda") else "cpu"
     res = {"date": time.strftime("%Y-%m-%d"), "device_name": name,

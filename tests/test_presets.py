@@ -231,6 +231,12 @@ def test_gpu_check_keeps_what_it_measured_when_the_step_fails(tmp_path, monkeypa
     assert "(b) stopped: OutOfMemoryError" in md and res["predicted"]["rollouts"] == 4
 
 
+def test_gpu_check_memory_cap_needs_cuda(capsys):
+    with pytest.raises(SystemExit):
+        _gpu_check().main(["--device", "cpu", "--student", "tiny", "--memory-cap", "80", "--skip-step", "--skip-pipeline"])
+    assert "--memory-cap needs a CUDA --device" in capsys.readouterr().err
+
+
 def test_gpu_check_peak_flops_and_pipeline_time_limit():
     gc = _gpu_check()
     assert gc.peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and gc.peak_flops("NVIDIA H100 PCIe") == 756e12
