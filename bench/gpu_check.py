@@ -259,6 +259,7 @@ def main(argv=None):
     ap.add_argument("--skip-pipeline", action="store_true")
     ap.add_argument("--skip-step", action="store_true", help="(a) and (c) only")
     ap.add_argument("--trace-memory", action="store_true", help="(b): per-backward peaks, live gradients")
+    ap.add_argument("--tag", default="", help="appended to the file names (runs of one day side by side)")
     ap.add_argument("--memory-cap", type=float, default=0, help="GB (1e9 bytes) the allocator may use: a smaller "
                     "card on this one (80 = an 80 GB H100 on an H200); CUDA only")
     ap.add_argument("--pipeline-limit", type=int, default=PIPELINE_LIMIT, help="seconds for (a)")
@@ -275,7 +276,7 @@ def main(argv=None):
            "command": " ".join(["python bench/gpu_check.py", *(argv if argv is not None else sys.argv[1:])]),
            "args": vars(args), "predicted": predicted(args)}
     folder = Path(own.out_dir) if own.out_dir else ROOT / "bench" / "results"
-    slug = "-".join(re.sub(r"[^a-z0-9.]+", "-", x.lower()).strip("-") for x in (name, own.student))
+    slug = "-".join(re.sub(r"[^a-z0-9.]+", "-", x.lower()).strip("-") for x in (name, own.student, own.tag) if x)
     print(json.dumps({"predicted": res["predicted"]}), flush=True)
     if not own.skip_pipeline:
         res["pipeline"] = pipeline(own.device, own.pipeline_limit)

@@ -225,9 +225,9 @@ def test_gpu_check_keeps_what_it_measured_when_the_step_fails(tmp_path, monkeypa
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     monkeypatch.setattr(gc, "one_step", oom)
     res = gc.main(["--device", "cpu", "--student", "tiny", "--G", "2", "--k", "2", "--skip-pipeline",
-                   "--out-dir", str(tmp_path)])
+                   "--out-dir", str(tmp_path), "--tag", "oom"])
     assert res["step"]["error"].startswith("OutOfMemoryError: CUDA out of memory")
-    md = (tmp_path / f"gpu_check-{res['date']}-cpu-tiny.md").read_text()
+    md = (tmp_path / f"gpu_check-{res['date']}-cpu-tiny-oom.md").read_text()
     assert "(b) stopped: OutOfMemoryError" in md and res["predicted"]["rollouts"] == 4
 
 
