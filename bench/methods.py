@@ -18,8 +18,8 @@ killed one resumed, so the command can be run again until it completes):
     step-by-step/, revthink/   their own SFT stages on the same questions (no sampling: one run)
     seed<s>/{exgrpo,grpo,gkd}/  from the shared warm-up (--sft-from, as the paper does), one run a seed
 Columns on the synthetic world: test_id, test_ood (train.py's evaluation) and EI-Test (every final
-model on the oracle's probes of the first --eval-n test_id questions at the run's level; step-by-step
-asked with its label prefix). On a real --dataset (in --common) the column is that dataset's test
+model on the oracle's probes of the first --eval-n, or --ei-n, test_id questions at the run's level;
+step-by-step asked with its label prefix). On a real --dataset (in --common) the column is that dataset's test
 split and there is no EI-Test. Cells: mean ± s.e. over seeds. The paper's ID means (DESIGN.md
 section 1) sit beside the rows they have. Writes <results>.md and <results>.json.
 """
@@ -112,31 +112,33 @@ def accuracies(path, stage):
     return out
 
 
-def ei_test(run, stage, model_name, label_prefix=False):
+def ei_test(run, stage, model_name, label_prefix=False, n=None):
     """EI-Test accuracy of run/<stage>/final (or of the student alias `model_name`): the oracle's
-    probes of the first eval_n test_id questions at the run's level, greedy; cached in the run."""
+    probes of the first n (default: the run's eval_n) test_id questions at the run's level, greedy;
+    cached in the run, per n."""
     cache = run / stage / "ei_test.json"
-    if cache.exists():
+    cfg = json.loads((run / "config.json").read_text())
+    n = n or cfg["eval_n"]
+    if cache.exists() and json.loads(cache.read_text()).get("questions", cfg["eval_n"]) == n:
         return json.loads(cache.read_text())["accuracy"]
     import baselines
     import evaluate
     import probes
     import sample
     from data.ei_test import load_ei_test
-    cfg = json.loads((run / "config.json").read_text())
     if cfg["dataset"] != "synth":
         return None
-    recs = load_ei_test("synth", "test_id", limit=cfg["eval_n"], level=cfg["level"])
+    recs = load_ei_test("synth", "test_id", limit=n, level=cfg["level"])
     prefix = baselines.LABEL_PREFIX if label_prefix else ""
     prompt = lambda r: [{"role": "user", "content": prefix + probes.format_question(r["question"], r["answer_type"])}]
     model, tok = sample.load_student(model_name or str(run / stage / "final"), seed=cfg["seed"])
     res = evaluate.evaluate(model, tok, recs, max_new_tokens=cfg["eval_max_new_tokens"], desc=f"EI-Test {run.name}",
                             predictions_path=run / stage / "ei_test" / "predictions.jsonl", prompt=prompt)
-    cache.write_text(json.dumps({"accuracy": res["accuracy"], "n": res["n"]}))
+    cache.write_text(json.dumps({"accuracy": res["accuracy"], "n": res["n"], "questions": n}))
     return res["accuracy"]
 
 
-def collect(out, seeds, student):
+def collect(out, seeds, student, ei_n=None):
     """{row: [ {column: accuracy} per seed ]} of every finished run."""
     done = lambda p: (p / "results.json").exists()
     sft = out / "sft"
@@ -158,7 +160,7 @@ def collect(out, seeds, student):
         table[row] = []
         for run, stage, model, prefix in items:
             accs = accuracies(run, stage)
-            ei = ei_test(run, stage, model, prefix)
+            ei = ei_test(run, stage, model, prefix, ei_n)
             table[row].append({**accs, **({EI_COLUMN: ei} if ei is not None else {})})
     return table
 
@@ -200,6 +202,8 @@ def main(argv=None):
     ap.add_argument("--teacher-flags", default=TEACHER_FLAGS, help="train.py flags of the teacher's SFT run")
     ap.add_argument("--build-teacher", action="store_true", help="build GKD's teacher and stop")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--ei-n", type=int, default=None, help="EI-Test on the probes of the first N test_id questions "
+                    "(default: each run's --eval-n; about 9 probes a question)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -211,11 +215,12 @@ def main(argv=None):
     if not args.table_only:
         run_all(args, out, common, sft, rl, log)
     student = common[common.index("--student") + 1] if "--student" in common else "smollm2-135m"
-    text, summary = render(collect(out, seeds, student))
+    text, summary = render(collect(out, seeds, student, args.ei_n))
     wall = time.time() - t0
     note = (f"\naccuracy (%) on the same questions per column; mean ± s.e. over seeds where seeds > 1; runs under "
             f"{out}/; train.py flags: common `{args.common}`, SFT `{args.sft}`, RL `{args.rl}`, teacher "
-            f"`{args.teacher_flags}`; this command's wall time {wall:.0f}s\n")
+            f"`{args.teacher_flags}`; EI-Test on the probes of the first {args.ei_n or 'eval_n'} test_id questions; "
+            f"this command's wall time {wall:.0f}s\n")
     print(text + note)
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)

@@ -335,3 +335,25 @@ def test_methods_table_has_the_papers_layout_and_seed_means():
     assert lines[2].startswith("| SFT | 1 | 60.0 | 20.0 | 30.0 | - | - |")                 # the paper's row order
     assert lines[3] == "| ExGRPO | 2 | 60.0 ± 10.0 | 25.0 ± 0.0 | 40.0 | 67.19 | 82.54 |"   # s.e. = sd 0.1414 / sqrt(2) = 0.10
     assert summary["ExGRPO"]["test_id"]["values"] == [0.5, 0.7]
+
+
+def test_ei_test_cache_is_kept_per_number_of_questions(tmp_path, monkeypatch):
+    """--ei-n: a cached EI-Test accuracy is reused only for the same number of questions."""
+    sys.path.insert(0, str(ROOT))
+    from bench import methods
+    import data.ei_test
+    run = tmp_path / "run"
+    (run / "sft").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"eval_n": 500, "dataset": "synth", "level": 1, "seed": 0,
+                                                 "eval_max_new_tokens": 8}))
+    (run / "sft" / "ei_test.json").write_text(json.dumps({"accuracy": 0.25, "n": 4400, "questions": 500}))
+    assert methods.ei_test(run, "sft", None) == 0.25            # default n = the run's eval_n: cached
+    asked = []
+    monkeypatch.setattr(data.ei_test, "load_ei_test", lambda *a, limit, **k: asked.append(limit) or [])
+    import evaluate
+    import sample
+    monkeypatch.setattr(sample, "load_student", lambda *a, **k: (None, None))
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: {"accuracy": 0.5, "n": 0})
+    assert methods.ei_test(run, "sft", None, n=100) == 0.5       # another n: scored again
+    assert asked == [100]
+    assert json.loads((run / "sft" / "ei_test.json").read_text())["questions"] == 100
