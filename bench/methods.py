@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from baselines import LABELS  # noqa: E402
-from bench.ablation import launch, mean_se  # noqa: E402
+from bench.ablation import launch, mean_se, per_question, summarize  # noqa: E402
 
 # -----------------------------------------------------------------------------
 # defaults
@@ -54,6 +54,7 @@ PAPER = {  # mean in-distribution accuracy, Gemma-7B-it / Qwen2.5-7B-Instruct (D
     "Zero-shot": (46.80, 77.99), LABELS["revthink"]: (61.17, 80.89), LABELS["gkd"]: (65.40, 81.60),
     LABELS["exgrpo"]: (67.19, 82.54)}
 EI_COLUMN = "EI-Test"
+PAIRED_COLUMN = "Δ test_id vs SFT, paired"
 
 # -----------------------------------------------------------------------------
 # runs
@@ -139,7 +140,9 @@ def ei_test(run, stage, model_name, label_prefix=False, n=None):
 
 
 def collect(out, seeds, student, ei_n=None):
-    """{row: [ {column: accuracy} per seed ]} of every finished run."""
+    """({row: [ {column: accuracy} per seed ]}, {row: (mean, s.e.)}) of every finished run; the
+    second: the per-question test_id difference to the SFT row on the questions both scored, seeds
+    averaged first, with its s.e. over the questions (bench/ablation.py's paired difference)."""
     done = lambda p: (p / "results.json").exists()
     sft = out / "sft"
     runs = {}
@@ -155,24 +158,31 @@ def collect(out, seeds, student, ei_n=None):
             runs[LABELS[m]] = got
     if done(out / "teacher"):
         runs["GKD's teacher (wider micro, not a method)"] = [(out / "teacher", "sft", None, False)]
-    table = {}
+    table, paired = {}, {}
+    sft_q = per_question(sft, "sft") if done(sft) else {}
     for row, items in runs.items():
         table[row] = []
         for run, stage, model, prefix in items:
             accs = accuracies(run, stage)
             ei = ei_test(run, stage, model, prefix, ei_n)
             table[row].append({**accs, **({EI_COLUMN: ei} if ei is not None else {})})
-    return table
+        d = summarize([per_question(r, st) for r, st, _, _ in items], sft_q).get("test_id", {})
+        if "paired_diff" in d and row != LABELS["sft"]:
+            paired[row] = (d["paired_diff"], d["paired_se"])
+    return table, paired
 
 
-def render(table):
-    """The paper's layout: method rows, the evaluation columns, mean ± s.e. over seeds (%)."""
+def render(table, paired=None):
+    """The paper's layout: method rows, the evaluation columns, mean ± s.e. over seeds (%); with
+    `paired` ({row: (mean, s.e.)} from collect), a last column of the paired difference to SFT."""
     columns = [c for c in ("test_id", "test_ood") if any(c in v for vs in table.values() for v in vs)]
     columns += sorted({c for vs in table.values() for v in vs for c in v} - set(columns) - {EI_COLUMN})
     columns += [EI_COLUMN] if any(EI_COLUMN in v for vs in table.values() for v in vs) else []
+    paired = paired or {}
+    extra = [PAIRED_COLUMN] if paired else []
     summary = {}
-    lines = ["| method | seeds | " + " | ".join(columns) + " | paper, Gemma-7B ID mean | paper, Qwen2.5-7B ID mean |",
-             "|---|---:|" + "---:|" * (len(columns) + 2)]
+    lines = ["| method | seeds | " + " | ".join(columns + extra) + " | paper, Gemma-7B ID mean | paper, Qwen2.5-7B ID mean |",
+             "|---|---:|" + "---:|" * (len(columns + extra) + 2)]
     for row in [r for r in ROWS if r in table] + [r for r in table if r not in ROWS]:
         cells, summary[row] = [], {}
         for c in columns:
@@ -183,6 +193,11 @@ def render(table):
             m, se = mean_se(xs)
             summary[row][c] = {"mean": m, "se": se, "values": xs}
             cells.append(f"{100 * m:.1f} ± {100 * se:.1f}" if len(xs) > 1 else f"{100 * m:.1f}")
+        if extra:
+            m, se = paired.get(row, (None, None))
+            cells.append("-" if m is None else f"{100 * m:+.1f} ± {100 * se:.1f}")
+            if m is not None:
+                summary[row][PAIRED_COLUMN] = {"mean": m, "se_questions": se}
         paper = [f"{x:.2f}" for x in PAPER[row]] if row in PAPER else ["-", "-"]
         lines.append(f"| {row} | {len(table[row])} | " + " | ".join(cells) + f" | {paper[0]} | {paper[1]} |")
     return "\n".join(lines) + "\n", summary
@@ -215,7 +230,7 @@ def main(argv=None):
     if not args.table_only:
         run_all(args, out, common, sft, rl, log)
     student = common[common.index("--student") + 1] if "--student" in common else "smollm2-135m"
-    text, summary = render(collect(out, seeds, student, args.ei_n))
+    text, summary = render(*collect(out, seeds, student, args.ei_n))
     wall = time.time() - t0
     note = (f"\naccuracy (%) on the same questions per column; mean ± s.e. over seeds where seeds > 1; runs under "
             f"{out}/; train.py flags: common `{args.common}`, SFT `{args.sft}`, RL `{args.rl}`, teacher "

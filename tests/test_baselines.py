@@ -357,3 +357,33 @@ def test_ei_test_cache_is_kept_per_number_of_questions(tmp_path, monkeypatch):
     assert methods.ei_test(run, "sft", None, n=100) == 0.5       # another n: scored again
     assert asked == [100]
     assert json.loads((run / "sft" / "ei_test.json").read_text())["questions"] == 100
+
+
+def test_methods_table_pairs_each_row_with_sft_on_the_shared_questions(tmp_path):
+    """collect: the per-question test_id difference to SFT, seeds averaged first. By hand, SFT
+    right on [1, 1, 0, 0], GRPO seeds [1, 1, 1, 0] and [1, 0, 1, 0]: differences [0, -.5, 1, 0],
+    mean 0.125, s.d. 0.6292, s.e. 0.6292 / 2 = 0.3146."""
+    sys.path.insert(0, str(ROOT))
+    from bench import methods
+    cfg = json.dumps({"eval_n": 4, "dataset": "synth", "level": 1, "seed": 0, "eval_max_new_tokens": 8})
+
+    def run(path, stage, right, extra_stages=()):
+        for st in (stage,) + tuple(extra_stages):
+            (path / st).mkdir(parents=True)
+            (path / st / "ei_test.json").write_text(json.dumps({"accuracy": 0.5, "n": 9, "questions": 4}))
+        (path / "config.json").write_text(cfg)
+        (path / "results.json").write_text("{}")
+        (path / stage / "predictions_test_id.jsonl").write_text(
+            "".join(json.dumps({"id": f"q{i}", "correct": bool(c)}) + "\n" for i, c in enumerate(right)))
+    run(tmp_path / "sft", "sft", [1, 1, 0, 0], extra_stages=("zero_shot",))
+    run(tmp_path / "seed0" / "grpo", "rl", [1, 1, 1, 0])
+    run(tmp_path / "seed1" / "grpo", "rl", [1, 0, 1, 0])
+    table, paired = methods.collect(tmp_path, [0, 1], "micro")
+    assert set(paired) == {"GRPO"}                         # SFT is the reference; zero-shot has no test_id here
+    assert paired["GRPO"][0] == pytest.approx(0.125)
+    assert paired["GRPO"][1] == pytest.approx(0.31458, abs=1e-5)
+    text, summary = methods.render(table, paired)
+    assert text.splitlines()[0].count(methods.PAIRED_COLUMN) == 1
+    grpo = next(line for line in text.splitlines() if line.startswith("| GRPO |"))
+    assert "| 62.5 ± 12.5 |" in grpo and "| +12.5 ± 31.5 |" in grpo   # seeds 0.75, 0.5: s.e. 0.125
+    assert summary["GRPO"][methods.PAIRED_COLUMN]["mean"] == pytest.approx(0.125)
