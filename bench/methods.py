@@ -19,9 +19,10 @@ killed one resumed, so the command can be run again until it completes):
     seed<s>/{exgrpo,grpo,gkd}/  from the shared warm-up (--sft-from, as the paper does), one run a seed
 Columns on the synthetic world: test_id, test_ood (train.py's evaluation) and EI-Test (every final
 model on the oracle's probes of the first --eval-n, or --ei-n, test_id questions at the run's level;
-step-by-step asked with its label prefix). On a real --dataset (in --common) the column is that dataset's test
-split and there is no EI-Test. Cells: mean ± s.e. over seeds. The paper's ID means (DESIGN.md
-section 1) sit beside the rows they have. Writes <results>.md and <results>.json.
+step-by-step asked with its label prefix). On a real --dataset (in --common) the column is that
+dataset's test split and there is no EI-Test. Cells: mean ± s.e. over seeds; last, each row's
+per-question test_id difference to SFT (paired). The paper's ID means (DESIGN.md section 1) sit
+beside the rows they have. Writes <results>.md and <results>.json.
 """
 
 import argparse
