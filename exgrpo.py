@@ -293,20 +293,25 @@ def policy_update(cfg, model, ref, tok, opt, roll, adv, aux_dialogues, token_bud
         full["aux_tokens"] = int(aux.loss_mask.sum())
     # micro-batches of rollouts of similar length, each cut to its own longest row: a dialogue
     # batch mixes 2- and 4-turn rollouts, and padding them all to the longest doubled the work.
-    # Not with a fused optimizer: each micro-batch is its own step there, and whole groups (in
-    # rollout order) must step together, not the long rollouts of every group first
-    lengths = torch.tensor([len(x) for x in roll.ids])
-    order = torch.arange(len(lengths)) if opt.fused else lengths.argsort(descending=True, stable=True)
+    # A dialogue's G rollouts stay together (sorted by their longest), so that token_logprobs
+    # runs their shared first turn once. Not with a fused optimizer: each micro-batch is its own
+    # step there, and whole groups (in rollout order) must step together
+    lengths = [len(x) for x in roll.ids]
+    longest = [max(lengths[i - i % cfg.G:i - i % cfg.G + cfg.G]) for i in range(len(lengths))]
+    order = torch.tensor(range(len(lengths)) if opt.fused else
+                         sorted(range(len(lengths)), key=lambda i: (-longest[i], i // cfg.G, -lengths[i])))
     micro = [order[s:s + cfg.rl_micro] for s in range(0, len(roll.ids), cfg.rl_micro)]
     width = lambda b, sl: int(b.attn[sl].sum(-1).max()) if b.attn.shape[0] else 0
     on = lambda b, sl: tuple(x[sl, :width(b, sl)].to(device) for x in (b.ids, b.attn, b.loss_mask))
     use_ref = ref is not None and cfg.beta > 0
     frozen_old = cfg.ppo_epochs > 1 or (opt.fused and len(micro) > 1)   # pi_old must not move under us
 
+    share = sample.SHARE_PREFIX and not opt.fused   # a shared prompt is a second pass: fused wants one
+
     def score(m, mi, sl):   # (rollout log-probs, aux log-probs or None); the aux rides on micro-batch 0,
         if aux is None or mi:   # in the same forward pass (sample.joint_logprobs says why)
-            return sample.token_logprobs(m, *on(batch, sl), cfg.temperature, limit), None
-        return sample.joint_logprobs(m, [(*on(batch, sl), cfg.temperature), (*on(aux, slice(None)), 1.0)], limit)
+            return sample.token_logprobs(m, *on(batch, sl), cfg.temperature, limit, share_prefix=share), None
+        return sample.joint_logprobs(m, [(*on(batch, sl), cfg.temperature), (*on(aux, slice(None)), 1.0)], limit, share)
     with torch.no_grad():   # scored exactly as below, so that the ratio is 1 and the KL 0 at the start
         ref_lp = [score(ref, mi, sl)[0] if use_ref else None for mi, sl in enumerate(micro)]
         old_lp = [score(model, mi, sl)[0] for mi, sl in enumerate(micro)] if frozen_old else None

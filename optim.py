@@ -95,7 +95,11 @@ class MasterWeightAdamW:
         self.params = [p for p in params if p.requires_grad]
         self.master = [p if p.dtype == torch.float32 else
                        p.detach().float().clone().requires_grad_(True) for p in self.params]
-        self.opt = torch.optim.AdamW(self.master, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps)
+        # on the CPU, PyTorch's fused AdamW makes one pass over each tensor; the default for-loop
+        # makes several (0.16 s against 0.065 s a step for 133M parameters here)
+        cpu = all(m.device.type == "cpu" for m in self.master)
+        self.opt = torch.optim.AdamW(self.master, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps,
+                                     fused=cpu or None)
         self.fused, self.skipped = False, 0
 
     @property

@@ -24,8 +24,10 @@ helper mutates its inputs.
 """
 
 import argparse
+import functools
 import importlib.util
 import os
+import types
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -55,6 +57,9 @@ TINY_CONFIG = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096)
 SMALL_CONFIG = dict(TINY_CONFIG, hidden_size=256, intermediate_size=768, num_hidden_layers=4)
 LOGPROB_CHUNK = 1024       # rows of the lm_head computed at once (P9)
+SHARE_PREFIX = True        # token_logprobs: rows with the same prompt run it through the model once
+SKINNY_ROWS = 64           # CPU decoding: a Linear on at most this many rows runs as (W @ x.T).T (_skinny_linears)
+SKINNY_MIN_WEIGHTS = 1 << 16   # ... for weights this large: below it, the matmul is not what costs
 EOS_TOKEN_NAMES = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>")
 GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
 # Gemma's turn format (the GGUF carries no template): BOS first, user/model turns closed by
@@ -451,7 +456,40 @@ def _pick(logits, temperature):
     return ids, z.gather(-1, ids[:, None]).squeeze(1) - norm
 
 
+def _skinny_linear(self, x):
+    """nn.Linear.forward for a few rows: y = (W @ x.T).T + b, the same sum as x @ W.T + b. On this
+    CPU (PyTorch 2.13, MKL) a 1536 x 576 fp32 weight times 4 rows takes 0.39 ms as F.linear
+    and 0.13 ms in this order: the kernel streams W's rows instead of re-blocking x @ W.T for a
+    tiny batch. 2-4x for 2-8 rows, about 1.2x up to 64, equal at 1 (bench/results/gemv-*.md)."""
+    rows = x.numel() // x.shape[-1]
+    if rows > SKINNY_ROWS:
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+    y = self.weight @ x.reshape(rows, x.shape[-1]).t()               # (out, rows)
+    if self.bias is not None:
+        y = y + self.bias[:, None]
+    return y.t().contiguous().view(*x.shape[:-1], y.shape[0])
+
+
+def _skinny_linears(fn):
+    """Decorator for fn(model, ...): while fn runs, the model's large fp32 nn.Linear layers on
+    the CPU use _skinny_linear (decoding feeds them 1-64 rows); restored afterwards. Training
+    and scoring are untouched, and on a GPU nothing changes."""
+    @functools.wraps(fn)
+    def run(model, *args, **kwargs):
+        swap = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.device.type == "cpu"
+                and m.weight.dtype == torch.float32 and m.weight.numel() >= SKINNY_MIN_WEIGHTS]
+        for m in swap:
+            m.forward = types.MethodType(_skinny_linear, m)
+        try:
+            return fn(model, *args, **kwargs)
+        finally:
+            for m in swap:
+                del m.forward
+    return run
+
+
 @torch.no_grad()
+@_skinny_linears
 def sample_ids(model, rows, max_new_tokens, temperature, eos, pad_id, vocab_limit=None, past=None, keep=False):
     """The KV-cached batched sampler behind generate() and rollout_dialogues().
 
@@ -715,7 +753,7 @@ def pack(prompts, completions, pad_id, completion_masks=None):
 
 
 def token_logprobs(model, ids, attn, loss_mask=None, temperature=1.0, vocab_limit=None,
-                   chunk=LOGPROB_CHUNK):
+                   chunk=LOGPROB_CHUNK, share_prefix=SHARE_PREFIX):
     """log pi(ids[t] | ids[<t]) for every position t, at the sampling temperature (P5).
 
     ids, attn, loss_mask: (B, T). Returns (B, T) fp32; position 0 and every position where
@@ -724,6 +762,8 @@ def token_logprobs(model, ids, attn, loss_mask=None, temperature=1.0, vocab_limi
     mask, so left or right padding gives the same values (P4). Inputs are not modified (P15).
 
     temperature: a number, or a (B,) tensor of one per row (joint_logprobs); 0 scores at T = 1.
+    share_prefix: rows that agree on every id before their first scored one (the G rollouts of a
+    group) run that prompt through the model once (_shared_prefix_hidden); same values, less work.
 
     Tiny example: ids = [[a, b, c]], loss_mask = [[0, 1, 1]]
         -> [[0, log p(b | a), log p(c | a b)]]"""
@@ -735,11 +775,15 @@ def token_logprobs(model, ids, attn, loss_mask=None, temperature=1.0, vocab_limi
         temperature = t[:, None].expand(-1, want.shape[1])[want][:, None]
     else:
         temperature = 1.0 if temperature == 0 else temperature  # greedy rollouts score at T = 1
-    position_ids = (attn.long().cumsum(-1) - 1).clamp(min=0)
-    hidden = model.get_decoder()(input_ids=ids, attention_mask=attn,
-                                 position_ids=position_ids).last_hidden_state  # (B, T, H)
-    h = hidden[:, :-1][want]                           # (N, H): only the rows a loss needs
-    targets = ids[:, 1:][want]                         # (N,)
+    shared = _shared_prefix_hidden(model, ids, attn, want) if share_prefix else None
+    if shared is not None:
+        h, targets = shared
+    else:
+        position_ids = (attn.long().cumsum(-1) - 1).clamp(min=0)
+        hidden = model.get_decoder()(input_ids=ids, attention_mask=attn,
+                                     position_ids=position_ids).last_hidden_state  # (B, T, H)
+        h = hidden[:, :-1][want]                       # (N, H): only the rows a loss needs
+        targets = ids[:, 1:][want]                     # (N,)
     head = model.get_output_embeddings()
     out = []
     for s in range(0, h.shape[0], chunk):
@@ -748,13 +792,63 @@ def token_logprobs(model, ids, attn, loss_mask=None, temperature=1.0, vocab_limi
         if vocab_limit is not None and vocab_limit < logits.shape[-1]:
             logits[:, vocab_limit:] = float("-inf")                   # P12
         out.append(logits.log_softmax(-1).gather(-1, targets[s:s + chunk, None]).squeeze(-1))
-    flat = torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
+    flat = torch.cat(out) if out else h.new_zeros(0, dtype=torch.float32)
     result = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
     result[:, 1:] = result[:, 1:].masked_scatter(want, flat)
     return result
 
 
-def joint_logprobs(model, parts, vocab_limit=None):
+def _shared_prefix_hidden(model, ids, attn, want):
+    """The hidden states token_logprobs needs, (N, H), and their targets, (N,), in the same order
+    as ids[:, 1:][want], computing each distinct prompt once. None where nothing is shared (or
+    the batch is not right-padded): the caller then runs the plain forward.
+
+    A row's prompt is every id before its first scored one. The G rollouts of a group share it:
+    in a GRPO batch of SmolLM2 it is 77% of each row, so scoring it once per group and handing
+    its keys and values (with their gradients) to every row's completion cuts the forward and
+    backward about 2x. Row i, prompt p_i of length s_i, completion c_i:
+        pass 1: each distinct prompt, right-padded, with a KV cache -> hidden (U, P, H)
+        pass 2: each row's c_i after its prompt's cache (attention mask [prompt | c_i], positions
+                s_i, s_i + 1, ...) -> hidden (B, S, H)
+    The hidden state that predicts c_i[0] is the prompt's last one; c_i[j] is predicted by the
+    completion's position j - 1. Tiny example: rows [a b | c d] and [a b | e] (prompt a b) ->
+    pass 1 runs [a b] once; pass 2 runs [c d] and [e] after it; c and e are scored from b's state."""
+    B, T = ids.shape
+    lens = attn.long().sum(-1)
+    right_padded = torch.equal(attn.bool(), torch.arange(T, device=ids.device)[None] < lens[:, None])
+    if B < 2 or not right_padded or not want.any(-1).all() or (want & ~attn[:, 1:].bool()).any():
+        return None
+    first = want.int().argmax(-1) + 1                               # (B,) first scored position
+    prompts = {}
+    g = [prompts.setdefault(tuple(ids[i, :first[i]].tolist()), len(prompts)) for i in range(B)]
+    if len(prompts) == B:
+        return None
+    from transformers import DynamicCache
+    decoder, dev = model.get_decoder(), ids.device
+    # pass 1: each distinct prompt once (right-padded: no row is all padding, so no NaN in backward)
+    plen = torch.tensor([len(p) for p in prompts], device=dev)
+    pattn = (torch.arange(int(plen.max()), device=dev)[None] < plen[:, None]).long()   # (U, P)
+    pids = torch.zeros_like(pattn)
+    for u, p in enumerate(prompts):
+        pids[u, :len(p)] = torch.tensor(p, device=dev)
+    cache = DynamicCache(config=model.config)
+    hp = decoder(input_ids=pids, attention_mask=pattn, position_ids=(pattn.cumsum(-1) - 1).clamp(min=0),
+                 cache=cache, use_cache=True).last_hidden_state                         # (U, P, H)
+    g = torch.tensor(g, device=dev)
+    cache.batch_select_indices(g)                                   # each row gets its prompt's keys
+    # pass 2: every row's completion after its prompt
+    S = int((lens - first).max())
+    cols = first[:, None] + torch.arange(S, device=dev)[None]       # (B, S) positions in the row
+    sattn = (cols < lens[:, None]).long()
+    sids = ids.gather(1, cols.clamp(max=T - 1)) * sattn
+    hs = decoder(input_ids=sids, attention_mask=torch.cat([pattn[g], sattn], 1), position_ids=cols,
+                 cache=cache, use_cache=True).last_hidden_state                         # (B, S, H)
+    hpred = torch.cat([hp[g, plen[g] - 1][:, None], hs[:, :-1]], 1)  # column j predicts cols[:, j]
+    scored = want.gather(1, (cols - 1).clamp(max=T - 2)) & sattn.bool()
+    return hpred[scored], sids[scored]
+
+
+def joint_logprobs(model, parts, vocab_limit=None, share_prefix=SHARE_PREFIX):
     """token_logprobs of several batches in ONE forward pass: parts = [(ids, attn, loss_mask,
     temperature), ...], each (B_i, T_i) -> [(B_i, T_i) log-probs, ...].
 
@@ -768,7 +862,7 @@ def joint_logprobs(model, parts, vocab_limit=None):
     pad = lambda x: torch.nn.functional.pad(x, (0, width - x.shape[1]))
     ids, attn, mask = (torch.cat([pad(p[j]) for p in parts]) for j in range(3))
     temps = torch.cat([torch.full((p[0].shape[0],), float(p[3])) for p in parts])
-    lp = token_logprobs(model, ids, attn, mask, temps, vocab_limit)
+    lp = token_logprobs(model, ids, attn, mask, temps, vocab_limit, share_prefix=share_prefix)
     rows = lp.split([p[0].shape[0] for p in parts])
     return [r[:, :p[0].shape[1]] for r, p in zip(rows, parts)]
 

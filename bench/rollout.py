@@ -13,6 +13,7 @@ same run measures, for sample.py's lean sampler and for transformers' generate.
 Backends (all sample at temperature 1.0 with no top-k, the way rollouts do, and ignore EOS so
 every row decodes the full budget):
     lean        sample.sample_ids: the project's KV-cached sampler
+    lean-linear the same with its large Linear layers as plain F.linear (no _skinny_linear)
     hf          transformers generate with its default dynamic cache
     hf-static   generate with cache_implementation="static"
     hf-compile  generate with the static cache and its decoding forward torch.compile'd
@@ -23,9 +24,10 @@ the best repetition's median is reported (on a shared machine the others measure
 Roofline per step: max(bytes read / bandwidth, FLOPs / FLOP/s), with bytes = every weight
 of the body and the lm_head once + the KV cache read by attention, FLOPs = 2 per weight per
 row + attention; bandwidth = a 256 MB fp32 reduction, FLOP/s = a 1024^3 matmul in --dtype, both
-at the thread count of the run. The header also gives the rate at which F.linear reads its
-weights at a decode step's shape (batch 1 and 16 rows, 1536 x 576 matrices, 512 MB in all): the
-matmul kernel's share of the bandwidth, which bounds the lean sampler from below. Gemma 3 270M
+at the thread count of the run. The header also gives the rate at which a Linear reads its
+weights at a decode step's shape (batch 1, 4 and 16 rows, 1536 x 576 matrices, 512 MB in all), as
+F.linear and in the order the lean sampler uses (sample._skinny_linear): the matmul kernel's share
+of the bandwidth, which bounds the sampler from below. Gemma 3 270M
 is included when its weights are in the hub cache.
 
 --dialogues times instead one ExGRPO rollout (sample.rollout_dialogues: --questions synthetic
@@ -41,6 +43,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -53,7 +56,7 @@ import sample  # noqa: E402
 
 STUDENTS = ["tiny", "micro", "smollm2-135m", "google/gemma-3-270m-it"]   # absent ones are skipped
 BATCHES = [1, 4, 16, 64]
-BACKENDS = ["lean", "hf"]
+BACKENDS = ["lean", "lean-linear", "hf"]
 NEW_TOKENS = 16          # decode steps per timed generation
 REPS = 3                 # A B A B repetitions; the best (least disturbed) is reported
 PROMPT = ("A farmer has 12 apples. She buys 30 more and gives 7 to her neighbour. Then she splits "
@@ -80,16 +83,18 @@ def machine_limits(dtype=torch.float32):
     return bandwidth, flops
 
 
-def linear_read_rate(batch, dtype=torch.float32, shape=(1536, 576), total=512 * 2 ** 20):
+def linear_read_rate(batch, dtype=torch.float32, shape=(1536, 576), total=512 * 2 ** 20, skinny=False):
     """Bytes/s at which F.linear reads its weights at a decode step's shape: `batch` rows times
     many (out, in) matrices, `total` bytes in all (SmolLM2's MLP shape, far beyond every cache).
     Set beside machine_limits' bandwidth, it says how much of the memory's rate the matmul
-    kernel itself reaches when the weights come from DRAM, as they do in a decode step."""
+    kernel itself reaches when the weights come from DRAM, as they do in a decode step.
+    skinny=True: the same product in the order the lean sampler uses (sample._skinny_linear)."""
     count = total // (shape[0] * shape[1] * torch.tensor([], dtype=dtype).element_size())
-    ws = [torch.randn(shape).to(dtype) for _ in range(count)]
+    layers = [SimpleNamespace(weight=torch.randn(shape).to(dtype), bias=None) for _ in range(count)]
     x = torch.randn(batch, shape[1]).to(dtype)
-    seconds = best_of(lambda: [torch.nn.functional.linear(x, w) for w in ws], reps=3)
-    return sum(w.numel() * w.element_size() for w in ws) / seconds
+    f = sample._skinny_linear if skinny else lambda m, x: torch.nn.functional.linear(x, m.weight)
+    seconds = best_of(lambda: [f(m, x) for m in layers], reps=3)
+    return sum(m.weight.numel() * m.weight.element_size() for m in layers) / seconds
 
 
 def step_cost(model, batch, context):
@@ -118,9 +123,19 @@ def hf_runner(model, tok, rows, new, **kwargs):
     model.generate(input_ids=ids, attention_mask=attn, generation_config=cfg, **kwargs)
 
 
+def lean_with_plain_linears(m, tok, rows, new):
+    """The lean sampler with every Linear as F.linear (before sample._skinny_linear)."""
+    keep, sample.SKINNY_ROWS = sample.SKINNY_ROWS, 0
+    try:
+        BACKEND_FNS["lean"](m, tok, rows, new)
+    finally:
+        sample.SKINNY_ROWS = keep
+
+
 BACKEND_FNS = {
     "lean": lambda m, tok, rows, new: sample.sample_ids(m, rows, new, 1.0, eos=[], pad_id=tok.pad_token_id,
                                                          vocab_limit=sample.vocab_limit_of(m, tok)),
+    "lean-linear": lambda m, tok, rows, new: lean_with_plain_linears(m, tok, rows, new),
     "hf": lambda m, tok, rows, new: hf_runner(m, tok, rows, new),
     "hf-static": lambda m, tok, rows, new: hf_runner(m, tok, rows, new, cache_implementation="static"),
     "hf-compile": lambda m, tok, rows, new: hf_runner(m, tok, rows, new, cache_implementation="static",
@@ -237,8 +252,9 @@ def main():
     limits = machine_limits(dtype)
     out(f"# bench/rollout.py {' '.join(sys.argv[1:])}\n\nload at start: {uptime()}; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; measured read bandwidth {limits[0] / 1e9:.1f} GB/s, "
-        f"{args.dtype} matmul {limits[1] / 1e9:.0f} GFLOP/s; F.linear at decode shape reads its weights at "
-        + ", ".join(f"{linear_read_rate(b, dtype) / 1e9:.1f} GB/s (batch {b})" for b in (1, 16)))
+        f"{args.dtype} matmul {limits[1] / 1e9:.0f} GFLOP/s; at a decode step's shape the weights are read at "
+        + ", ".join(f"{linear_read_rate(b, dtype) / 1e9:.1f} GB/s by F.linear and "
+                    f"{linear_read_rate(b, dtype, skinny=True) / 1e9:.1f} by (W @ x.T).T (batch {b})" for b in (1, 4, 16)))
     for name in args.students:
         if name == "micro" and "micro" not in sample.STUDENTS:
             continue

@@ -339,3 +339,82 @@ def test_joint_logprobs_equal_each_batch_scored_alone(tiny, tok):
     # a temperature of 0 scores at T = 1, per row as for a number
     zero = sample.joint_logprobs(tiny, [(a.ids, a.attn, a.loss_mask, 0.0)])[0]
     torch.testing.assert_close(zero, token_logprobs(tiny, a.ids, a.attn, a.loss_mask, 1.0), atol=1e-6, rtol=0)
+
+
+# --- the shared prompt, scored once (token_logprobs(share_prefix=True)) -------
+def _scores_and_grads(model, batch, temps, share):
+    model.zero_grad()
+    lp = token_logprobs(model, batch.ids, batch.attn, batch.loss_mask, temps, share_prefix=share)
+    weights = torch.randn(lp.shape, generator=torch.Generator().manual_seed(1))
+    (lp * weights).sum().backward()
+    return lp.detach(), [p.grad.clone() for p in model.parameters()]
+
+
+def test_shared_prompts_give_the_plain_scores_and_gradients(tiny, tok):
+    # two rollout groups (3 rows each, completions of different lengths), a dialogue group with
+    # template holes in its mask, a row alone, per-row temperatures: the two-pass path must give
+    # the plain forward's log-probs and the same gradient in every weight
+    torch.manual_seed(0)
+    gen = generate(tiny, tok, [_prompt(tok), _prompt(tok, "Why is the sky blue at noon?")], n=3,
+                   max_new_tokens=10, temperature=1.0)
+    roll = sample.rollout_dialogues(tiny, tok, [["Probe?", "Question?"]], n=2, max_new_tokens=5, temperature=1.0)
+    alone = _prompt(tok, "Alone?")
+    completions = [c[:10 - i] for i, c in enumerate(gen.completions)]   # rows of different lengths
+    prompts = gen.prompts + [[]] * 2 + [alone[:4]]
+    batch = pack(prompts, completions + roll.ids + [alone[4:]], tok.pad_token_id,
+                 [[1] * len(c) for c in completions] + roll.student_mask + [[1] * (len(alone) - 4)])
+    batch.loss_mask[0, len(gen.prompts[0]) + 1] = 0        # a hole inside a completion
+    mask = roll.student_mask[0]
+    assert 0 in mask[mask.index(1):]                       # the dialogue's template between its turns
+    temps = torch.tensor([1.0, 0.7, 0.0, 1.0, 1.0, 0.5, 1.0, 1.0, 1.0])
+    hidden = sample._shared_prefix_hidden(tiny, batch.ids, batch.attn, batch.loss_mask[:, 1:].bool())
+    assert hidden is not None and hidden[0].shape[0] == int(batch.loss_mask[:, 1:].sum())
+    plain, plain_grads = _scores_and_grads(tiny, batch, temps, share=False)
+    shared, shared_grads = _scores_and_grads(tiny, batch, temps, share=True)
+    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=0)
+    assert (shared[batch.loss_mask == 0] == 0).all()
+    for s, p in zip(shared_grads, plain_grads):
+        torch.testing.assert_close(s, p, atol=1e-5, rtol=1e-4)
+
+
+def test_shared_prompts_only_where_they_apply(tiny, tok):
+    # nothing shared, left padding, or a row with nothing to score: the plain forward runs
+    want = lambda b: b.loss_mask[:, 1:].bool()
+    distinct = pack([[1, 5, 9], [1, 7]], [[11, 12], [15, 16]], tok.pad_token_id)
+    assert sample._shared_prefix_hidden(tiny, distinct.ids, distinct.attn, want(distinct)) is None
+    same = pack([[1, 5, 9], [1, 5, 9]], [[11, 12, 13], [15]], tok.pad_token_id)
+    assert sample._shared_prefix_hidden(tiny, same.ids, same.attn, want(same)) is not None
+    flipped = (same.ids.flip(1), same.attn.flip(1), same.loss_mask.flip(1))   # left-padded
+    assert sample._shared_prefix_hidden(tiny, flipped[0], flipped[1], flipped[2][:, 1:].bool()) is None
+    empty = same.loss_mask.clone()
+    empty[1] = 0
+    assert sample._shared_prefix_hidden(tiny, same.ids, same.attn, empty[:, 1:].bool()) is None
+
+
+# --- decoding: a few rows through a large Linear as (W @ x.T).T --------------
+def test_skinny_linear_is_the_same_product(monkeypatch):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(300, 400)
+    for shape in [(1, 300), (4, 300), (3, 1, 300), (2, 5, 300), (70, 300)]:   # 70 rows: F.linear itself
+        x = torch.randn(shape)
+        torch.testing.assert_close(sample._skinny_linear(layer, x), layer(x), atol=1e-5, rtol=1e-5)
+        assert sample._skinny_linear(layer, x).shape == (*shape[:-1], 400)
+    no_bias = torch.nn.Linear(300, 400, bias=False)
+    x = torch.randn(4, 300)
+    torch.testing.assert_close(sample._skinny_linear(no_bias, x), no_bias(x), atol=1e-5, rtol=1e-5)
+
+
+def test_sampler_restores_the_linear_layers(tiny, tok, monkeypatch):
+    # the lm_head (49152 x 64) is large enough to be swapped while sampling, and only then
+    head = tiny.get_output_embeddings()
+    seen = []
+    real = sample._skinny_linear
+    monkeypatch.setattr(sample, "_skinny_linear", lambda self, x: (seen.append(self), real(self, x))[1])
+    sample.sample_ids(tiny, [[1, 2, 3]], 3, 0, eos=[], pad_id=tok.pad_token_id)
+    assert head in seen and "forward" not in vars(head)
+    blocks = [m for m in tiny.modules() if isinstance(m, torch.nn.Linear) and m is not head]
+    assert not any(m in seen for m in blocks)      # 64 x 128 weights: below SKINNY_MIN_WEIGHTS
+    monkeypatch.setattr(sample, "_new_cache", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        sample.sample_ids(tiny, [[1, 2, 3]], 3, 0, eos=[], pad_id=tok.pad_token_id)
+    assert "forward" not in vars(head)              # restored after an error too
