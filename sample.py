@@ -58,7 +58,7 @@ TINY_CONFIG = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
 SMALL_CONFIG = dict(TINY_CONFIG, hidden_size=256, intermediate_size=768, num_hidden_layers=4)
 LOGPROB_CHUNK = 1024       # rows of the lm_head computed at once (P9)
 SHARE_PREFIX = True        # token_logprobs: rows with the same prompt run it through the model once
-SKINNY_ROWS = 64           # CPU decoding: a Linear on at most this many rows runs as (W @ x.T).T (_skinny_linears)
+SKINNY_ROWS = 32           # CPU decoding: a Linear on at most this many rows runs as (W @ x.T).T (_skinny_linears)
 SKINNY_MIN_WEIGHTS = 1 << 16   # ... for weights this large: below it, the matmul is not what costs
 EOS_TOKEN_NAMES = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>")
 GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
@@ -460,7 +460,7 @@ def _skinny_linear(self, x):
     """nn.Linear.forward for a few rows: y = (W @ x.T).T + b, the same sum as x @ W.T + b. On this
     CPU (PyTorch 2.13, MKL) a 1536 x 576 fp32 weight times 4 rows takes 0.39 ms as F.linear
     and 0.13 ms in this order: the kernel streams W's rows instead of re-blocking x @ W.T for a
-    tiny batch. 2-4x for 2-8 rows, about 1.2x up to 64, equal at 1 (bench/results/gemv-*.md)."""
+    tiny batch. 2-4x for 2-8 rows, about 1.1-1.2x at 16-32, equal at 1, mixed at 64 (bench/results/gemv-*.md)."""
     rows = x.numel() // x.shape[-1]
     if rows > SKINNY_ROWS:
         return torch.nn.functional.linear(x, self.weight, self.bias)
@@ -831,17 +831,20 @@ def _shared_prefix_hidden(model, ids, attn, want):
     pids = torch.zeros_like(pattn)
     for u, p in enumerate(prompts):
         pids[u, :len(p)] = torch.tensor(p, device=dev)
+    S = int((lens - first).max())
+    cols = first[:, None] + torch.arange(S, device=dev)[None]       # (B, S) positions in the row
+    sattn = (cols < lens[:, None]).long()
+    sids = ids.gather(1, cols.clamp(max=T - 1)) * sattn             # pass 2's ids: each row's completion
+    # both passes' embeddings in one lookup: one dense embedding gradient (49k x 576 for SmolLM2), not two
+    emb = model.get_input_embeddings()(torch.cat([pids.flatten(), sids.flatten()]))
+    pemb, semb = emb[:pids.numel()].view(*pids.shape, -1), emb[pids.numel():].view(*sids.shape, -1)
     cache = DynamicCache(config=model.config)
-    hp = decoder(input_ids=pids, attention_mask=pattn, position_ids=(pattn.cumsum(-1) - 1).clamp(min=0),
+    hp = decoder(inputs_embeds=pemb, attention_mask=pattn, position_ids=(pattn.cumsum(-1) - 1).clamp(min=0),
                  cache=cache, use_cache=True).last_hidden_state                         # (U, P, H)
     g = torch.tensor(g, device=dev)
     cache.batch_select_indices(g)                                   # each row gets its prompt's keys
     # pass 2: every row's completion after its prompt
-    S = int((lens - first).max())
-    cols = first[:, None] + torch.arange(S, device=dev)[None]       # (B, S) positions in the row
-    sattn = (cols < lens[:, None]).long()
-    sids = ids.gather(1, cols.clamp(max=T - 1)) * sattn
-    hs = decoder(input_ids=sids, attention_mask=torch.cat([pattn[g], sattn], 1), position_ids=cols,
+    hs = decoder(inputs_embeds=semb, attention_mask=torch.cat([pattn[g], sattn], 1), position_ids=cols,
                  cache=cache, use_cache=True).last_hidden_state                         # (B, S, H)
     hpred = torch.cat([hp[g, plen[g] - 1][:, None], hs[:, :-1]], 1)  # column j predicts cols[:, j]
     scored = want.gather(1, (cols - 1).clamp(max=T - 2)) & sattn.bool()
