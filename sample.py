@@ -58,7 +58,7 @@ TINY_CONFIG = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
 SMALL_CONFIG = dict(TINY_CONFIG, hidden_size=256, intermediate_size=768, num_hidden_layers=4)
 LOGPROB_CHUNK = 1024       # rows of the lm_head computed at once (P9)
 SHARE_PREFIX = True        # token_logprobs: rows with the same prompt run it through the model once
-SKINNY_ROWS = 32           # CPU decoding: a Linear on at most this many rows runs as (W @ x.T).T (_skinny_linears)
+SKINNY_ROWS = 32           # CPU decoding: a Linear on 2 to this many rows runs as (W @ x.T).T (_skinny_linears)
 SKINNY_MIN_WEIGHTS = 1 << 16   # ... for weights this large: below it, the matmul is not what costs
 EOS_TOKEN_NAMES = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>")
 GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
@@ -458,11 +458,11 @@ def _pick(logits, temperature):
 
 def _skinny_linear(self, x):
     """nn.Linear.forward for a few rows: y = (W @ x.T).T + b, the same sum as x @ W.T + b. On this
-    CPU (PyTorch 2.13, MKL) a 1536 x 576 fp32 weight times 4 rows takes 0.39 ms as F.linear
-    and 0.13 ms in this order: the kernel streams W's rows instead of re-blocking x @ W.T for a
-    tiny batch. 2-4x for 2-8 rows, about 1.1-1.2x at 16-32, equal at 1, mixed at 64 (bench/results/gemv-*.md)."""
+    CPU (PyTorch 2.13) a 1536 x 576 fp32 weight times 4 rows takes 0.39 ms as F.linear and 0.13 ms
+    in this order: measured, not derived (the BLAS picks another kernel for each layout). 2-4x for
+    2-8 rows, 1.1-1.2x at 16-32, mixed at 64 (bench/rollout.py's header gives both rates)."""
     rows = x.numel() // x.shape[-1]
-    if rows > SKINNY_ROWS:
+    if not 1 < rows <= SKINNY_ROWS:   # one row: the same matrix-vector kernel either way
         return torch.nn.functional.linear(x, self.weight, self.bias)
     y = self.weight @ x.reshape(rows, x.shape[-1]).t()               # (out, rows)
     if self.bias is not None:
