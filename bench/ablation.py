@@ -4,6 +4,7 @@ The paper's ablation on the synthetic world, from one shared SFT warm-up, severa
     python bench/ablation.py --sft "--student micro ..." --rl "--rl-steps 150 ..."   # everything
     python bench/ablation.py --table-only --out runs/ablation                         # re-print the table
     python bench/ablation.py --variants "SFT + GRPO" --seeds 0,1,2                    # a subset
+    OMP_NUM_THREADS=1 python bench/ablation.py --jobs 2 ...                           # two runs at a time
 
 Variants (each a train.py flag, DESIGN.md section 1; the paper's Qwen ablation in brackets):
     SFT only                         the shared warm-up's own evaluation       [79.17]
@@ -38,6 +39,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +74,7 @@ def launch(path, flags, log):
         rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
     if rc != 0:
         sys.exit(f"error: {path} failed with exit code {rc}; see {log}")
-    print(f"    done in {time.time() - t0:.0f}s", flush=True)
+    print(f"    {path}: done in {time.time() - t0:.0f}s", flush=True)
     return path
 
 # -----------------------------------------------------------------------------
@@ -208,6 +210,7 @@ def main():
     ap.add_argument("--fractions", default=",".join(map(str, FRACTIONS)), help="data fractions ('' = none)")
     ap.add_argument("--fraction-seeds", default="0", help="seeds of the sample-efficiency runs")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1, help="RL runs side by side after the shared warm-up")
     ap.add_argument("--samples", type=int, default=SAMPLES, help="answers per test_id question at T = 1 for "
                     "the sampled column (0 = no column)")
     ap.add_argument("--eval-n", type=int, default=0, help="score every final model again on the first N "
@@ -226,14 +229,16 @@ def main():
         log = out / "ablation.log"
         sft = launch(out / "sft", common + sft_flags + ["--no-rl", "--seed", "0"], log)
         warm = ["--sft-from", str(sft / "sft" / "final")]
-        for seed in seeds:
-            for name in chosen:
-                flags = VARIANTS[name] + ([] if "--no-sft" in VARIANTS[name] else warm)
-                launch(out / f"seed{seed}" / slug(name), common + rl_flags + flags + ["--seed", str(seed), "--data-seed", "0", "--no-zero-shot"], log)
-        for seed in [int(s) for s in args.fraction_seeds.split(",") if s]:
-            for f in fractions:
-                launch(out / f"seed{seed}" / f"fraction_{f}",
-                       common + sft_flags + rl_flags + ["--data-fraction", str(f), "--seed", str(seed), "--no-zero-shot"], log)
+        runs = [(out / f"seed{seed}" / slug(name), common + rl_flags + VARIANTS[name] +
+                 ([] if "--no-sft" in VARIANTS[name] else warm) + ["--seed", str(seed), "--data-seed", "0", "--no-zero-shot"])
+                for seed in seeds for name in chosen]
+        runs += [(out / f"seed{seed}" / f"fraction_{f}",
+                  common + sft_flags + rl_flags + ["--data-fraction", str(f), "--seed", str(seed), "--no-zero-shot"])
+                 for seed in [int(s) for s in args.fraction_seeds.split(",") if s] for f in fractions]
+        # --jobs N: N runs side by side (each its own process; give each one thread with OMP_NUM_THREADS=1)
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for done in [pool.submit(launch, path, flags, log) for path, flags in runs]:
+                done.result()   # a failed run stops the ablation (launch exits)
     print(table(out, seeds, fractions, args.samples, args.eval_n))
     print(f"wall time {time.time() - t0:.0f}s; runs under {out}/")
 

@@ -79,3 +79,29 @@ def test_rescore_scores_a_final_model_once_and_caches_it(tmp_path):
     cache = tmp_path / "rl" / "greedy_test_id_3.json"
     cache.write_text(json.dumps({"x": 1.0}))
     assert ablation.rescore(tmp_path, "rl", "test_id", n=3) == {"x": 1.0}
+
+
+def test_jobs_run_side_by_side_after_the_warm_up(tmp_path, monkeypatch):
+    # --jobs 2: the shared warm-up first and alone, then every RL and fraction run, at most 2 at once
+    import threading
+    import time
+    running, peak, order, lock = [0], [0], [], threading.Lock()
+
+    def fake_launch(path, flags, log):
+        with lock:
+            order.append((path.relative_to(tmp_path).as_posix(), running[0]))
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return path
+    monkeypatch.setattr(ablation, "launch", fake_launch)
+    monkeypatch.setattr(ablation, "table", lambda *a: "")
+    monkeypatch.setattr(sys, "argv", ["ablation.py", "--out", str(tmp_path), "--jobs", "2", "--seeds", "0,1",
+                                      "--variants", "SFT + GRPO,SFT + ExGRPO + aux + DSU", "--fractions", "0.1"])
+    ablation.main()
+    assert order[0] == ("sft", 0)                                   # alone: every RL run needs it
+    assert sorted(p for p, _ in order[1:]) == ["seed0/fraction_0.1", "seed0/sft___exgrpo___aux___dsu",
+                                               "seed0/sft___grpo", "seed1/sft___exgrpo___aux___dsu", "seed1/sft___grpo"]
+    assert peak[0] == 2
