@@ -4,7 +4,7 @@ The paper's ablation on the synthetic world, from one shared SFT warm-up, severa
     python bench/ablation.py --sft "--student micro ..." --rl "--rl-steps 150 ..."   # everything
     python bench/ablation.py --table-only --out runs/ablation                         # re-print the table
     python bench/ablation.py --variants "SFT + GRPO" --seeds 0,1,2                    # a subset
-    OMP_NUM_THREADS=1 python bench/ablation.py --jobs 2 ...                           # two runs at a time
+    python bench/ablation.py --jobs 2 ...          # after the warm-up, two runs at a time, one core each
 
 Variants (each a train.py flag, DESIGN.md section 1; the paper's Qwen ablation in brackets):
     SFT only                         the shared warm-up's own evaluation       [79.17]
@@ -35,6 +35,7 @@ scores every final model again on the first N fixed questions (cached in its run
 import argparse
 import json
 import math
+import os
 import shlex
 import subprocess
 import sys
@@ -62,8 +63,9 @@ def slug(name):
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
-def launch(path, flags, log):
-    """Run train.py into `path` (resume it if it started, skip it if it finished)."""
+def launch(path, flags, log, threads=None):
+    """Run train.py into `path` (resume it if it started, skip it if it finished), with
+    OMP_NUM_THREADS=threads when given."""
     if (path / "results.json").exists():
         return path
     resume = (path / "config.json").exists()   # a resumed run keeps the flags it started with
@@ -71,7 +73,8 @@ def launch(path, flags, log):
     print(f"[{time.strftime('%H:%M:%S')}] {' '.join(shlex.quote(c) for c in cmd[1:])}", flush=True)
     t0 = time.time()
     with open(log, "a") as f:
-        rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
+        env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+        rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     if rc != 0:
         sys.exit(f"error: {path} failed with exit code {rc}; see {log}")
     print(f"    {path}: done in {time.time() - t0:.0f}s", flush=True)
@@ -235,9 +238,10 @@ def main():
         runs += [(out / f"seed{seed}" / f"fraction_{f}",
                   common + sft_flags + rl_flags + ["--data-fraction", str(f), "--seed", str(seed), "--no-zero-shot"])
                  for seed in [int(s) for s in args.fraction_seeds.split(",") if s] for f in fractions]
-        # --jobs N: N runs side by side (each its own process; give each one thread with OMP_NUM_THREADS=1)
+        # --jobs N: N runs side by side, each with its share of the cores (unless OMP_NUM_THREADS is set)
+        threads = None if args.jobs == 1 or "OMP_NUM_THREADS" in os.environ else max(1, os.cpu_count() // args.jobs)
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            for done in [pool.submit(launch, path, flags, log) for path, flags in runs]:
+            for done in [pool.submit(launch, path, flags, log, threads) for path, flags in runs]:
                 done.result()   # a failed run stops the ablation (launch exits)
     print(table(out, seeds, fractions, args.samples, args.eval_n))
     print(f"wall time {time.time() - t0:.0f}s; runs under {out}/")

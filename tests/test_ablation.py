@@ -82,14 +82,18 @@ def test_rescore_scores_a_final_model_once_and_caches_it(tmp_path):
 
 
 def test_jobs_run_side_by_side_after_the_warm_up(tmp_path, monkeypatch):
-    # --jobs 2: the shared warm-up first and alone, then every RL and fraction run, at most 2 at once
+    # --jobs 2: the shared warm-up first, alone, on every core; then the RL and fraction runs,
+    # at most 2 at once, each on its share of the cores
     import threading
     import time
-    running, peak, order, lock = [0], [0], [], threading.Lock()
+    running, peak, order, lock, seen_threads = [0], [0], [], threading.Lock(), []
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(ablation.os, "cpu_count", lambda: 4)
 
-    def fake_launch(path, flags, log):
+    def fake_launch(path, flags, log, threads=None):
         with lock:
             order.append((path.relative_to(tmp_path).as_posix(), running[0]))
+            seen_threads.append(threads)
             running[0] += 1
             peak[0] = max(peak[0], running[0])
         time.sleep(0.05)
@@ -105,3 +109,4 @@ def test_jobs_run_side_by_side_after_the_warm_up(tmp_path, monkeypatch):
     assert sorted(p for p, _ in order[1:]) == ["seed0/fraction_0.1", "seed0/sft___exgrpo___aux___dsu",
                                                "seed0/sft___grpo", "seed1/sft___exgrpo___aux___dsu", "seed1/sft___grpo"]
     assert peak[0] == 2
+    assert seen_threads == [None] + [2] * 5                        # the warm-up all cores, then 4 // 2 each
