@@ -27,9 +27,9 @@ import argparse
 import functools
 import importlib.util
 import os
-import types
 import shutil
 import tempfile
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +58,7 @@ TINY_CONFIG = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
 SMALL_CONFIG = dict(TINY_CONFIG, hidden_size=256, intermediate_size=768, num_hidden_layers=4)
 LOGPROB_CHUNK = 1024       # rows of the lm_head computed at once (P9)
 SHARE_PREFIX = True        # token_logprobs: rows with the same prompt run it through the model once
-SKINNY_ROWS = 32           # CPU decoding: a Linear on 2 to this many rows runs as (W @ x.T).T (_skinny_linears)
+SKINNY_ROWS = 32           # CPU decoding: a Linear on 2 to this many rows runs as (W @ x.T).T
 SKINNY_MIN_WEIGHTS = 1 << 16   # ... for weights this large: below it, the matmul is not what costs
 EOS_TOKEN_NAMES = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>")
 GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
@@ -472,8 +472,8 @@ def _skinny_linear(self, x):
 
 def _skinny_linears(fn):
     """Decorator for fn(model, ...): while fn runs, the model's large fp32 nn.Linear layers on
-    the CPU use _skinny_linear (decoding feeds them 1-64 rows); restored afterwards. Training
-    and scoring are untouched, and on a GPU nothing changes."""
+    the CPU use _skinny_linear (decoding feeds them a few rows at a time); restored afterwards.
+    Training and scoring are untouched, and on a GPU nothing changes."""
     @functools.wraps(fn)
     def run(model, *args, **kwargs):
         swap = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.device.type == "cpu"
@@ -825,7 +825,8 @@ def _shared_prefix_hidden(model, ids, attn, want):
         return None
     from transformers import DynamicCache
     decoder, dev = model.get_decoder(), ids.device
-    # pass 1: each distinct prompt once (right-padded: no row is all padding, so no NaN in backward)
+    # the inputs: each distinct prompt once (right-padded: no row is all padding, so no NaN in
+    # backward), and each row's completion
     plen = torch.tensor([len(p) for p in prompts], device=dev)
     pattn = (torch.arange(int(plen.max()), device=dev)[None] < plen[:, None]).long()   # (U, P)
     pids = torch.zeros_like(pattn)
@@ -834,16 +835,17 @@ def _shared_prefix_hidden(model, ids, attn, want):
     S = int((lens - first).max())
     cols = first[:, None] + torch.arange(S, device=dev)[None]       # (B, S) positions in the row
     sattn = (cols < lens[:, None]).long()
-    sids = ids.gather(1, cols.clamp(max=T - 1)) * sattn             # pass 2's ids: each row's completion
-    # both passes' embeddings in one lookup: one dense embedding gradient (49k x 576 for SmolLM2), not two
+    sids = ids.gather(1, cols.clamp(max=T - 1)) * sattn             # (B, S)
+    # one embedding lookup for both passes: one dense embedding gradient (49k x 576 for SmolLM2), not two
     emb = model.get_input_embeddings()(torch.cat([pids.flatten(), sids.flatten()]))
     pemb, semb = emb[:pids.numel()].view(*pids.shape, -1), emb[pids.numel():].view(*sids.shape, -1)
+    # pass 1: the prompts, keeping their keys and values
     cache = DynamicCache(config=model.config)
     hp = decoder(inputs_embeds=pemb, attention_mask=pattn, position_ids=(pattn.cumsum(-1) - 1).clamp(min=0),
                  cache=cache, use_cache=True).last_hidden_state                         # (U, P, H)
+    # pass 2: every row's completion after its prompt's keys and values
     g = torch.tensor(g, device=dev)
-    cache.batch_select_indices(g)                                   # each row gets its prompt's keys
-    # pass 2: every row's completion after its prompt
+    cache.batch_select_indices(g)                                   # prompt u's cache -> its rows
     hs = decoder(inputs_embeds=semb, attention_mask=torch.cat([pattn[g], sattn], 1), position_ids=cols,
                  cache=cache, use_cache=True).last_hidden_state                         # (B, S, H)
     hpred = torch.cat([hp[g, plen[g] - 1][:, None], hs[:, :-1]], 1)  # column j predicts cols[:, j]
@@ -860,7 +862,8 @@ def joint_logprobs(model, parts, vocab_limit=None, share_prefix=SHARE_PREFIX):
     each weight's gradient from it until the other branch reaches that weight, so an optimizer
     fused into backward frees nothing until then. On gemma-7b the fused scheme peaked 14.6 GB
     above the memory model, and this was the cause the trace pointed to (bench/results/gpu/).
-    Rows are right-padded to the widest part (P4: padding is masked)."""
+    Rows are right-padded to the widest part (P4: padding is masked). share_prefix=True runs
+    shared prompts in a pass of their own first (token_logprobs): pass False where one pass matters."""
     width = max(p[0].shape[1] for p in parts)
     pad = lambda x: torch.nn.functional.pad(x, (0, width - x.shape[1]))
     ids, attn, mask = (torch.cat([pad(p[j]) for p in parts]) for j in range(3))
