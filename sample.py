@@ -477,7 +477,8 @@ def _skinny_linears(fn):
     @functools.wraps(fn)
     def run(model, *args, **kwargs):
         swap = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.device.type == "cpu"
-                and m.weight.dtype == torch.float32 and m.weight.numel() >= SKINNY_MIN_WEIGHTS]
+                and m.weight.dtype == torch.float32 and m.weight.numel() >= SKINNY_MIN_WEIGHTS
+                and "forward" not in vars(m)]   # a forward set on the module (a hook, an outer call) stays
         for m in swap:
             m.forward = types.MethodType(_skinny_linear, m)
         try:
@@ -753,7 +754,7 @@ def pack(prompts, completions, pad_id, completion_masks=None):
 
 
 def token_logprobs(model, ids, attn, loss_mask=None, temperature=1.0, vocab_limit=None,
-                   chunk=LOGPROB_CHUNK, share_prefix=SHARE_PREFIX):
+                   chunk=LOGPROB_CHUNK, share_prefix=None):
     """log pi(ids[t] | ids[<t]) for every position t, at the sampling temperature (P5).
 
     ids, attn, loss_mask: (B, T). Returns (B, T) fp32; position 0 and every position where
@@ -764,6 +765,7 @@ def token_logprobs(model, ids, attn, loss_mask=None, temperature=1.0, vocab_limi
     temperature: a number, or a (B,) tensor of one per row (joint_logprobs); 0 scores at T = 1.
     share_prefix: rows that agree on every id before their first scored one (the G rollouts of a
     group) run that prompt through the model once (_shared_prefix_hidden); same values, less work.
+    None: SHARE_PREFIX. Pass False where one pass through the weights matters (fused optimizer).
 
     Tiny example: ids = [[a, b, c]], loss_mask = [[0, 1, 1]]
         -> [[0, log p(b | a), log p(c | a b)]]"""
@@ -775,7 +777,8 @@ def token_logprobs(model, ids, attn, loss_mask=None, temperature=1.0, vocab_limi
         temperature = t[:, None].expand(-1, want.shape[1])[want][:, None]
     else:
         temperature = 1.0 if temperature == 0 else temperature  # greedy rollouts score at T = 1
-    shared = _shared_prefix_hidden(model, ids, attn, want) if share_prefix else None
+    share = SHARE_PREFIX if share_prefix is None else share_prefix
+    shared = _shared_prefix_hidden(model, ids, attn, want) if share else None
     if shared is not None:
         h, targets = shared
     else:
@@ -800,8 +803,11 @@ def token_logprobs(model, ids, attn, loss_mask=None, temperature=1.0, vocab_limi
 
 def _shared_prefix_hidden(model, ids, attn, want):
     """The hidden states token_logprobs needs, (N, H), and their targets, (N,), in the same order
-    as ids[:, 1:][want], computing each distinct prompt once. None where nothing is shared (or
-    the batch is not right-padded): the caller then runs the plain forward.
+    as ids[:, 1:][want], computing each distinct prompt once. None where nothing is shared, or
+    where two passes would not equal one: a batch not right-padded; gradient checkpointing while
+    training (transformers then drops the cache: pass 2 would not see the prompt); a sliding-window
+    model (Gemma 3) whose prompts differ in length or whose rows outgrow the window (the window
+    would count padded cache slots, not positions). The caller then runs the plain forward.
 
     A row's prompt is every id before its first scored one. The G rollouts of a group share it:
     in a GRPO batch of SmolLM2 it is 77% of each row, so scoring it once per group and handing
@@ -821,7 +827,13 @@ def _shared_prefix_hidden(model, ids, attn, want):
     first = want.int().argmax(-1) + 1                               # (B,) first scored position
     prompts = {}
     g = [prompts.setdefault(tuple(ids[i, :first[i]].tolist()), len(prompts)) for i in range(B)]
-    if len(prompts) == B:
+    if len(prompts) == B or (torch.is_grad_enabled() and model.training and
+                             getattr(model, "is_activation_checkpointing", False)):
+        return None
+    cfg = model.config.get_text_config()
+    window = (getattr(cfg, "sliding_window", None) if "sliding_attention" in (getattr(cfg, "layer_types", None) or [])
+              or getattr(cfg, "use_sliding_window", True) else None)
+    if window and (len({len(p) for p in prompts}) > 1 or int(lens.max()) > window):
         return None
     from transformers import DynamicCache
     decoder, dev = model.get_decoder(), ids.device
@@ -853,7 +865,7 @@ def _shared_prefix_hidden(model, ids, attn, want):
     return hpred[scored], sids[scored]
 
 
-def joint_logprobs(model, parts, vocab_limit=None, share_prefix=SHARE_PREFIX):
+def joint_logprobs(model, parts, vocab_limit=None, share_prefix=None):
     """token_logprobs of several batches in ONE forward pass: parts = [(ids, attn, loss_mask,
     temperature), ...], each (B_i, T_i) -> [(B_i, T_i) log-probs, ...].
 

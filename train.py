@@ -340,8 +340,8 @@ def sft_stage(args, run, model, tok, train, dei, device):
         loss_total = 0.0
         for s in range(0, len(rows), args.sft_micro):
             sl = slice(s, s + args.sft_micro)
-            lp = sample.token_logprobs(model, batch.ids[sl].to(device), batch.attn[sl].to(device),
-                                       batch.loss_mask[sl].to(device), vocab_limit=sample.vocab_limit_of(model, tok))
+            lp = sample.token_logprobs(model, *(x[sl].to(device) for x in (batch.ids, batch.attn, batch.loss_mask)),
+                                       vocab_limit=sample.vocab_limit_of(model, tok), share_prefix=not opt.fused)
             lp = lp * baselines.sft_scale(opt, batch.loss_mask, tasks[batches[i]], weights, sl)[:, None].to(device)
             n_norm = int(batch.loss_mask[sl].sum()) if getattr(opt, "fused", False) else n_tok  # fused: one step each
             loss = exgrpo.aggregate(exgrpo.aux_sft_nll(lp), batch.loss_mask[sl].to(device), "token", num_tokens=n_norm)

@@ -40,7 +40,7 @@ import shlex
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +76,7 @@ def launch(path, flags, log, threads=None):
         env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
         rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     if rc != 0:
-        sys.exit(f"error: {path} failed with exit code {rc}; see {log}")
+        sys.exit(f"error: {path} failed with exit code {rc}; see {log}")   # SystemExit, also from a --jobs thread
     print(f"    {path}: done in {time.time() - t0:.0f}s", flush=True)
     return path
 
@@ -238,11 +238,16 @@ def main():
         runs += [(out / f"seed{seed}" / f"fraction_{f}",
                   common + sft_flags + rl_flags + ["--data-fraction", str(f), "--seed", str(seed), "--no-zero-shot"])
                  for seed in [int(s) for s in args.fraction_seeds.split(",") if s] for f in fractions]
-        # --jobs N: N runs side by side, each with its share of the cores (unless OMP_NUM_THREADS is set)
-        threads = None if args.jobs == 1 or "OMP_NUM_THREADS" in os.environ else max(1, os.cpu_count() // args.jobs)
+        # --jobs N: N runs side by side, each with its share of the cores (unless OMP_NUM_THREADS is
+        # set) and its own log; a failed run stops the ablation: the running ones finish, no new one starts
+        cores = len(os.sched_getaffinity(0))
+        threads = None if args.jobs == 1 or "OMP_NUM_THREADS" in os.environ else max(1, cores // args.jobs)
+        logs = lambda path: log if args.jobs == 1 else path.parent / f"{path.name}.log"
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            for done in [pool.submit(launch, path, flags, log, threads) for path, flags in runs]:
-                done.result()   # a failed run stops the ablation (launch exits)
+            for done in as_completed([pool.submit(launch, path, flags, logs(path), threads) for path, flags in runs]):
+                if done.exception() is not None:
+                    pool.shutdown(cancel_futures=True)
+                    raise done.exception()
     print(table(out, seeds, fractions, args.samples, args.eval_n))
     print(f"wall time {time.time() - t0:.0f}s; runs under {out}/")
 

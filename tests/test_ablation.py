@@ -88,7 +88,7 @@ def test_jobs_run_side_by_side_after_the_warm_up(tmp_path, monkeypatch):
     import time
     running, peak, order, lock, seen_threads = [0], [0], [], threading.Lock(), []
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(ablation.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(ablation.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
 
     def fake_launch(path, flags, log, threads=None):
         with lock:
@@ -110,3 +110,22 @@ def test_jobs_run_side_by_side_after_the_warm_up(tmp_path, monkeypatch):
                                                "seed0/sft___grpo", "seed1/sft___exgrpo___aux___dsu", "seed1/sft___grpo"]
     assert peak[0] == 2
     assert seen_threads == [None] + [2] * 5                        # the warm-up all cores, then 4 // 2 each
+
+
+def test_a_failed_run_stops_the_jobs(tmp_path, monkeypatch):
+    # with --jobs 2, the first RL run fails: the run beside it finishes, no new run starts
+    import time
+    started = []
+
+    def fake_launch(path, flags, log, threads=None):
+        started.append(path.name)
+        if path.name == "sft___grpo":
+            raise SystemExit(f"error: {path} failed")
+        time.sleep(0.2 * (path.name != "sft"))   # a run takes a while: the failure lands while one is going
+        return path
+    monkeypatch.setattr(ablation, "launch", fake_launch)
+    monkeypatch.setattr(sys, "argv", ["ablation.py", "--out", str(tmp_path), "--jobs", "2", "--seeds", "0,1,2",
+                                      "--variants", "SFT + GRPO,SFT + ExGRPO + aux + DSU", "--fractions", ""])
+    with pytest.raises(SystemExit, match="failed"):
+        ablation.main()
+    assert started[0] == "sft" and len(started) <= 4     # of 1 + 6: at most one more got going

@@ -418,3 +418,45 @@ def test_sampler_restores_the_linear_layers(tiny, tok, monkeypatch):
     with pytest.raises(RuntimeError, match="boom"):
         sample.sample_ids(tiny, [[1, 2, 3]], 3, 0, eos=[], pad_id=tok.pad_token_id)
     assert "forward" not in vars(head)              # restored after an error too
+
+
+def _grouped_batch(tok, prompts, n=2, completion=(11, 12, 13)):
+    """n rows per prompt, completions of different lengths (the last row of a group one id shorter)."""
+    rows = [(p, list(completion[:len(completion) - (j == n - 1)])) for p in prompts for j in range(n)]
+    return pack([p for p, _ in rows], [c for _, c in rows], tok.pad_token_id)
+
+
+def test_shared_prompts_fall_back_under_gradient_checkpointing(tok):
+    # transformers drops the KV cache in checkpointed layers while training: pass 2 would not see
+    # the prompt, so the plain forward must run (and give its own values)
+    model = sample.tiny_model(tok, seed=0)
+    model.activation_checkpointing_enable({"use_reentrant": False})   # as train.py --grad-checkpointing
+    model.train()
+    b = _grouped_batch(tok, [[1, 5, 9, 4], [1, 7]])
+    assert sample._shared_prefix_hidden(model, b.ids, b.attn, b.loss_mask[:, 1:].bool()) is None
+    with torch.no_grad():   # no training step: the cache is kept, and sharing is exact
+        assert sample._shared_prefix_hidden(model, b.ids, b.attn, b.loss_mask[:, 1:].bool()) is not None
+    shared = token_logprobs(model, b.ids, b.attn, b.loss_mask, share_prefix=True)
+    plain = token_logprobs(model, b.ids, b.attn, b.loss_mask, share_prefix=False)
+    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=0)
+
+
+def test_shared_prompts_on_a_sliding_window_model(tok):
+    # Gemma 3 style: a window of 4 positions. Prompts of different lengths (the window would count
+    # padded cache slots) or rows longer than the window: the plain forward. Equal prompts inside
+    # the window: shared, with the plain values
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=4,
+                           layer_types=["sliding_attention", "full_attention"], pad_token_id=0)
+    model = Gemma3ForCausalLM(cfg).eval()
+    want = lambda b: b.loss_mask[:, 1:].bool()
+    uneven = _grouped_batch(tok, [[2, 5, 9, 4, 6, 7], [2, 7]])
+    inside = _grouped_batch(tok, [[2, 5], [2, 7]], completion=(11, 12))
+    assert sample._shared_prefix_hidden(model, uneven.ids, uneven.attn, want(uneven)) is None
+    assert sample._shared_prefix_hidden(model, inside.ids, inside.attn, want(inside)) is not None
+    for b in (uneven, inside):
+        shared = token_logprobs(model, b.ids, b.attn, b.loss_mask, share_prefix=True)
+        plain = token_logprobs(model, b.ids, b.attn, b.loss_mask, share_prefix=False)
+        torch.testing.assert_close(shared, plain, atol=1e-5, rtol=0)
