@@ -311,8 +311,9 @@ def policy_update(cfg, model, ref, tok, opt, roll, adv, aux_dialogues, token_bud
     def score(m, mi, sl):   # (rollout log-probs, aux log-probs or None); the aux rides on micro-batch 0,
         if aux is None or mi:   # in the same forward pass (sample.joint_logprobs says why)
             return sample.token_logprobs(m, *on(batch, sl), cfg.temperature, limit, share_prefix=share), None
+        # not shared: with the aux rows in it, two runs of one seed differed by ~1e-7 across processes
         parts = [(*on(batch, sl), cfg.temperature), (*on(aux, slice(None)), 1.0)]
-        return sample.joint_logprobs(m, parts, limit, share)
+        return sample.joint_logprobs(m, parts, limit, share_prefix=False)
     with torch.no_grad():   # scored exactly as below, so that the ratio is 1 and the KL 0 at the start
         ref_lp = [score(ref, mi, sl)[0] if use_ref else None for mi, sl in enumerate(micro)]
         old_lp = [score(model, mi, sl)[0] for mi, sl in enumerate(micro)] if frozen_old else None
