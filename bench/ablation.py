@@ -232,12 +232,15 @@ def main():
         log = out / "ablation.log"
         sft = launch(out / "sft", common + sft_flags + ["--no-rl", "--seed", "0"], log)
         warm = ["--sft-from", str(sft / "sft" / "final")]
-        runs = [(out / f"seed{seed}" / slug(name), common + rl_flags + VARIANTS[name] +
-                 ([] if "--no-sft" in VARIANTS[name] else warm) + ["--seed", str(seed), "--data-seed", "0", "--no-zero-shot"])
-                for seed in seeds for name in chosen]
-        runs += [(out / f"seed{seed}" / f"fraction_{f}",
-                  common + sft_flags + rl_flags + ["--data-fraction", str(f), "--seed", str(seed), "--no-zero-shot"])
-                 for seed in [int(s) for s in args.fraction_seeds.split(",") if s] for f in fractions]
+        runs = [(out / f"seed{seed}" / f"fraction_{f}",
+                 common + sft_flags + rl_flags + ["--data-fraction", str(f), "--seed", str(seed), "--no-zero-shot"])
+                for seed in [int(s) for s in args.fraction_seeds.split(",") if s] for f in fractions]
+        runs += [(out / f"seed{seed}" / slug(name), common + rl_flags + VARIANTS[name] +
+                  ([] if "--no-sft" in VARIANTS[name] else warm) + ["--seed", str(seed), "--data-seed", "0", "--no-zero-shot"])
+                 for seed in seeds for name in chosen]
+        # longest first: the fraction runs (their own SFT, then RL), the dialogue runs, and last the
+        # short single-turn GRPO runs, which fill the gaps so that no job waits alone at the end
+        runs.sort(key=lambda run: "--no-probes" in run[1])
         # --jobs N: N runs side by side, each with its share of the cores (unless OMP_NUM_THREADS is
         # set) and its own log; a failed run stops the ablation: the running ones finish, no new one starts
         cores = len(os.sched_getaffinity(0))

@@ -108,6 +108,8 @@ def test_jobs_run_side_by_side_after_the_warm_up(tmp_path, monkeypatch):
     assert order[0] == ("sft", 0)                                   # alone: every RL run needs it
     assert sorted(p for p, _ in order[1:]) == ["seed0/fraction_0.1", "seed0/sft___exgrpo___aux___dsu",
                                                "seed0/sft___grpo", "seed1/sft___exgrpo___aux___dsu", "seed1/sft___grpo"]
+    # longest first: the fraction run (SFT + RL) starts with the warm-up done, the GRPO runs go last
+    assert order[1][0] == "seed0/fraction_0.1" and {p for p, _ in order[-2:]} == {"seed0/sft___grpo", "seed1/sft___grpo"}
     assert peak[0] == 2
     assert seen_threads == [None] + [2] * 5                        # the warm-up all cores, then 4 // 2 each
 
@@ -119,7 +121,7 @@ def test_a_failed_run_stops_the_jobs(tmp_path, monkeypatch):
 
     def fake_launch(path, flags, log, threads=None):
         started.append(path.name)
-        if path.name == "sft___grpo":
+        if path.as_posix().endswith("seed0/sft___exgrpo___aux___dsu"):   # the first RL run queued
             raise SystemExit(f"error: {path} failed")
         time.sleep(0.2 * (path.name != "sft"))   # a run takes a while: the failure lands while one is going
         return path
