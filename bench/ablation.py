@@ -72,6 +72,7 @@ def launch(path, flags, log, threads=None):
     cmd = [sys.executable, "train.py"] + (["--resume", str(path)] if resume else flags + ["--out", str(path)])
     print(f"[{time.strftime('%H:%M:%S')}] {' '.join(shlex.quote(c) for c in cmd[1:])}", flush=True)
     t0 = time.time()
+    Path(log).parent.mkdir(parents=True, exist_ok=True)   # with --jobs, a run's log sits beside its folder
     with open(log, "a") as f:
         env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
         rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env).returncode

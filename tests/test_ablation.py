@@ -131,3 +131,15 @@ def test_a_failed_run_stops_the_jobs(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="failed"):
         ablation.main()
     assert started[0] == "sft" and len(started) <= 4     # of 1 + 6: at most one more got going
+
+
+def test_launch_writes_its_log_beside_a_run_folder_that_does_not_exist_yet(tmp_path, monkeypatch):
+    # --jobs gives each run its log <seed folder>/<run>.log before train.py has made that folder
+    calls = []
+    monkeypatch.setattr(ablation.subprocess, "run", lambda cmd, **kw: calls.append((cmd, kw)) or
+                        type("Done", (), {"returncode": 0})())
+    run = tmp_path / "seed0" / "sft___grpo"
+    assert ablation.launch(run, ["--no-probes"], run.parent / "sft___grpo.log", threads=1) == run
+    assert (tmp_path / "seed0" / "sft___grpo.log").exists()
+    cmd, kw = calls[0]
+    assert cmd[1:] == ["train.py", "--no-probes", "--out", str(run)] and kw["env"]["OMP_NUM_THREADS"] == "1"
