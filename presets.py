@@ -301,7 +301,8 @@ def ei_plan(a, path, load):
     keys = {teachers.cache_key(teacher.id, teachers.user(p), teacher.sampling) for p in asks}
     return (f"{head}; teacher {teacher.id}: up to {n_reason + n_write + n_probe} calls ({n_reason} for questions the dataset "
             f"gives no reasoning, {note}) + up to {n_probe} consistency checks; {len(keys & have)} of the "
-            f"{len(keys)} prompts known now are already cached in {cache}")
+            f"{len(keys)} prompts known now are already cached; "
+            + (f"cache {cache} ({len(have)} answers)" if cache else "no cache (--teacher-cache none)"))
 
 
 def start(a, path, load):

@@ -449,10 +449,14 @@ def check_args(args):
 
 
 def cache_path(args, teacher):
-    """The cache file of this teacher under --teacher-cache (None: no cache, or the oracle)."""
-    if not teacher.cacheable or str(args.teacher_cache).lower() == "none":
+    """The cache file of this teacher: under --teacher-cache when given, else in the shared
+    cache folder (cache_dir()); None only for `--teacher-cache none` or an uncacheable teacher.
+    The flag absent (None) means the default folder, never "no cache": a run that crashes must
+    not pay for its answers again."""
+    flag = args.teacher_cache
+    if not teacher.cacheable or (flag is not None and str(flag).strip().lower() == "none"):
         return None
-    return cache_file(args.teacher_cache or cache_dir(), teacher.id)
+    return cache_file(flag or cache_dir(), teacher.id)
 
 
 def from_args(args, cache=True):

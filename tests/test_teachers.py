@@ -434,3 +434,56 @@ def test_sft_skips_the_wrong_shipped_reasoning_of_a_real_dataset(shared_data, ca
     assert taught == {d["reasoning"] for d in dei if d["id"] not in wrong}
     assert f"SFT: {len(recs) - len(wrong)} examples; {len(wrong)} teacher answers skipped as wrong" in \
         capsys.readouterr().out
+
+
+# -----------------------------------------------------------------------------
+# the default path: no --teacher-cache flag at all
+
+
+def _probes_cli_twice(tmp_path, env):
+    """probes.py twice on 3 synthetic questions against one fake endpoint, no --teacher-cache:
+    -> (requests of the first run, requests of the second run, stdout of the second)."""
+    import os
+    rules = "counterfactual,why"
+    recs = generate("train", 3, seed=0)
+    table = oracle_table(recs, rules.split(","))
+    counts, out2 = [], ""
+    with FakeOpenAI(answer_from(table)) as srv:
+        for i in range(2):
+            before = len(srv.requests)
+            r = subprocess.run(cli("--limit", "3", "--rules", rules, "--teacher-url", srv.url, "--teacher-model",
+                                   "fake", "--out", str(tmp_path / f"dei{i}.jsonl")),
+                               cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+            assert r.returncode == 0, r.stderr
+            counts.append(len(srv.requests) - before)
+            out2 = r.stdout
+    return counts[0], counts[1], out2
+
+
+def test_teacher_answers_are_cached_by_default_in_the_user_cache_folder(tmp_path):
+    """No --teacher-cache and no $EXGRPO_TEACHER_CACHE: the answers go to
+    $XDG_CACHE_HOME/exgrpo/teacher and the second run asks the endpoint nothing."""
+    xdg = tmp_path / "xdg"
+    first, second, out = _probes_cli_twice(tmp_path, {"XDG_CACHE_HOME": str(xdg), teachers.CACHE_ENV_VAR: ""})
+    assert first > 0 and second == 0
+    assert f"0 answers asked, {first} from the cache" in out
+    files = list((xdg / "exgrpo" / "teacher").iterdir())
+    assert len(files) == 1 and files[0].name.startswith("openai_fake-")
+    assert len(files[0].read_text().splitlines()) == first
+
+
+def test_teacher_cache_env_var_names_the_default_folder(tmp_path):
+    """$EXGRPO_TEACHER_CACHE, when set, is where the default cache lives (not the XDG folder)."""
+    where, xdg = tmp_path / "shared-cache", tmp_path / "xdg"
+    first, second, _ = _probes_cli_twice(tmp_path, {teachers.CACHE_ENV_VAR: str(where), "XDG_CACHE_HOME": str(xdg)})
+    assert first > 0 and second == 0
+    assert len(list(where.iterdir())) == 1 and not xdg.exists()
+
+
+def test_teacher_cache_none_opts_out(tmp_path):
+    import argparse
+    t = teachers.make_teacher(url="http://127.0.0.1:1/v1", model="m")
+    args = argparse.Namespace(teacher_cache="none")
+    assert teachers.cache_path(args, t) is None
+    args.teacher_cache = None
+    assert teachers.cache_path(args, t) == teachers.cache_file(teachers.cache_dir(), "openai:m")
