@@ -672,6 +672,8 @@ def main(argv=None):
     g.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     checks.probes_flags(ap, args)
+    if problem := teachers.check_endpoint(args):   # one short request: a dead endpoint fails in seconds
+        ap.exit(1, f"probes.py: error: {problem}\n")
     try:
         rules = parse_rules(args.rules)
         records = load_records(args.dataset, args.split, args.limit, args.seed, args.data_dir)

@@ -50,6 +50,7 @@ RETRIES = 6                # extra tries per request (timeouts, resets, 429, 5xx
 BACKOFF = 1.0              # first retry wait in seconds, doubled each try
 MAX_BACKOFF = 60.0         # no single wait (backoff or Retry-After) is longer than this
 DEADLINE = 0.0             # seconds one prompt may take over all its tries (0 = no limit beyond the retries)
+PING_TIMEOUT = 5.0         # seconds for the start-up check of an endpoint (one short request)
 CACHE_ENV_VAR = "EXGRPO_TEACHER_CACHE"  # the shared cache folder, when set
 KEY_ENV_VARS = ("EXGRPO_TEACHER_KEY", "OPENAI_API_KEY")  # the endpoint key, first one set wins
 
@@ -288,6 +289,53 @@ class EndpointTeacher(Teacher):
         self.backoff, self.max_backoff, self.deadline = backoff, max_backoff, deadline
         self.sampling = {"temperature": temperature, "max_tokens": max_tokens}
 
+    # --- the start-up check: one short request, before anything loads
+
+    def ping(self, timeout=PING_TIMEOUT):
+        """Check the endpoint, the model name and the key with one short request, no retries;
+        raise TeacherError with one line naming the flag to fix.
+
+        GET <url>/models first (vLLM, SGLang and the OpenAI API serve it; it costs no tokens and
+        lists the served model names); a server without that route gets a 1-token chat request."""
+        base = self.url[: -len("/chat/completions")]
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        keyhint = f"set ${KEY_ENV_VARS[0]} (or ${KEY_ENV_VARS[1]})"
+        try:
+            try:
+                with urllib.request.urlopen(urllib.request.Request(base + "/models", headers=headers),
+                                            timeout=timeout) as r:
+                    served = [m.get("id") for m in json.loads(r.read()).get("data", []) if isinstance(m, dict)]
+            except urllib.error.HTTPError as e:
+                if e.code in (401, 403):
+                    raise
+                served = None   # no /models route (or a proxy that hides it): ask for one token instead
+            except (ValueError, AttributeError):
+                served = None   # /models answered something that is not the OpenAI list
+            if served is not None:
+                if served and self.model not in served:
+                    raise TeacherError(f"--teacher-model {self.model}: {base} serves {', '.join(map(str, served[:8]))}")
+                return
+            body = json.dumps({"model": self.model, "messages": user("ping"), "max_tokens": 1}).encode()
+            req = urllib.request.Request(self.url, data=body, method="POST",
+                                         headers={"Content-Type": "application/json", **headers})
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                r.read()
+        except urllib.error.HTTPError as e:
+            try:
+                detail = e.read()[:200].decode("utf-8", "replace").strip()
+            except Exception:
+                detail = ""
+            if e.code in (401, 403):
+                raise TeacherError(f"--teacher-url {base}: the key was rejected (HTTP {e.code}); {keyhint}") from None
+            if e.code in (400, 404, 422):
+                raise TeacherError(f"--teacher-model {self.model}: {base} refused it (HTTP {e.code}: {detail})") from None
+            raise TeacherError(f"--teacher-url {base}: answered HTTP {e.code} {e.reason} to a 1-token request "
+                               f"({detail})") from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+            why = getattr(e, "reason", None) or e
+            raise TeacherError(f"--teacher-url {base}: unreachable within {timeout:g} s ({why}); is the server "
+                               f"up, and is the URL its /v1 root?") from None
+
     def _post(self, messages, timeout):
         """One HTTP request -> the answer text; raises on any failure."""
         body = json.dumps({"model": self.model, "messages": messages, **self.sampling}).encode()
@@ -457,6 +505,19 @@ def cache_path(args, teacher):
     if not teacher.cacheable or (flag is not None and str(flag).strip().lower() == "none"):
         return None
     return cache_file(flag or cache_dir(), teacher.id)
+
+
+def check_endpoint(args):
+    """The endpoint of --teacher-url answers, serves --teacher-model and takes the key: one short
+    request at start-up, so that a typo costs seconds, not the zero-shot evaluation and a model
+    load. None when fine (or no endpoint), else one line naming the flag."""
+    if not getattr(args, "teacher_url", None) or getattr(args, "teacher", None) == "none":
+        return None
+    try:
+        make_teacher(args.teacher, args.teacher_url, args.teacher_model, **_teacher_kw(args)).ping()
+    except TeacherError as e:
+        return str(e)
+    return None
 
 
 def from_args(args, cache=True):

@@ -408,6 +408,9 @@ def eval_all(args, run, stage, model, tok, evals, quiet=False):
 def main(argv=None):
     args, path = runs.resolve_run(get_args(argv))
     presets.start(args, path, lambda: load_data(args))  # the start-up block; --dry-run, memory check, exits
+    ei_done = "ei" in json.loads((path / "state.json").read_text())["done"] if (path / "state.json").exists() else False
+    if not ei_done and (problem := teachers.check_endpoint(args)):   # a dead endpoint: seconds, not after a model load
+        sys.exit(f"error: {problem}")
     torch.manual_seed(args.seed)
     try:  # bad input fails here, before the run folder is touched
         train, evals = load_data(args)

@@ -37,6 +37,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
         self.wfile.flush()
 
+    def do_GET(self):
+        """GET /v1/models: the served model names (models=None: no such route, 404)."""
+        srv = self.server.fake
+        with srv.lock:
+            srv.gets.append((self.path, self.headers.get("Authorization")))
+        self.close_connection = True
+        if srv.key is not None and self.headers.get("Authorization") != f"Bearer {srv.key}":
+            return self._send(401, {"error": {"message": "Incorrect API key provided"}})
+        if srv.models is None or not self.path.endswith("/models"):
+            return self._send(404, {"error": {"message": "Not found"}})
+        self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in srv.models]})
+
     def do_POST(self):
         srv = self.server.fake
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -88,8 +100,10 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeOpenAI:
-    def __init__(self, answer_fn, fault_fn=None, hang_s=1.0, block_after=None):
+    def __init__(self, answer_fn, fault_fn=None, hang_s=1.0, block_after=None, models=("fake", "fake-2"), key=None):
         self.answer_fn, self.fault_fn, self.hang_s, self.block_after = answer_fn, fault_fn, hang_s, block_after
+        self.models, self.key = models, key   # GET /v1/models lists `models`; a key set: GETs must carry it
+        self.gets = []  # (path, Authorization header) of every GET
         self.lock, self.gate = threading.Lock(), threading.Event()
         self.attempts, self.answered, self.faults = Counter(), Counter(), Counter()
         self.requests = []  # (prompt key, time, Authorization header)

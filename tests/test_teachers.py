@@ -237,7 +237,8 @@ def test_cli_reports_a_teacher_error_cleanly(tmp_path):
                            "--teacher-retries", "1", "--teacher-backoff", "0.01",
                            "--teacher-cache", str(tmp_path / "c.jsonl"),
                            "--out", str(tmp_path / "d.jsonl")), cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 1 and "could not get an answer" in r.stderr and "Traceback" not in r.stderr
+    # found by the start-up check, before any question is read
+    assert r.returncode == 1 and f"--teacher-url {url}: unreachable" in r.stderr and "Traceback" not in r.stderr
 
 
 # -----------------------------------------------------------------------------
@@ -487,3 +488,61 @@ def test_teacher_cache_none_opts_out(tmp_path):
     assert teachers.cache_path(args, t) is None
     args.teacher_cache = None
     assert teachers.cache_path(args, t) == teachers.cache_file(teachers.cache_dir(), "openai:m")
+
+
+# -----------------------------------------------------------------------------
+# the start-up check of an endpoint: one short request, one line naming the flag
+
+
+def test_ping_names_the_flag_for_each_way_an_endpoint_can_be_wrong():
+    dead = teachers.make_teacher(url=f"http://127.0.0.1:{dead_port()}/v1", model="fake")
+    with pytest.raises(teachers.TeacherError, match=r"^--teacher-url http://127\.0\.0\.1:\d+/v1: unreachable"):
+        dead.ping()
+    with FakeOpenAI(lambda m: "x", models=("served-a", "served-b")) as srv:
+        with pytest.raises(teachers.TeacherError, match=r"^--teacher-model typo: .* serves served-a, served-b$"):
+            teachers.make_teacher(url=srv.url, model="typo").ping()
+        teachers.make_teacher(url=srv.url, model="served-b").ping()   # fine: no error
+        assert srv.requests == [] and len(srv.gets) == 2               # no chat completion was asked
+    with FakeOpenAI(lambda m: "x", key="sk-right") as srv:
+        with pytest.raises(teachers.TeacherError, match=r"the key was rejected \(HTTP 401\); set \$EXGRPO_TEACHER_KEY"):
+            teachers.make_teacher(url=srv.url, model="fake", key="sk-wrong").ping()
+        teachers.make_teacher(url=srv.url, model="fake", key="sk-right").ping()
+        assert srv.gets[-1][1] == "Bearer sk-right"
+
+
+def test_ping_falls_back_to_one_token_when_the_server_has_no_models_route():
+    """A server without GET /models (404): one chat request of max_tokens 1; a 404 there names the model."""
+    with FakeOpenAI(lambda m: "pong", models=None) as srv:
+        teachers.make_teacher(url=srv.url, model="anything").ping()
+        assert len(srv.requests) == 1 and json.loads(srv.requests[0][0])[0]["content"] == "ping"
+    with FakeOpenAI(lambda m: "pong", lambda m, a: "404", models=None) as srv:
+        with pytest.raises(teachers.TeacherError, match=r"^--teacher-model nope: .* refused it \(HTTP 404"):
+            teachers.make_teacher(url=srv.url, model="nope").ping()
+
+
+@pytest.mark.parametrize("script", ["probes.py", "train.py"])
+def test_a_dead_endpoint_stops_the_cli_in_seconds_before_anything_loads(tmp_path, script):
+    """Unreachable --teacher-url: exit with one line naming the flag in < 10 s; train.py makes no
+    run folder (nothing evaluated, no model loaded)."""
+    url = f"http://127.0.0.1:{dead_port()}/v1"
+    out = tmp_path / "run"
+    extra = ["--student", "tiny", "--out", str(out)] if script == "train.py" else ["--out", str(tmp_path / "d.jsonl")]
+    t0 = time.time()
+    r = subprocess.run([sys.executable, script, "--teacher-url", url, "--teacher-model", "fake", *extra],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    took = time.time() - t0
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and f"--teacher-url {url}: unreachable" in lines[0], r.stderr
+    assert took < 10, took
+    assert not out.exists()
+
+
+def test_train_checks_the_model_name_before_the_zero_shot_evaluation(tmp_path):
+    import train
+    with FakeOpenAI(lambda m: "x") as srv:
+        with pytest.raises(SystemExit, match=r"--teacher-model typo: .* serves fake, fake-2"):
+            train.main(["--student", "tiny", "--teacher-url", srv.url, "--teacher-model", "typo",
+                        "--out", str(tmp_path / "run")])
+        assert srv.requests == []
+    assert not (tmp_path / "run").exists()
