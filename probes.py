@@ -58,7 +58,7 @@ SPLIT = "train"            # D_EI is built from training questions
 PROBE_WRITER = "template"  # template: each rule's template; teacher: the teacher writes the probe
 STUDENT = "none"           # the difficulty filter's student; none = skip it (fast, CPU)
 TAU_HARD = 0.0             # keep Q only if the student solves >= this fraction of its consistent probes
-CHUNK = 256                # questions per round of teacher calls (one progress-bar step)
+CHUNK = 256                # questions per round of teacher calls (one step of the question bar)
 STUDENT_MAX_TOKENS = 256   # the student's answer budget in the difficulty filter
 SHIFTS = (-6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6)  # how far a counterfactual moves one quantity
 
@@ -331,18 +331,19 @@ def necessity(ex, seed=0):
                    {"ask": "without_step", "problem": p, "step": k}, "number", p)]
 
 
+# The one list of rules: a new rule is a function above plus its name in this tuple.
 RULES = {f.__name__: f for f in (counterfactual, challenge, decompose, why, cause_effect,
                                   process, compare, hypothesis, reverse, necessity)}
 
 
 def parse_rules(rules=None):
-    """'counterfactual,reverse' (or a list) -> the rule names; None -> all ten."""
+    """'counterfactual,reverse' (or a list) -> the rule names; None -> every rule in RULES."""
     if rules is None:
         return list(RULES)
     names = [r.strip() for r in (rules.split(",") if isinstance(rules, str) else rules) if r.strip()]
     unknown = [r for r in names if r not in RULES]
     if unknown or not names:
-        raise ValueError(f"unknown rule {', '.join(unknown) or '(none given)'}; the ten rules are: "
+        raise ValueError(f"unknown rule {', '.join(unknown) or '(none given)'}; the rules are: "
                          f"{', '.join(RULES)}")
     return list(dict.fromkeys(names))
 
@@ -581,12 +582,22 @@ def build_dei(records, teacher, rules=None, student=None, tau_hard=TAU_HARD, cac
         print(f"probes.py: skipped {len(records) - len(good)} of {len(records)} rows with no question, "
               f"no gold answer or no answer type", file=sys.stderr)
     dei, t0 = [], time.time()
-    with tqdm(total=len(good), desc="D_EI", unit="q", disable=not progress) as bar:
-        for s in range(0, len(good), chunk):
-            dei += _build_chunk(good[s:s + chunk], teacher, rules, student, tau_hard, probe_writer, seed,
-                                stats, student_max_tokens, student_batch_size)
-            bar.update(len(good[s:s + chunk]))
-            bar.set_postfix(teacher_calls=teacher.calls, cached=teacher.cache_hits)
+    # two bars: questions (one step per chunk of questions) and the teacher's answers as they arrive,
+    # so that a slow teacher shows life long before its first chunk of questions is done
+    with tqdm(total=len(good), desc="D_EI", unit="q", disable=not progress) as bar, \
+            tqdm(desc="teacher", unit=" answers", disable=not progress, position=1, leave=False) as answers:
+        def tick(n):
+            answers.update(n)
+            answers.set_postfix(asked=teacher.calls, cached=teacher.cache_hits, refresh=False)
+        teacher.on_answer = tick
+        try:
+            for s in range(0, len(good), chunk):
+                dei += _build_chunk(good[s:s + chunk], teacher, rules, student, tau_hard, probe_writer, seed,
+                                    stats, student_max_tokens, student_batch_size)
+                bar.update(len(good[s:s + chunk]))
+                bar.set_postfix(teacher_calls=teacher.calls, cached=teacher.cache_hits)
+        finally:
+            teacher.on_answer = None
     stats["teacher"] = {"id": teacher.id, "calls": teacher.calls, "cache_hits": teacher.cache_hits}
     stats["student"] = None if student is None else "checked"
     stats["seconds"] = round(time.time() - t0, 2)

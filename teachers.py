@@ -171,6 +171,11 @@ class Teacher:
         self.cache = None
         self.calls = 0       # answers actually produced (not from the cache)
         self.cache_hits = 0
+        self.on_answer = None  # called once per answer as it arrives (a progress bar); cached ones too
+
+    def _tick(self, n=1):
+        if self.on_answer is not None:
+            self.on_answer(n)
 
     def answer(self, prompts, specs=None):
         """One answer text per prompt. Cached answers are reused; identical prompts asked once."""
@@ -183,6 +188,7 @@ class Teacher:
             for j, text in self._stream(convs, specs):
                 out[j] = text
                 self.calls += 1
+                self._tick()
             return out
         keys = [cache_key(self.id, c, self.sampling) for c in convs]
         todo = {}  # key -> first index asking it
@@ -193,12 +199,14 @@ class Teacher:
             else:
                 todo.setdefault(k, i)
         firsts = list(todo.values())
+        self._tick(len(convs) - len(firsts))
         if not firsts:  # everything cached: the teacher is never started (no model load, no request)
             return out
         try:
             for j, text in self._stream([convs[i] for i in firsts], [specs[i] for i in firsts]):
                 self.cache.put(keys[firsts[j]], self.id, convs[firsts[j]], text, self.sampling)
                 self.calls += 1
+                self._tick()
         except TeacherError as e:
             raise TeacherError(f"{e}\n(the {len(self.cache)} answers received so far are saved in "
                                f"{self.cache.path}; a rerun resumes from there)") from None

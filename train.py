@@ -207,6 +207,10 @@ def get_args(argv=None):
         ap.error("--data-fraction must be in (0, 1]")
     if args.k < 1 or args.rl_questions < 1:
         ap.error("--k and --rl-questions must be >= 1")
+    if args.k < 2 and not (args.no_probes or args.no_rl or args.teacher == "none"):
+        # Scenario B keeps the first k' in [1, k-1] probes: with k = 1 that range is empty
+        ap.error(f"--k {args.k}: ExGRPO needs k >= 2 (Scenario B keeps k' in [1, k-1] of Scenario A's k probes); "
+                 f"use --k 2 or more, or --no-probes for plain GRPO")
     for flag, ok, allowed in (("G", args.G >= 2, ">= 2 (a group of one has no advantage)"),
                               ("delta", args.delta >= 0, ">= 0"), ("nu", args.nu >= 1, ">= 1 (a margin)"),
                               ("rl_steps", args.rl_steps >= 1 or args.no_rl, ">= 1 (or --no-rl)"),

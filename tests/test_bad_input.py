@@ -35,6 +35,7 @@ TRAIN = [
     (["--rl-steps", "-3"], "--rl-steps -3: must be >= 1 (or --no-rl)"),
     (["--sft-epochs", "0"], "--sft-epochs 0: must be >= 1 (or --no-sft)"),
     (["--k", "0"], "--k and --rl-questions must be >= 1"),
+    (["--k", "1"], "--k 1: ExGRPO needs k >= 2 (Scenario B keeps k' in [1, k-1]"),
     (["--k", "3", "--k-partial", "3"], "--k-partial must be in [1, k-1] = [1, 2], got 3"),
     (["--k", "3", "--k-partial", "0"], "--k-partial must be in [1, k-1] = [1, 2], got 0"),
     (["--rules", "notarule"], "--rules notarule: unknown rule notarule"),
@@ -170,3 +171,10 @@ def test_a_real_process_exits_2_with_one_line(script, argv, message, tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
     assert r.stderr.startswith(message) and "Traceback" not in r.stderr and r.stdout == ""
     assert not out.exists() and elapsed < LIMIT_S
+
+
+def test_k_1_is_fine_where_no_scenario_b_is_built():
+    """--k 1 is refused for ExGRPO (above) but not for plain GRPO or a run without RL."""
+    import train
+    for extra in (["--no-probes"], ["--no-rl"], ["--teacher", "none"]):
+        assert train.get_args(["--student", "tiny", "--k", "1", *extra]).k == 1

@@ -285,7 +285,7 @@ def test_cli_strategyqa_teacher_writes_the_probes_by_default(shared_data, tmp_pa
         assert r.returncode == 0, r.stderr
         assert max(srv.answered.values()) == 1
         asked = [json.loads(k)[-1]["content"] for k, _, _ in srv.requests]
-        assert sum(a.startswith("You write explanatory probes") for a in set(asked)) == 5 * 10
+        assert sum(a.startswith("You write explanatory probes") for a in set(asked)) == 5 * len(probes.RULES)
         dialogues = [json.loads(k) for k, _, _ in srv.requests if len(json.loads(k)) == 3]
         assert dialogues and all([m["role"] for m in d] == ["user", "assistant", "user"] for d in dialogues)
         assert all(d[-1]["content"] in gold for d in dialogues)  # ... and each ends with the original Q
@@ -368,7 +368,7 @@ def test_train_runs_and_probes_share_one_teacher_cache(tmp_path, monkeypatch):
 
     with FakeOpenAI(canned) as srv:
         first = run(srv, 3, "run1")
-        assert len(first) > 3 * 10     # 10 probe writers, then the probes and their consistency checks
+        assert len(first) > 3 * len(probes.RULES)     # a probe writer per rule, then the probes and their consistency checks
         assert run(srv, 3, "run2") == []                    # a new run folder: every answer from the cache
         new = run(srv, 4, "run3")                           # one more question: only it is asked
         assert new and all(recs[3]["question"] in json.dumps(m) for m in new)
@@ -546,3 +546,16 @@ def test_train_checks_the_model_name_before_the_zero_shot_evaluation(tmp_path):
                         "--out", str(tmp_path / "run")])
         assert srv.requests == []
     assert not (tmp_path / "run").exists()
+
+
+def test_the_teacher_bar_moves_with_every_answer_not_once_per_chunk(monkeypatch):
+    """build_dei ticks its teacher bar once per answer as it arrives, inside one chunk of
+    questions (the question bar moves once per chunk); the callback is removed afterwards."""
+    recs = generate("train", 4, seed=0)
+    table = oracle_table(recs, ["why"])
+    teacher = teachers.make_teacher(lambda m, s: table[m[-1]["content"]])
+    ticks, tick = [], teachers.Teacher._tick
+    monkeypatch.setattr(teachers.Teacher, "_tick", lambda self, n=1: (ticks.append(n), tick(self, n)))
+    probes.build_dei(recs, teacher, rules=["why"], chunk=256, progress=True)
+    assert teacher.calls > 4 and ticks.count(1) == teacher.calls   # one tick per answer, not one per chunk
+    assert teacher.on_answer is None
