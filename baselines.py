@@ -44,6 +44,7 @@ import exgrpo
 import optim
 import probes
 import rewards
+import models
 import sample
 
 # -----------------------------------------------------------------------------
@@ -109,7 +110,7 @@ def lm_teacher(args, tok):
     cannot score every token of it: the divergence compares two distributions over one vocabulary."""
     if args.method != "gkd":
         return None
-    teacher, ttok = sample.load_student(args.gkd_teacher[3:], args.dtype, args.device)
+    teacher, ttok = models.load_student(args.gkd_teacher[3:], args.dtype, args.device)
     if ttok.get_vocab() != tok.get_vocab():
         raise ValueError(f"--gkd-teacher {args.gkd_teacher}: its tokenizer ({len(ttok)} tokens) is not the "
                          f"student's ({len(tok)} tokens); GKD needs one shared vocabulary")

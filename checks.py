@@ -72,12 +72,13 @@ def student(ap, flag, name, allow_none=False):
     """An alias of sample.py, an existing folder, or a hub id (org/name; checked when it loads)."""
     if allow_none and name == "none":
         return
+    import models
     import sample
-    if name in sample.STUDENTS or Path(name).exists():
+    if name in models.STUDENTS or Path(name).exists():
         return
     if "/" in name and not name.startswith((".", "/", "~")):
         return
-    fail(ap, f"{flag} {name}: unknown student {name!r}: not an alias ({', '.join(sample.STUDENTS)}) nor a hub "
+    fail(ap, f"{flag} {name}: unknown student {name!r}: not an alias ({', '.join(models.STUDENTS)}) nor a hub "
              f"id (org/name), and no folder at {Path(name).resolve()}")
 
 

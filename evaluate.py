@@ -37,6 +37,7 @@ import checks
 import data
 import report
 import rewards
+import models
 import sample
 from data.ei_test import ei_prompt, load_ei_test
 from report import merge_results, plan, read_results, render, slug, write_results
@@ -264,7 +265,7 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as e:   # the data named by --datasets / --data-dir / --ei-test
         checks.fail(ap, str(e))
     try:
-        model, tok = sample.load_student(args.student, args.dtype, args.device)
+        model, tok = models.load_student(args.student, args.dtype, args.device)
     except (ValueError, RuntimeError) as e:
         sys.exit(f"evaluate.py: error: {e}")
 

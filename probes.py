@@ -572,7 +572,7 @@ def build_dei(records, teacher, rules=None, student=None, tau_hard=TAU_HARD, cac
     if student == "none":
         student = None
     elif isinstance(student, str):
-        from sample import load_student
+        from models import load_student
         student = load_student(student)
     stats = _new_stats(rules, tau_hard, probe_writer)
     good = [r for r in records if _usable(r)]
@@ -648,6 +648,43 @@ def load_dei(path, kept_only=True):
     with open(path, encoding="utf-8") as f:
         dei = [json.loads(line) for line in f if line.strip()]
     return [d for d in dei if d["kept"]] if kept_only else dei
+
+def ei_plan(a, load):
+    """What stage 1 will ask: questions, probes, teacher calls, and how many are cached."""
+    if a.teacher == "none":
+        return "EI: skipped (--teacher none): SFT on the dataset's own reasoning"
+    train, _ = load()
+    rules = parse_rules(a.rules)
+    good = [dict(r, answer=str(r["answer"]).strip()) for r in train if _usable(r)]
+    made = [p for r in good for p in make_probes(r, rules, a.seed)]
+    head = f"EI: {len(good)} questions, {len(rules)} rules"
+    n_reason = sum(not r.get("reasoning") for r in good)
+    if a.teacher == "oracle" and not a.teacher_url:
+        return (f"{head} -> {len(made)} probes; teacher: the oracle, a program (no model or API calls: "
+                f"it answers {n_reason + 2 * len(made)} prompts exactly, probes and their consistency checks; "
+                f"nothing to cache)")
+    teacher = teachers.from_args(a, cache=False)   # no file opened: only its id and sampling are needed
+    asks = [format_question(r["question"], r["answer_type"]) for r in good if not r.get("reasoning")]
+    if a.probe_writer == "teacher":   # one written probe per question and rule, then its answer
+        n_write = n_probe = len(good) * len(rules)
+        note = f"{n_write} probe-writing calls, up to {n_probe} probe answers"
+    else:
+        asks += [format_question(p["question"], p["answer_type"]) for p in made]
+        n_write, n_probe = 0, len(made)
+        note = f"{n_probe} template probes answered"
+    cache = teachers.cache_path(a, teacher)   # the shared cache of this teacher (teachers.py)
+    have = set()
+    if cache is not None and Path(cache).exists():
+        for line in cache.read_text(errors="replace").splitlines():
+            try:
+                have.add(json.loads(line)["key"])
+            except (ValueError, KeyError, TypeError):
+                pass
+    keys = {teachers.cache_key(teacher.id, teachers.user(p), teacher.sampling) for p in asks}
+    return (f"{head}; teacher {teacher.id}: up to {n_reason + n_write + n_probe} calls ({n_reason} for questions the dataset "
+            f"gives no reasoning, {note}) + up to {n_probe} consistency checks; {len(keys & have)} of the "
+            f"{len(keys)} prompts known now are already cached; "
+            + (f"cache {cache} ({len(have)} answers)" if cache else "no cache (--teacher-cache none)"))
 
 # -----------------------------------------------------------------------------
 # command line

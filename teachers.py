@@ -254,7 +254,8 @@ class HFTeacher(Teacher):
         self.model = self.tokenizer = None
 
     def _stream(self, convs, specs):
-        from sample import generate_text, load_student
+        from sample import generate_text
+        from models import load_student
         if self.model is None:  # load on first use: a fully cached rerun never loads it
             self.model, self.tokenizer = load_student(self.name)
         for s in range(0, len(convs), self.batch_size):  # one batch at a time, so answers cache early

@@ -52,6 +52,7 @@ import optim
 import presets
 import probes
 import runs
+import models
 import sample
 import teachers
 
@@ -118,7 +119,7 @@ def parser():
     g.add_argument("--save-minutes", type=float, default=SAVE_MINUTES, help="checkpoint at least this often")
     g.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot evaluation")
     g = ap.add_argument_group("model")
-    g.add_argument("--student", default=STUDENT, help=f"alias ({', '.join(sample.STUDENTS)}), folder or hub id")
+    g.add_argument("--student", default=STUDENT, help=f"alias ({', '.join(models.STUDENTS)}), folder or hub id")
     g.add_argument("--dtype", default=None, choices=["bf16", "fp32", "fp16"], help="default: bf16 on CUDA, fp32 on CPU")
     g = ap.add_argument_group("memory (a 7B student + reference on one 80 GB GPU: see bench/memory.py)")
     g.add_argument("--optimizer", default="master", choices=["master", "bf16", "bf16-fused"],
@@ -411,14 +412,17 @@ def eval_all(args, run, stage, model, tok, evals, quiet=False):
 
 def main(argv=None):
     args, path = runs.resolve_run(get_args(argv))
-    presets.start(args, path, lambda: load_data(args))  # the start-up block; --dry-run, memory check, exits
+    presets.start(args)   # the start-up block and the memory check (exits when the run will not fit)
+    if args.dry_run:      # ... and what stage 1 will ask the teacher, then stop
+        print(probes.ei_plan(args, lambda: load_data(args)))
+        sys.exit(0)
     ei_done = "ei" in json.loads((path / "state.json").read_text())["done"] if (path / "state.json").exists() else False
     if not ei_done and (problem := teachers.check_endpoint(args)):   # a dead endpoint: seconds, not after a model load
         sys.exit(f"error: {problem}")
     torch.manual_seed(args.seed)
     try:  # bad input fails here, before the run folder is touched
         train, evals = load_data(args)
-        model, tok = sample.load_student(args.student, args.dtype, args.device, seed=args.seed, random_init=args.random_init)
+        model, tok = models.load_student(args.student, args.dtype, args.device, seed=args.seed, random_init=args.random_init)
         lm_teacher = baselines.lm_teacher(args, tok)   # --method gkd: the teacher LM (same tokenizer), else None
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
@@ -461,10 +465,10 @@ def main(argv=None):
             stage("eval_sft", lambda: eval_all(args, run, "sft", model, tok, evals))
     if not args.no_rl:
         if args.beta and not args.no_sft:
-            ref, _ = sample.load_student(str(ref_path), args.dtype, args.device)
+            ref, _ = models.load_student(str(ref_path), args.dtype, args.device)
             ref.eval().requires_grad_(False)
         elif args.beta:  # cold start: the reference is the untouched student
-            ref, _ = sample.load_student(args.student, args.dtype, args.device, seed=args.seed, random_init=args.random_init)
+            ref, _ = models.load_student(args.student, args.dtype, args.device, seed=args.seed, random_init=args.random_init)
             ref.eval().requires_grad_(False)
         else:
             ref = None

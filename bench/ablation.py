@@ -106,8 +106,8 @@ def rescore(path, stage, split, samples=0, n=0):
     if not cache.exists():
         sys.path.insert(0, str(ROOT))
         import torch
-        import data, evaluate, sample
-        model, tok = sample.load_student(str(path / stage / "final"))
+        import data, evaluate, models
+        model, tok = models.load_student(str(path / stage / "final"))
         records = data.load("synth", split, limit=n, level=cfg["level"])
         kw = dict(max_new_tokens=cfg["eval_max_new_tokens"], desc=f"{path.name} {split}", batch_size=RESCORE_BATCH)
         if samples:

@@ -25,6 +25,7 @@ import data  # noqa: E402
 import exgrpo  # noqa: E402
 import probes  # noqa: E402
 import rewards  # noqa: E402
+import models
 import sample  # noqa: E402
 
 
@@ -66,7 +67,7 @@ def main():
              "|---|" + "---:|---:|" * len(conditions)]
     first = None
     for path in args.checkpoints:
-        model, tok = sample.load_student(path)
+        model, tok = models.load_student(path)
         s = scores(model, tok, conditions, args.max_new_tokens)
         first = first or s
         cells = []

@@ -46,6 +46,7 @@ import exgrpo  # noqa: E402
 import optim  # noqa: E402
 import presets  # noqa: E402
 import probes  # noqa: E402
+import models
 import sample  # noqa: E402
 import train  # noqa: E402
 
@@ -153,8 +154,8 @@ class MemoryTrace:
 def one_step(args, device, steps, trace_memory=False):
     """(b): --steps ExGRPO steps of a --random-init student at the preset; the measurements."""
     t0 = time.time()
-    model, tok = sample.load_student(args.student, args.dtype, device, seed=0, random_init=True)
-    ref, _ = sample.load_student(args.student, args.dtype, device, seed=0, random_init=True)
+    model, tok = models.load_student(args.student, args.dtype, device, seed=0, random_init=True)
+    ref, _ = models.load_student(args.student, args.dtype, device, seed=0, random_init=True)
     ref.eval().requires_grad_(False)
     if args.grad_checkpointing:
         model.activation_checkpointing_enable({"use_reentrant": False})

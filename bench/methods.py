@@ -77,7 +77,7 @@ def teacher_args(common):
 def build_teacher(out, common, extra, log):
     """GKD's teacher, once: a random TEACHER_CONFIG model with micro's tokenizer saved to
     <out>/teacher-init, then train.py --method sft on it. Returns the hf: spec of its SFT model."""
-    from data.synth_tokenizer import micro_model, micro_tokenizer
+    from models import micro_model, micro_tokenizer
     init = out / "teacher-init"
     if not (init / "config.json").exists():
         tok = micro_tokenizer()
@@ -126,6 +126,7 @@ def ei_test(run, stage, model_name, label_prefix=False, n=None):
     import baselines
     import evaluate
     import probes
+    import models
     import sample
     from data.ei_test import load_ei_test
     if cfg["dataset"] != "synth":
@@ -133,7 +134,7 @@ def ei_test(run, stage, model_name, label_prefix=False, n=None):
     recs = load_ei_test("synth", "test_id", limit=n, level=cfg["level"])
     prefix = baselines.LABEL_PREFIX if label_prefix else ""
     prompt = lambda r: [{"role": "user", "content": prefix + probes.format_question(r["question"], r["answer_type"])}]
-    model, tok = sample.load_student(model_name or str(run / stage / "final"), seed=cfg["seed"])
+    model, tok = models.load_student(model_name or str(run / stage / "final"), seed=cfg["seed"])
     res = evaluate.evaluate(model, tok, recs, max_new_tokens=cfg["eval_max_new_tokens"], desc=f"EI-Test {run.name}",
                             predictions_path=run / stage / "ei_test" / "predictions.jsonl", prompt=prompt)
     cache.write_text(json.dumps({"accuracy": res["accuracy"], "n": res["n"], "questions": n}))

@@ -49,6 +49,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
+import models
 import sample  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -144,10 +145,10 @@ BACKEND_FNS = {
 
 
 def load(name, dtype):
-    if name in sample.STUDENTS or Path(name).exists():
-        return sample.load_student(name, dtype, "cpu")
+    if name in models.STUDENTS or Path(name).exists():
+        return models.load_student(name, dtype, "cpu")
     try:
-        return sample.load_student(name, dtype, "cpu")
+        return models.load_student(name, dtype, "cpu")
     except (RuntimeError, ValueError, OSError):
         return None, None                                 # not installed here: skipped
 
@@ -248,7 +249,7 @@ def main():
 
     uptime = lambda: subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     torch.manual_seed(0)
-    dtype = sample.default_device_dtype("cpu", args.dtype)[1]
+    dtype = models.default_device_dtype("cpu", args.dtype)[1]
     limits = machine_limits(dtype)
     out(f"# bench/rollout.py {' '.join(sys.argv[1:])}\n\nload at start: {uptime()}; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; measured read bandwidth {limits[0] / 1e9:.1f} GB/s, "
@@ -256,7 +257,7 @@ def main():
         + ", ".join(f"{linear_read_rate(b, dtype) / 1e9:.1f} GB/s by F.linear and "
                     f"{linear_read_rate(b, dtype, skinny=True) / 1e9:.1f} by (W @ x.T).T (batch {b})" for b in (1, 4, 16)))
     for name in args.students:
-        if name == "micro" and "micro" not in sample.STUDENTS:
+        if name == "micro" and "micro" not in models.STUDENTS:
             continue
         (bench_dialogues(name, args, out) if args.dialogues else bench_student(name, args, limits, out))
     limits = machine_limits(dtype)

@@ -39,6 +39,7 @@ import torch  # noqa: E402
 
 import data     # noqa: E402
 import rewards  # noqa: E402
+import models
 import sample   # noqa: E402
 import exgrpo   # noqa: E402
 import optim    # noqa: E402
@@ -60,12 +61,12 @@ SEED = 0
 def model_folder(student, out):
     """A save_pretrained folder both trainers load: TRL builds its reference model from a path."""
     if student == "smollm2-135m":
-        return str(sample._smollm2_folder())
+        return str(models._smollm2_folder())
     if student != "tiny":
         return student
     path = Path(out) / "tiny"
     if not (path / "config.json").exists():
-        model, tok = sample.load_student("tiny", dtype="fp32", device="cpu", seed=SEED)
+        model, tok = models.load_student("tiny", dtype="fp32", device="cpu", seed=SEED)
         model.save_pretrained(path)
         tok.save_pretrained(path)
     return str(path)
@@ -129,8 +130,8 @@ def main():
                                 str(args.questions), "--max-new-tokens", str(args.max_new_tokens), "--temperature",
                                 "1.0", "--beta", str(BETA), "--rl-lr", str(LR), "--rl-micro", str(B), "--agg", "token",
                                 "--grad-clip", "1.0", "--adv-norm", "std", "--dtype", "fp32", "--device", "cpu"])
-    model, _ = sample.load_student(folder, dtype="fp32", device="cpu")
-    ref, _ = sample.load_student(folder, dtype="fp32", device="cpu")
+    model, _ = models.load_student(folder, dtype="fp32", device="cpu")
+    ref, _ = models.load_student(folder, dtype="fp32", device="cpu")
     ref.eval().requires_grad_(False)
     opt = optim.make_optimizer(model, LR)
     times = {"trl": [], "ours": []}

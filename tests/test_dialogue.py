@@ -7,6 +7,7 @@ import torch
 import exgrpo
 import optim
 import rewards
+import models
 import sample
 import train
 from data import synth
@@ -95,7 +96,7 @@ def _varying_reward(text, gold, answer_type, question):
 
 def test_one_exgrpo_step_changes_every_parameter(tiny, tok):
     q = _dei_question()
-    ref = sample.tiny_model(tok, seed=0).eval().requires_grad_(False)
+    ref = models.tiny_model(tok, seed=0).eval().requires_grad_(False)
     before = {n: p.detach().clone() for n, p in tiny.named_parameters()}
     opt = optim.make_optimizer(tiny, 1e-3)
     row = exgrpo.exgrpo_step(_args(G=4), tiny, ref, tok, opt, [q], step=0, reward_fn=_varying_reward)
@@ -168,7 +169,7 @@ def test_length_sorted_micro_batches_give_the_one_batch_gradient(tok, monkeypatc
     # accumulated gradient must still be the one-batch gradient (P11), KL and aux terms included
     import copy
     q = _dei_question()
-    base = sample.tiny_model(tok, seed=0)
+    base = models.tiny_model(tok, seed=0)
     ref = copy.deepcopy(base).eval().requires_grad_(False)
     grads, finish = [], optim.finish_step
     monkeypatch.setattr(optim, "finish_step", lambda opt, params, *a, **k: (
@@ -194,7 +195,7 @@ def test_fused_updates_start_before_backward_reaches_the_embedding(tok, monkeypa
     # last layer's weights are stepped, and their gradients freed, before backward reaches the embedding.
     import copy
     q = _dei_question()
-    model = sample.tiny_model(tok, seed=0)
+    model = models.tiny_model(tok, seed=0)
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     events, real = [], optim.BF16AdamW._update
     monkeypatch.setattr(optim.BF16AdamW, "_update", lambda self, i, p, g: (events.append("update"), real(self, i, p, g))[1])

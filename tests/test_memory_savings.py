@@ -1,4 +1,4 @@
-"""The savings that fit a 7B student + reference on one 80 GB GPU (bench/memory.py), tested on CPU:
+"""The savings that fit a 7B student + reference on one 80 GB GPU (memory.py), tested on CPU:
 bf16 AdamW with stochastic rounding (P10), its step fused into backward, gradient checkpointing,
 state_dict round trip, and the memory model's parameter counts against real configs.
 
@@ -14,17 +14,19 @@ import torch
 
 import exgrpo
 import optim
+import models
 import sample
 
+import memory
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import memory  # noqa: E402  (bench/memory.py: the memory model)
+import memory_table  # noqa: E402  (bench/memory_table.py: builds the real architectures on the meta device)
 
 
 VOCAB = 1024   # a narrow head keeps the bf16 CPU matmuls fast; the embedding stays tied
 
 
 def _tiny(tok):
-    return sample.tiny_model(tok, seed=0, vocab_size=VOCAB).to(torch.bfloat16)
+    return models.tiny_model(tok, seed=0, vocab_size=VOCAB).to(torch.bfloat16)
 
 
 def _batch(vocab=VOCAB, B=3, T=12, seed=0):
@@ -160,7 +162,7 @@ def test_state_dict_round_trip_continues_bit_identically(tok):
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
     buf.seek(0)
     saved = torch.load(buf)
-    resumed = sample.tiny_model(tok, seed=1, vocab_size=VOCAB).to(torch.bfloat16)     # different start, overwritten
+    resumed = models.tiny_model(tok, seed=1, vocab_size=VOCAB).to(torch.bfloat16)     # different start, overwritten
     resumed.load_state_dict(saved["model"])
     opt2 = optim.BF16AdamW(resumed.parameters(), lr=5.0, fused=True, seed=0)  # lr, seed come from the state
     opt2.load_state_dict(saved["opt"])
@@ -179,8 +181,8 @@ def test_state_dict_round_trip_continues_bit_identically(tok):
 
 @pytest.mark.parametrize("name", ["tiny", "smollm2-135m", "gemma-7b", "qwen2.5-7b"])
 def test_memory_model_parameter_counts_match_transformers(name):
-    model = memory.build_meta_model(name)     # the real architecture on the meta device: no weights
-    assert memory.param_count(memory.CONFIGS[name]) == sum(p.numel() for p in model.parameters())
+    model = memory_table.build_meta_model(name)     # the real architecture on the meta device: no weights
+    assert memory.param_count(models.architecture(name)) == sum(p.numel() for p in model.parameters())
 
 # -----------------------------------------------------------------------------
 # the wiring in train.py: --optimizer bf16-fused, --grad-checkpointing, --rollout-batch
@@ -212,7 +214,7 @@ def test_fused_rl_step_equals_the_plain_rl_step(tok, monkeypatch):
     # turns the rounding of a shared prompt's gradient into a full lr on near-zero entries)
     monkeypatch.setattr(sample, "SHARE_PREFIX", False)
     q = _rl_question()
-    base = sample.tiny_model(tok, seed=0)
+    base = models.tiny_model(tok, seed=0)
     plain, fused = copy.deepcopy(base), copy.deepcopy(base)
     opt_p, row_p = _rl_step(plain, tok, "bf16", q)
     opt_f, row_f = _rl_step(fused, tok, "bf16-fused", q)
@@ -228,7 +230,7 @@ def test_fused_rl_step_takes_one_step_per_micro_batch(tok, monkeypatch):
     # 2 scenarios x G=4 = 8 rollouts in micro-batches of 3 -> 3 steps, each a finite PPO mini-batch
     # whose pi_old is the rollout policy: after the first step, pi_theta != pi_old
     q = _rl_question()
-    model = sample.tiny_model(tok, seed=0)
+    model = models.tiny_model(tok, seed=0)
     model.activation_checkpointing_enable({"use_reentrant": False})
     seen, loss_fn = [], exgrpo.exgrpo_loss
     monkeypatch.setattr(exgrpo, "exgrpo_loss", lambda lp, old, *a, **k: seen.append(

@@ -5,10 +5,11 @@ import torch
 
 import data
 import probes
+import models
 import sample
 from data import synth
 from data.oracle import solve
-from data.synth_tokenizer import MICRO_CONFIG, micro_model, micro_tokenizer
+from models import MICRO_CONFIG, micro_model, micro_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +73,11 @@ def test_chatml_template_eos_and_turn_glue(mtok):
 
 
 def test_micro_student_saves_and_loads_unchanged(mtok, tmp_path):
-    model, tok = sample.load_student("micro", seed=1)
+    model, tok = models.load_student("micro", seed=1)
     assert model.config.vocab_size == len(tok) == len(mtok) and model.config.hidden_size == MICRO_CONFIG["hidden_size"]
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    again, tok2 = sample.load_student(str(tmp_path))
+    again, tok2 = models.load_student(str(tmp_path))
     text = data.user_message(synth.generate("test_ood", 1, level=3)[0])
     ids = tok2(text, add_special_tokens=False)["input_ids"]
     assert ids == tok(text, add_special_tokens=False)["input_ids"]

@@ -14,13 +14,15 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import memory  # noqa: E402
+import models  # noqa: E402
 import presets  # noqa: E402
 import probes  # noqa: E402
 import sample  # noqa: E402
 import teachers  # noqa: E402
 import train  # noqa: E402
 
-MEM = presets._memory()
+MEM = memory   # the memory model (memory.py)
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
 
 
@@ -84,9 +86,18 @@ def test_dialogue_tokens_by_hand():
     assert presets.dialogue_tokens(a) == presets.USER_TURN_TOKENS + 128
 
 
-def test_stored_configs_agree_with_the_memory_model():
-    for name in ("gemma-7b", "qwen2.5-7b", "smollm2-135m"):
-        assert presets.compact(sample.RANDOM_INIT_CONFIGS[name]) == MEM.CONFIGS[name]
+def test_the_architecture_table_reads_the_published_configs():
+    """The one architecture table (models.RANDOM_INIT_CONFIGS, read through models.architecture)
+    against the numbers of each model's published config.json, written out by hand here."""
+    assert models.architecture("gemma-7b") == dict(arch="gemma", vocab=256000, hidden=3072, layers=28, heads=16,
+                                                   kv_heads=16, head_dim=256, intermediate=24576, tied=True,
+                                                   qkv_bias=False)
+    assert models.architecture("qwen2.5-7b") == dict(arch="qwen2", vocab=152064, hidden=3584, layers=28, heads=28,
+                                                     kv_heads=4, head_dim=128, intermediate=18944, tied=False,
+                                                     qkv_bias=True)
+    assert models.architecture("smollm2-135m") == dict(arch="llama", vocab=49152, hidden=576, layers=30, heads=9,
+                                                       kv_heads=3, head_dim=64, intermediate=1536, tied=True,
+                                                       qkv_bias=False)
 
 
 def test_largest_fit_is_the_largest():
@@ -153,7 +164,7 @@ def test_ei_plan_counts_cached_teacher_calls(tmp_path):
                         "--teacher-cache", str(tmp_path / "cache")])
     train_records, _ = train.load_data(a)
     _cache_one_probe(a, train_records[0])
-    text = presets.ei_plan(a, tmp_path, lambda: (train_records, None))
+    text = probes.ei_plan(a, lambda: (train_records, None))
     # the synthetic world ships its reasoning: 3 counterfactual probes are the prompts known before any
     # answer (their consistency checks hold the answers); one of them is cached
     assert "EI: 3 questions, 1 rules" in text and "up to 3 calls (0 for questions" in text and "1 of the 3 prompts" in text
@@ -177,15 +188,15 @@ def test_dry_run_of_a_resumed_run_counts_its_cached_answers(tmp_path, capsys):
 
 def test_random_init_builds_the_7b_architectures_without_memory():
     for name, cls in (("gemma-7b", "GemmaForCausalLM"), ("qwen2.5-7b", "Qwen2ForCausalLM")):
-        model, tok = sample.load_student(name, dtype="bf16", device="meta", random_init=True)
+        model, tok = models.load_student(name, dtype="bf16", device="meta", random_init=True)
         n = sum(p.numel() for p in model.parameters())
-        assert type(model).__name__ == cls and n == MEM.param_count(MEM.CONFIGS[name])
+        assert type(model).__name__ == cls and n == MEM.param_count(models.architecture(name))
     assert n == 7_615_616_512   # Qwen2.5-7B's published count (7.61B)
 
 
 def test_random_init_smollm2_is_seeded_and_shaped_like_the_real_one():
-    a, tok = sample.load_student("smollm2-135m", random_init=True, seed=1)
-    b, _ = sample.load_student("smollm2-135m", random_init=True, seed=1)
+    a, tok = models.load_student("smollm2-135m", random_init=True, seed=1)
+    b, _ = models.load_student("smollm2-135m", random_init=True, seed=1)
     assert sum(p.numel() for p in a.parameters()) == 134_515_008
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
     ids = torch.tensor([sample.chat_ids(tok, [{"role": "user", "content": "2 + 3?"}])])
@@ -242,3 +253,51 @@ def test_gpu_check_peak_flops_and_pipeline_time_limit():
     assert gc.peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and gc.peak_flops("NVIDIA H100 PCIe") == 756e12
     assert gc.peak_flops("NVIDIA H200") == 989e12 and gc.peak_flops("cpu") is None
     assert gc.pipeline("cpu", limit=1)["rc"] == "timeout"
+
+# -----------------------------------------------------------------------------
+# the preset from the model: a hub id or a local folder plans like its alias
+
+
+def _hub_cache_with(tmp_path, repo_id, config):
+    """A local hub cache (the layout huggingface_hub reads offline) holding one config.json."""
+    root = tmp_path / "hub"
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("0" * 40) / "config.json").write_text(json.dumps(config))
+    return root
+
+
+def test_a_hub_id_and_a_folder_get_the_preset_and_the_memory_estimate_of_their_alias(tmp_path, monkeypatch):
+    gemma = dict(models.RANDOM_INIT_CONFIGS["gemma-7b"], architectures=["GemmaForCausalLM"])
+    monkeypatch.setenv("HF_HUB_CACHE", str(_hub_cache_with(tmp_path, "google/gemma-7b-it", gemma)))
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(gemma))
+    alias = train.get_args(["--student", "gemma-7b"])
+    for student in ("google/gemma-7b-it", str(folder)):
+        assert models.architecture(student) == models.architecture("gemma-7b")
+        a = train.get_args(["--student", student])
+        assert a.preset == "gpu-7b" and "8.54B parameters" in a.preset_why
+        assert (a.G, a.k, a.rl_steps, a.dtype, a.optimizer) == (alias.G, alias.k, alias.rl_steps, alias.dtype,
+                                                                alias.optimizer)
+        assert presets.estimate(a)["peak"] == presets.estimate(alias)["peak"]
+
+
+def test_dry_run_of_a_hub_id_prints_its_preset_and_memory(tmp_path):
+    gemma = dict(models.RANDOM_INIT_CONFIGS["gemma-7b"], architectures=["GemmaForCausalLM"])
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(_hub_cache_with(tmp_path, "google/gemma-7b-it", gemma)))
+    p = subprocess.run([sys.executable, "train.py", "--student", "google/gemma-7b-it", "--dry-run"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "preset   gpu-7b (8.54B parameters (gemma, 28 layers))" in p.stdout
+    assert "memory   peak" in p.stdout and "no estimate" not in p.stdout
+
+
+def test_an_unknown_architecture_says_which_preset_and_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    a = train.get_args(["--student", "someone/unknown-model"])
+    assert a.preset == "cpu" and "no architecture known for someone/unknown-model" in a.preset_why
+    assert presets.estimate(a) is None

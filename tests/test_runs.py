@@ -10,12 +10,13 @@ import torch
 
 import optim
 import runs
+import models
 import sample
 
 
 @pytest.fixture()
 def run_with_two_checkpoints(tmp_path, tok):
-    model = sample.tiny_model(tok, seed=0)
+    model = models.tiny_model(tok, seed=0)
     opt = optim.make_optimizer(model, 1e-3)
     run = runs.Run(tmp_path)
     runs.save_trainer(run, "rl", model, tok, opt, 1)

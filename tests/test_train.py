@@ -35,8 +35,9 @@ def test_tiny_run_end_to_end(tmp_path):
     from transformers import AutoModelForCausalLM
     sft = AutoModelForCausalLM.from_pretrained(out / "sft" / "final")
     rl = AutoModelForCausalLM.from_pretrained(out / "rl" / "final")
+    import models
     import sample
-    init = sample.tiny_model(sample.smollm2_tokenizer(), seed=0)
+    init = models.tiny_model(models.smollm2_tokenizer(), seed=0)
     w = "model.layers.0.mlp.up_proj.weight"
     assert not torch.equal(sft.state_dict()[w], init.state_dict()[w])
     assert not torch.equal(rl.state_dict()[w], sft.state_dict()[w])
@@ -102,7 +103,7 @@ def test_the_reference_of_stage_3_is_the_sft_checkpoint(tmp_path, monkeypatch):
     out = tmp_path / "run"
     train.main(TINY + ["--rl-steps", "2", "--no-zero-shot", "--out", str(out)])
     sft = dict(AutoModelForCausalLM.from_pretrained(out / "sft" / "final").named_parameters())
-    untouched = dict(train.sample.load_student("tiny", seed=0)[0].named_parameters())
+    untouched = dict(train.models.load_student("tiny", seed=0)[0].named_parameters())
     assert len(seen) == 2
     for name, p in seen[-1].items():   # after an RL step, the reference is still the warm-up
         assert torch.equal(p, sft[name].detach()), name

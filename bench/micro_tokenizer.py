@@ -1,11 +1,12 @@
 """
-The `micro` student: a tokenizer built for the synthetic world's language, and a small
-randomly initialized Llama on top of it, trained from scratch by train.py.
+Builds the `micro` student's tokenizer into data/micro_tokenizer/ (committed): a tokenizer for
+the synthetic world's language, under a small randomly initialized Llama (models.MICRO_CONFIG)
+that train.py trains from scratch.
 
-    from data.synth_tokenizer import micro_tokenizer, micro_model
-    tok = micro_tokenizer()               # built once (~2 s) into .cache/, then loaded
-    model = micro_model(tok, seed=0)      # random init from MICRO_CONFIG
-    python train.py --student micro ...   # the same through sample.load_student("micro")
+    python bench/micro_tokenizer.py            # rebuild data/micro_tokenizer/ (~2 s), print one question
+    python bench/micro_tokenizer.py --check    # exit 1 if the committed one no longer matches the corpus
+    OMP_NUM_THREADS=1 python bench/micro_tokenizer.py --bench   # SFT step and rollout, micro beside small
+    python train.py --student micro ...        # models.load_student("micro") reads the committed folder
 
 Why: SmolLM2's 49k-token vocabulary is 95% of the `small` student's parameters and most of
 its compute (the lm_head). The synthetic world speaks a few hundred words. The tokenizer is a
@@ -15,36 +16,39 @@ are single tokens (the model sees place value), and any other text still encodes
 through the 256 byte tokens (no unknown token exists). Chat format: ChatML, eos = pad =
 <|im_end|>, as SmolLM2's, so every code path of sample.py works unchanged.
 
-Run it to build the tokenizer and print its size and one tokenized question, or to time
-an SFT step and a rollout of micro beside small (OMP_NUM_THREADS=1: a model this small gains
-nothing from a second thread, and on a busy machine two threads spin-wait for each other):
-
-    python -m data.synth_tokenizer
-    OMP_NUM_THREADS=1 python -m data.synth_tokenizer --bench
+The folder is keyed by its corpus: corpus.sha256 beside the tokenizer files hashes every
+text it was trained on, and tests/test_micro.py fails when the world's texts change without a
+rebuild. (--bench: OMP_NUM_THREADS=1, since a model this small gains nothing from a second
+thread, and on a busy machine two threads spin-wait for each other.)
 """
 
-import os
+import hashlib
+import json
+import sys
+import time
 from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # the project root, when run as a script
+import data  # noqa: E402
+import models  # noqa: E402
+import probes  # noqa: E402
+import sample  # noqa: E402
+from data import synth  # noqa: E402
+from data.oracle import solve  # noqa: E402
 
 # -----------------------------------------------------------------------------
 # defaults
 
-VERSION = 1                # bump when the corpus or the settings below change (a new cache folder)
 VOCAB_SIZE = 1024          # upper bound; BPE stops earlier once every word is a single token
 CORPUS_N = 400             # questions per split and level whose texts (+ probes) train the BPE
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+OUT = models.MICRO_TOKENIZER   # data/micro_tokenizer/
 CHAT_TEMPLATE = ("{% for message in messages %}"
                  "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
                  "{% endfor %}"
                  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
-# 3 layers, width 96 (~0.4M parameters): small enough for hundreds of RL steps on 2 CPU cores
-MICRO_CONFIG = dict(hidden_size=96, intermediate_size=256, num_hidden_layers=3,
-                    num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=2048)
-
-
-def _cache_dir():
-    root = Path(__file__).resolve().parent.parent
-    return Path(os.environ.get("EXGRPO_CACHE", root / ".cache"))  # git-ignored, shared with sample.py
 
 # -----------------------------------------------------------------------------
 # the corpus: every kind of text the synthetic world puts in a prompt or an answer
@@ -53,10 +57,6 @@ def _cache_dir():
 def world_texts(n=CORPUS_N, seed=0):
     """Questions (as the student sees them), oracle solutions, probe questions and the oracle's
     probe answers, for n questions of every split at every difficulty level."""
-    import data
-    import probes
-    from data import synth
-    from data.oracle import solve
     texts = []
     for level in synth.LEVELS:
         for split in synth.SPLITS:
@@ -72,9 +72,10 @@ def world_texts(n=CORPUS_N, seed=0):
 def build_tokenizer(texts, vocab_size=VOCAB_SIZE):
     """A byte-level BPE (digits split one per token) trained on texts, as a HF fast tokenizer
     with the ChatML template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+    from tokenizers.models import BPE
     from transformers import PreTrainedTokenizerFast
-    tk = Tokenizer(models.BPE())
+    tk = Tokenizer(BPE())
     tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tk.decoder = decoders.ByteLevel()
@@ -83,23 +84,22 @@ def build_tokenizer(texts, vocab_size=VOCAB_SIZE):
     tk.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|im_start|>", eos_token="<|im_end|>",
                                    pad_token="<|im_end|>", unk_token=None, chat_template=CHAT_TEMPLATE,
-                                   model_max_length=MICRO_CONFIG["max_position_embeddings"])
+                                   model_max_length=models.MICRO_CONFIG["max_position_embeddings"])
 
 
-def micro_tokenizer():
-    """The world's tokenizer, built once into the cache (atomically), then loaded from there."""
-    from transformers import AutoTokenizer
-    import sample
-    path = _cache_dir() / f"micro-tokenizer-v{VERSION}"
-    if not path.exists():
-        sample._atomic_save(path, build_tokenizer(world_texts()).save_pretrained)
-    return AutoTokenizer.from_pretrained(path)
+def corpus_hash(texts):
+    """sha256 of the training texts and the settings: the key the committed folder carries."""
+    blob = json.dumps([texts, VOCAB_SIZE, SPECIAL_TOKENS, CHAT_TEMPLATE], ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def micro_model(tokenizer, seed=0, **overrides):
-    """A random Llama of MICRO_CONFIG (tied embeddings) sized to the tokenizer."""
-    import sample
-    return sample.tiny_model(tokenizer, seed=seed, **{**MICRO_CONFIG, **overrides})
+def build(out=OUT):
+    """Train the tokenizer on the world's texts and write it, with its corpus hash, to `out`."""
+    texts = world_texts()
+    out.mkdir(parents=True, exist_ok=True)
+    build_tokenizer(texts).save_pretrained(out)
+    (out / "corpus.sha256").write_text(corpus_hash(texts) + "\n")
+    return out
 
 
 def bench(students=("micro", "small"), batch=32, dialogues=8, turns=3, max_new_tokens=60, repeats=3):
@@ -107,17 +107,11 @@ def bench(students=("micro", "small"), batch=32, dialogues=8, turns=3, max_new_t
     per rollout of `dialogues` x `turns`-turn dialogues (probe, probe, question; T = 1), for
     each student side by side in one process: compare the ratios, the absolute numbers move
     with the machine's load."""
-    import time
-    import torch
-    import data
-    import probes
-    import sample
-    from data import synth
     recs = synth.generate("train", batch, seed=0)
     dials = [[probes.format_question(p["question"], p["answer_type"]) for p in probes.make_probes(r)[:turns - 1]]
              + [data.user_message(r)] for r in recs[:dialogues]]
     for name in students:
-        model, tok = sample.load_student(name, seed=0)
+        model, tok = models.load_student(name, seed=0)
         tf = [sample.teacher_forced(tok, [(data.user_message(r), r["reasoning"])]) for r in recs]
         b = sample.pack([[]] * batch, [t[0] for t in tf], tok.pad_token_id, [t[1] for t in tf])
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -139,15 +133,16 @@ def bench(students=("micro", "small"), batch=32, dialogues=8, turns=3, max_new_t
 
 
 if __name__ == "__main__":
-    import sys
-    if "--bench" in sys.argv:  # python -m data.synth_tokenizer --bench
+    if "--bench" in sys.argv:
         bench()
         sys.exit()
-    import data
-    from data import synth
-    tok = micro_tokenizer()
-    model = micro_model(tok)
+    if "--check" in sys.argv:
+        have = (OUT / "corpus.sha256").read_text().strip() if (OUT / "corpus.sha256").exists() else None
+        sys.exit(0 if have == corpus_hash(world_texts()) else f"{OUT} does not match the world's texts: rebuild it")
+    build()
+    tok = models.micro_tokenizer()
+    model = models.micro_model(tok)
     r = synth.generate("train", 1)[0]
     ids = tok(data.user_message(r))["input_ids"]
-    print(f"vocab {len(tok)}, model {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+    print(f"wrote {OUT}: vocab {len(tok)}, model {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
     print(f"{len(ids)} tokens:", tok.convert_ids_to_tokens(ids))

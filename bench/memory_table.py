@@ -1,9 +1,10 @@
 """
-Memory model of full-parameter ExGRPO training on one GPU, checked against measured peaks on CPU.
+The memory model (memory.py) of full-parameter ExGRPO training on one GPU: its table, and
+its check against measured peaks on CPU.
 
-    python bench/memory.py                 # the table: gemma-7b, qwen2.5-7b, as the code is and fitted
-    python bench/memory.py --validate      # modelled vs measured peak memory, tiny + SmolLM2 on CPU (10+ min: bf16 is slow on CPU)
-    python bench/memory.py --validate --only tiny
+    python bench/memory_table.py                 # the table: gemma-7b, qwen2.5-7b, as the code is and fitted
+    python bench/memory_table.py --validate      # modelled vs measured peak memory, tiny + SmolLM2 on CPU (10+ min: bf16 is slow on CPU)
+    python bench/memory_table.py --validate --only tiny
 
 What one ExGRPO step holds on the GPU (DESIGN.md section 1; train.rl_step):
   persistent   the student's weights, its optimizer state (Adam m, v; fp32 master weights in
@@ -34,39 +35,17 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))   # the project root, when run as a script
+import models  # noqa: E402
+from memory import (DIALOGUE_TOKENS, G, GPU_BYTES, GPU_RESERVE, Setup,  # noqa: E402
+                    estimate)
 
-# -----------------------------------------------------------------------------
-# model configs (from each model's config.json; no download)
-
-CONFIGS = {
-    "gemma-7b": dict(arch="gemma", vocab=256000, hidden=3072, layers=28, heads=16, kv_heads=16, head_dim=256,
-                     intermediate=24576, tied=True, qkv_bias=False),
-    "qwen2.5-7b": dict(arch="qwen2", vocab=152064, hidden=3584, layers=28, heads=28, kv_heads=4, head_dim=128,
-                       intermediate=18944, tied=False, qkv_bias=True),
-    "smollm2-135m": dict(arch="llama", vocab=49152, hidden=576, layers=30, heads=9, kv_heads=3, head_dim=64,
-                         intermediate=1536, tied=True, qkv_bias=False),
-    "tiny": dict(arch="llama", vocab=49152, hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16,
-                 intermediate=128, tied=True, qkv_bias=False),   # sample.TINY_CONFIG + SmolLM2 tokenizer
-}
-GPU_BYTES = 80e9          # "80 GB" (an H100 80GB reports 85.0e9 bytes: the difference is slack)
-GPU_RESERVE = 1.5e9       # CUDA context, cuBLAS workspaces, allocator slack
-LOGPROB_CHUNK = 1024      # = sample.LOGPROB_CHUNK
-OPT_CHUNK = 1 << 22       # = exgrpo.SR_CHUNK
-
-# the ExGRPO step of the issue: G = 8 per scenario, 1,024 tokens per dialogue, one question per step
-G, DIALOGUE_TOKENS, QUESTIONS, PROMPT_TOKENS = 8, 1024, 1, 128
-
-
-def param_count(c):
-    H, d = c["hidden"], c["head_dim"]
-    q, kv = c["heads"] * d, c["kv_heads"] * d
-    attn = H * q + 2 * H * kv + q * H + ((q + 2 * kv) if c["qkv_bias"] else 0)
-    layer = attn + 3 * H * c["intermediate"] + 2 * H
-    return c["vocab"] * H * (1 if c["tied"] else 2) + c["layers"] * layer + H
+# the architectures tabulated and validated here (models.py holds them: one table)
+CONFIGS = {name: models.architecture(name) for name in ("gemma-7b", "qwen2.5-7b", "smollm2-135m", "tiny")}
 
 
 def build_meta_model(name):
@@ -80,106 +59,6 @@ def build_meta_model(name):
               intermediate_size=c["intermediate"], tie_word_embeddings=c["tied"])
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(cfg)
-
-# -----------------------------------------------------------------------------
-# the model
-
-
-@dataclass
-class Setup:
-    """One configuration of the training step."""
-    dtype_bytes: int = 2          # 2 = bf16 weights (GPU default), 4 = fp32 (CPU default)
-    optimizer: str = "bf16"       # "master": optim.MasterWeightAdamW; "bf16": optim.BF16AdamW
-    fused: bool = True            # optimizer step inside backward (BF16AdamW(fused=True))
-    ckpt: bool = True             # gradient checkpointing (activation_checkpointing_enable)
-    ref: bool = True              # a frozen reference model (beta > 0)
-    micro_seqs: int = 2           # sequences in the largest micro-batch (train.rl_step: the aux
-                                  # teacher dialogue rides on the first micro-batch)
-    seq_len: int = DIALOGUE_TOKENS
-    loss_frac: float = 1.0        # share of a sequence's tokens in a loss mask (upper bound 1)
-    gen_rows: int = 2 * G * QUESTIONS
-    gen_batch: int = 0            # rows per generate() call (rollout_dialogues' batch_size); 0 = all
-    gen_prompt: int = DIALOGUE_TOKENS - 128   # the last turn's prefill (the whole dialogue so far)
-    gen_len: int = DIALOGUE_TOKENS
-
-
-def layer_saved_bytes(c, wb):
-    """Bytes autograd saves per token in one decoder layer (no checkpointing):
-    per RMSNorm: its fp32 input, rsqrt, and the normed output twice in the model dtype (the
-    weight multiply and the next Linear; Gemma multiplies in fp32 first: + 4H); attention:
-    q, k, v (repeated to all heads), the output, fp32 log-sum-exp per head; MLP: gate,
-    act(gate), up, act * up (4 I)."""
-    H, I, q = c["hidden"], c["intermediate"], c["heads"] * c["head_dim"]
-    norm = 4 * H + 4 + 2 * H * wb + (4 * H if c["arch"] == "gemma" else 0)
-    return 2 * norm + 4 * q * wb + 4 * c["heads"] + 4 * I * wb
-
-
-def estimate(c, s):
-    """Bytes of each part and the two phase peaks, for config c and Setup s."""
-    P, V, H, L = param_count(c), c["vocab"], c["hidden"], c["layers"]
-    wb = s.dtype_bytes
-    largest = V * H                                     # the embedding is the largest tensor
-    out = {"parameters": P * wb, "reference model": P * wb if s.ref else 0}
-    if s.optimizer == "master":                         # fp32 m, v; fp32 master copy + its grads
-        out["optimizer state (m, v)"] = 8 * P
-        out["master weights"] = 4 * P if wb != 4 else 0
-    else:
-        out["optimizer state (m, v)"] = 2 * P * wb
-        out["master weights"] = 0
-    persistent = sum(out.values())
-
-    # --- generation: KV cache of the rows generated together, one layer's prefill temporaries,
-    # sampling over V (left padding: every row is as long as the longest)
-    rows = min(s.gen_batch or s.gen_rows, s.gen_rows)
-    kv_per_token = 2 * L * c["kv_heads"] * c["head_dim"] * wb
-    out["KV cache (generation)"] = rows * s.gen_len * kv_per_token
-    # one layer's prefill under no_grad: the MLP's act(gate), up and their product (3 I) or attention's
-    # q, k, v, out (4 heads x head_dim), whichever is larger, beside the residual stream (2 H)
-    width = max(3 * c["intermediate"], 4 * c["heads"] * c["head_dim"]) + 2 * H
-    prefill = rows * s.gen_prompt * width * wb
-    prefill += rows * s.gen_prompt ** 2 * wb            # the (B, 1, T, T) padding mask
-    gen = out["KV cache (generation)"] + prefill + 4 * rows * V * 4
-
-    # --- training: one micro-batch
-    tokens = s.micro_seqs * s.seq_len
-    n_loss = int(tokens * s.loss_frac)
-    chunk = LOGPROB_CHUNK
-    fixed = tokens * (4 * H + 4 + 2 * H * wb + 8) + s.micro_seqs * s.seq_len ** 2 * wb  # final norm, ids, mask
-    layer = tokens * layer_saved_bytes(c, wb)
-    # sample.token_logprobs saves each chunk's fp32 log_softmax output (n, V) for backward; the
-    # backward of chunk i (they run last to first) holds the saved blocks up to i plus two more of
-    # its size (the gather's grad and log_softmax's grad); the forward peaks the same way (the
-    # previous chunk's logits, the new logits and their / T)
-    sizes = [min(chunk, n_loss - s) for s in range(0, n_loss, chunk)] or [0]
-    logits_peak = max(sum(sizes[:i + 1]) + 2 * n for i, n in enumerate(sizes)) * V * 4
-    logits_saved = n_loss * V * 4
-    logits_bwd = logits_peak - logits_saved
-    head_grad = V * H * wb                              # lm_head / tied embedding gradient
-    if s.ckpt:
-        acts = L * tokens * H * wb + fixed              # each layer's input
-        recompute = layer + tokens * (2 * c["intermediate"] + 2 * H) * wb   # + its backward temporaries
-    else:
-        acts = L * layer + fixed
-        recompute = 0
-    grads_all = P * wb
-    if s.optimizer == "master":
-        step = grads_all + P * 4 * (wb != 4) + largest * 4     # grads, fp32 master grads, one temp
-    elif s.fused:
-        step = 7 * 4 * min(OPT_CHUNK, largest) + (head_grad if c["tied"] else 0)
-    else:
-        step = grads_all + 7 * 4 * min(OPT_CHUNK, largest)
-    # start of backward: everything saved + the logit temporaries + the head's gradient; late in
-    # backward: the gradients (unfused: nearly all; fused: a tied embedding's and one MLP matrix)
-    # and the last layer's activations (recomputed, with checkpointing); at the step: see above
-    start = acts + logits_saved + logits_bwd + head_grad
-    grads_late = grads_all if not s.fused else (head_grad if c["tied"] else 0) + H * c["intermediate"] * wb
-    late = (acts + recompute if s.ckpt else layer + fixed) + grads_late
-    train = max(start, late, step)
-    out["activations + logits (training)"] = acts + logits_saved + logits_bwd
-    out["gradients"] = 0 if s.fused else grads_all
-    out["_persistent"], out["_generation"], out["_training"] = persistent, gen, train
-    out["_peak"] = persistent + max(gen, train)
-    return out
 
 # -----------------------------------------------------------------------------
 # the table for the 7B students
@@ -257,14 +136,15 @@ def _phase(spec, tok, mini=False):
     import torch
     import exgrpo
     import optim
+    import models
     import sample
     name, dtype, opt_name, fused, ckpt, rows, T, prompt, phase = spec
 
     def load():
         if mini:
-            m = sample.tiny_model(tok, vocab_size=256).to({"fp32": torch.float32, "bf16": torch.bfloat16}[dtype])
+            m = models.tiny_model(tok, vocab_size=256).to({"fp32": torch.float32, "bf16": torch.bfloat16}[dtype])
         else:
-            m = sample.load_student(name, dtype=dtype, device="cpu")[0]
+            m = models.load_student(name, dtype=dtype, device="cpu")[0]
         with torch.no_grad():   # own every weight in anonymous memory (a load may leave file-backed pages)
             for p in m.parameters():
                 p.data = p.data.clone()
@@ -313,9 +193,8 @@ def measure(spec):
     import gc
     import torch
     sys.path.insert(0, str(ROOT))
-    import sample
     torch.manual_seed(0)
-    tok = sample.smollm2_tokenizer()
+    tok = models.smollm2_tokenizer()
     run = _phase(spec, tok, mini=True)
     run()
     run()
