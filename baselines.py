@@ -39,13 +39,15 @@ import time
 
 import torch
 
+import checks
 import data
 import exgrpo
+import models
 import optim
 import probes
 import rewards
-import models
 import sample
+from data.oracle import solve
 
 # -----------------------------------------------------------------------------
 # defaults (train.py exposes each as a flag)
@@ -81,7 +83,6 @@ def add_flags(ap):
 
 def apply(ap, args):
     """Check the method's flags (one line, exit 2) and set what the method implies."""
-    import checks
     checks.ranges(ap, args, {"rationale_weight": checks.AT_LEAST_0, "gkd_beta": checks.FRACTION})
     m = args.method
     if m in ("step-by-step", "revthink") and args.no_sft:
@@ -197,7 +198,6 @@ def backward_pair(record):
         if p["rule"] == "reverse" and p.get("teacher_reasoning") and p.get("reasoning_correct"):
             return p["question"], p["answer_type"], p["teacher_reasoning"]
     if record.get("problem") is not None:
-        from data.oracle import solve
         p = probes.reverse(record)[0]
         return p["question"], p["answer_type"], solve(p["spec"])[1]
     return None

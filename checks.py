@@ -16,6 +16,13 @@ import math
 import sys
 from pathlib import Path
 
+import torch
+
+import data
+import models
+import teachers
+from data import real, synth
+
 # -----------------------------------------------------------------------------
 # ranges: (test, what is allowed); values must also be finite (a NaN passes no comparison)
 
@@ -24,7 +31,7 @@ AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
 POSITIVE = (lambda v: v > 0, "> 0")
 FRACTION = (lambda v: 0 <= v <= 1, "in [0, 1]")
 
-# train.py's flags beyond the ones get_args checks itself (G, delta, nu, steps, epochs, k, k')
+# train.py's flags that a range alone decides (the rest: train_flags below)
 TRAIN_RANGES = {
     "train_n": (AT_LEAST_0[0], ">= 0 (0 = all)"), "eval_n": AT_LEAST_1, "eval_max_new_tokens": AT_LEAST_1,
     "save_every": (AT_LEAST_0[0], ">= 0 (0 = by time)"), "save_minutes": POSITIVE,
@@ -72,8 +79,6 @@ def student(ap, flag, name, allow_none=False):
     """An alias of sample.py, an existing folder, or a hub id (org/name; checked when it loads)."""
     if allow_none and name == "none":
         return
-    import models
-    import sample
     if name in models.STUDENTS or Path(name).exists():
         return
     if "/" in name and not name.startswith((".", "/", "~")):
@@ -86,7 +91,6 @@ def device(ap, name):
     """--device: a torch device this machine has."""
     if name is None:
         return
-    import torch
     try:
         dev = torch.device(name)
     except RuntimeError as e:
@@ -96,9 +100,8 @@ def device(ap, name):
 
 
 def level(ap, value):
-    from data.synth import LEVELS
-    if value is not None and value not in LEVELS:
-        fail(ap, f"--level {value}: must be one of {', '.join(map(str, LEVELS))}")
+    if value is not None and value not in synth.LEVELS:
+        fail(ap, f"--level {value}: must be one of {', '.join(map(str, synth.LEVELS))}")
 
 
 def oracle_on_text(ap, args, instead):
@@ -108,22 +111,39 @@ def oracle_on_text(ap, args, instead):
 
 
 def teacher(ap, args):
-    import teachers
     problem = teachers.check_args(args)
     if problem:
         fail(ap, problem)
 
 
-def rules(ap, value):
-    import probes
+def raises(ap, flag, value, check):
+    """A module's own check of its input (it raises ValueError) as one line naming the flag,
+    e.g. raises(ap, "--rules", "why,telepathy", probes.parse_rules)."""
     try:
-        probes.parse_rules(value)
+        check(value)
     except ValueError as e:
-        fail(ap, f"--rules {value}: {e}")
+        fail(ap, f"{flag} {value}: {e}")
 
 
 def train_flags(ap, args):
-    """train.py: everything get_args does not check itself, in the order a user reads the flags."""
+    """train.py's flags, in the order a user reads them (--rules: train.get_args, with probes.parse_rules)."""
+    if args.dataset not in data.DATASETS:
+        fail(ap, f"--dataset {args.dataset}: unknown; choose one of {', '.join(data.DATASETS)}")
+    if not 0 < args.data_fraction <= 1:
+        fail(ap, f"--data-fraction {args.data_fraction}: must be in (0, 1]")
+    for flag, ok, allowed in (("k", args.k >= 1, ">= 1"), ("rl_questions", args.rl_questions >= 1, ">= 1"),
+                              ("G", args.G >= 2, ">= 2 (a group of one has no advantage)"),
+                              ("delta", args.delta >= 0, ">= 0"), ("nu", args.nu >= 1, ">= 1 (a margin)"),
+                              ("rl_steps", args.rl_steps >= 1 or args.no_rl, ">= 1 (or --no-rl)"),
+                              ("sft_epochs", args.sft_epochs >= 1 or args.no_sft, ">= 1 (or --no-sft)")):
+        if not ok:
+            fail(ap, f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be {allowed}")
+    if args.k < 2 and not (args.no_probes or args.no_rl or args.teacher == "none"):
+        # Scenario B keeps the first k' in [1, k-1] probes: with k = 1 that range is empty
+        fail(ap, f"--k {args.k}: ExGRPO needs k >= 2 (Scenario B keeps k' in [1, k-1] of Scenario A's k probes); "
+                 f"use --k 2 or more, or --no-probes for plain GRPO")
+    if args.k_partial is not None and not 1 <= args.k_partial < args.k:
+        fail(ap, f"--k-partial must be in [1, k-1] = [1, {args.k - 1}], got {args.k_partial}")
     ranges(ap, args, TRAIN_RANGES)
     student(ap, "--student", args.student)
     student(ap, "--difficulty-student", args.difficulty_student, allow_none=True)
@@ -134,17 +154,14 @@ def train_flags(ap, args):
         fail(ap, f"--resume {args.resume}: no run there to resume (no config.json in {Path(args.resume).resolve()})")
     if args.sft_from and not (Path(args.sft_from) / "config.json").exists():
         fail(ap, f"--sft-from {args.sft_from}: no checkpoint there (no config.json)")
-    if args.k_partial is not None and not 1 <= args.k_partial < args.k:
-        fail(ap, f"--k-partial must be in [1, k-1] = [1, {args.k - 1}], got {args.k_partial}")
     if args.teacher == "none":
         return
-    rules(ap, args.rules)
     teacher(ap, args)
     oracle_on_text(ap, args, "--teacher hf:<model>, --teacher-url URL --teacher-model NAME, or --teacher none")
 
 
 def evaluate_flags(ap, args):
-    """evaluate.py's ranges, paths, student, device, level, dtype and rules."""
+    """evaluate.py's ranges, paths, student, device, level and dtype."""
     ranges(ap, args, {"limit": (AT_LEAST_0[0], ">= 0 (0 = the whole split)"), "batch_size": AT_LEAST_1,
                       "max_new_tokens": AT_LEAST_1, "samples": (AT_LEAST_0[0], ">= 0 (0 = off)")})
     student(ap, "--student", args.student)
@@ -155,23 +172,18 @@ def evaluate_flags(ap, args):
         fail(ap, f"--dtype {args.dtype}: must be fp32, bf16 or fp16")
     if args.ei_test not in (None, "synth"):
         must_exist(ap, args, "ei_test", what="file")
-    if args.rules is not None:
-        rules(ap, args.rules)
 
 
 def probes_flags(ap, args):
-    """probes.py's flags, before any data is read, model loaded or teacher asked."""
-    from data import DATASETS
-    if args.dataset not in DATASETS:
-        fail(ap, f"--dataset {args.dataset}: unknown; choose one of {', '.join(DATASETS)}")
-    from data import real, synth
+    """probes.py's flags, before any data is read, model loaded or teacher asked (--rules: probes.main)."""
+    if args.dataset not in data.DATASETS:
+        fail(ap, f"--dataset {args.dataset}: unknown; choose one of {', '.join(data.DATASETS)}")
     have = synth.SPLITS if args.dataset == "synth" else list(real.DATASETS[args.dataset]["files"])
     if args.split not in have:
         fail(ap, f"--split {args.split}: {args.dataset} has {', '.join(have)}")
     ranges(ap, args, {"limit": AT_LEAST_1, "tau_hard": FRACTION, "chunk": AT_LEAST_1,
                       "student_max_tokens": AT_LEAST_1, "student_batch_size": AT_LEAST_1})
     must_exist(ap, args, "data_dir")
-    rules(ap, args.rules)
     student(ap, "--student", args.student, allow_none=True)
     teacher(ap, args)
     oracle_on_text(ap, args, "--teacher hf:<model> or --teacher-url URL --teacher-model NAME")

@@ -18,7 +18,7 @@ the same --name updates its row, so --datasets id, then ood, fill one row; a res
 score, and a cell already there is replaced only with --overwrite) and
 <name>/predictions_<dataset>.jsonl (id, question, gold, generated text, extracted answer,
 correct). --resume skips every question already on disk (a crash costs at most one batch).
---ei-test: the paper's EI-Test (data/ei_test.py). --samples N: N answers per question at T=1,
+--ei-test: the paper's EI-Test (below: the explanatory probes of test questions). --samples N: N answers per question at T=1,
 pass@1 (mean share correct) and pass@N (one of N correct), the headroom RL can use. Tables,
 curves: report.py. Library: evaluate(model, tok, records), sample_accuracy(..., samples=8).
 """
@@ -35,11 +35,12 @@ from tqdm import tqdm
 
 import checks
 import data
+import models
+import probes
 import report
 import rewards
-import models
 import sample
-from data.ei_test import ei_prompt, load_ei_test
+from data import synth
 from report import merge_results, plan, read_results, render, slug, write_results
 
 # -----------------------------------------------------------------------------
@@ -50,6 +51,64 @@ BATCH_SIZE = 16            # prompts per generate() call; smaller batches stop s
 MAX_NEW_TOKENS = 256       # the answer budget; a row cut here is scored on what it wrote
 LIMIT = 100                # questions per dataset (0 = the whole split)
 SAMPLE_TEMPERATURE = 1.0   # --samples N: N answers per question drawn at this temperature
+
+# -----------------------------------------------------------------------------
+# the EI-Test, the paper's: the explanatory probes of *test* questions, each asked on its own, as
+# uniform records (gold = the probe's known answer, else the teacher's; only probes that passed
+# the EI-consistency filter), scored like any other dataset
+
+
+def ei_probe_records(dei):
+    """D_EI records (probes.py) -> one uniform record per consistent probe with a gold answer.
+
+    Gold: the probe's own answer (every synthetic probe has one), else the teacher's answer,
+    which passed the EI-consistency filter. Example: a D_EI record {"id": "synth-test_id-0-0",
+    "probes": [{"rule": "reverse", "question": "...", "answer": "7", "kept": True, ...}]}
+    -> [{"id": "synth-test_id-0-0/0", "rule": "reverse", "question": "...", "answer": "7", ...}]"""
+    out = []
+    for i, d in enumerate(dei):
+        for j, p in enumerate(d.get("probes") or []):
+            gold = p.get("answer") if p.get("answer") is not None else p.get("teacher_answer")
+            if not p.get("kept") or gold is None or not str(gold).strip():
+                continue
+            out.append({"id": f"{d.get('id') or i}/{j}", "rule": p["rule"], "question": p["question"],
+                        "answer": str(gold).strip(), "answer_type": p["answer_type"], "reasoning": ""})
+    return out
+
+
+def ei_prompt(record):
+    """A probe is put to the student as probes.py puts it in the difficulty filter."""
+    return [{"role": "user", "content": probes.format_question(record["question"], record["answer_type"])}]
+
+
+def load_ei_test(spec, split="test_id", limit=None, rules=None, seed=0, out=None, level=None):
+    """EI-Test probe records: spec = a D_EI JSONL file (probes.py --split test_id ...), or
+    'synth' = build the probes of `limit` synthetic test questions of difficulty `level` now, with
+    the oracle teacher (exact, a second or two); their D_EI is saved to `out` for inspection."""
+    if spec == "synth":
+        if split not in synth.TEST_SPLITS:
+            raise ValueError(f"--ei-test synth needs a test split ({' or '.join(synth.TEST_SPLITS)}), got {split!r}")
+        records = data.load("synth", split, limit=limit, seed=seed, level=level)
+        dei, _ = probes.build_dei(records, "oracle", rules=rules, student=None, seed=seed, progress=False)
+        if out is not None:
+            probes.save_dei(out, dei)
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise FileNotFoundError(f"--ei-test: no D_EI file at {path.resolve()}; write one with "
+                                    f"`python probes.py --split test_id --out {spec}` or pass --ei-test synth")
+        try:
+            dei = probes.load_dei(path, kept_only=False)  # a test split: no difficulty filter applies
+        except (json.JSONDecodeError, KeyError) as e:
+            raise ValueError(f"--ei-test: {path} is not a D_EI JSONL file written by probes.py ({e})") from None
+        dei = dei[:limit] if limit else dei
+    recs = ei_probe_records(dei)
+    if rules is not None:
+        keep = set(probes.parse_rules(rules))
+        recs = [r for r in recs if r["rule"] in keep]
+    if not recs:
+        raise ValueError(f"--ei-test {spec}: no consistent probe with a gold answer in {len(dei)} D_EI records")
+    return recs
 
 # -----------------------------------------------------------------------------
 # scoring
@@ -216,6 +275,8 @@ def check_flags(ap, args, out, name):
     """Every flag, before data is read or the model loads (checks.py): ranges, paths, the student,
     the splits, and no result of this --name overwritten without --overwrite."""
     checks.evaluate_flags(ap, args)
+    if args.rules is not None:
+        checks.raises(ap, "--rules", args.rules, probes.parse_rules)
     try:
         columns = [col for col, _, _ in plan(args)]
     except ValueError as e:

@@ -23,6 +23,7 @@ at the update and the clip matters only with --ppo-epochs > 1 or a fused optimiz
 
 import random
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -276,69 +277,110 @@ def exgrpo_loss(logp, logp_old, logp_ref, adv, mask, clip_eps=CLIP_EPS, beta=BET
     return loss, stats
 
 # -----------------------------------------------------------------------------
-# the update, and one ExGRPO step
+# the update: a rollout batch, its micro-batches, their scoring, one optimizer step
 
 
-def policy_update(cfg, model, ref, tok, opt, roll, adv, aux_dialogues, token_budget):
-    """Steps 6-7 on a rollout batch: reference log-probs once, then per micro-batch the loss and
-    its backward; one optimizer step (optim.finish_step). A non-finite loss is skipped (P6)."""
-    device, limit = next(model.parameters()).device, sample.vocab_limit_of(model, tok)
-    batch = sample.pack([[]] * len(roll.ids), roll.ids, tok.pad_token_id, roll.student_mask)
-    n_tok = max(int(batch.loss_mask.sum()), 1)
-    full = {"num_tokens": n_tok, "num_seqs": len(roll.ids), "token_budget": token_budget}
+@dataclass
+class RolloutBatch:
+    """One step's rollouts, packed once, as the update needs them:
+        batch:  sample.Batch of the N rollouts; ids, attn, loss_mask (N, T); the loss mask is 1
+                on the tokens the student generated (every turn), 0 on prompts and padding
+        lengths: tokens of each rollout (N,), before padding
+        adv:    (N,) advantage of each rollout, in rollout order (rollout i = dialogue i // G)
+        aux:    sample.Batch of the teacher-forced aux dialogues (A, T_aux), or None
+        norm:   the FULL batch's normalizers for `aggregate`: num_tokens, num_seqs, token_budget
+                (and aux_tokens), so that micro-batches add up to the one-batch loss"""
+    batch: sample.Batch
+    lengths: list
+    adv: torch.Tensor
+    aux: object
+    norm: dict
+
+
+def pack_rollouts(tok, roll, adv, aux_dialogues, token_budget):
+    """sample.Dialogues + advantages + aux dialogues -> a RolloutBatch."""
+    batch = sample.pack([[]] * len(roll.ids), roll.ids, tok.pad_token_id, roll.student_mask)   # (N, T)
+    norm = {"num_tokens": max(int(batch.loss_mask.sum()), 1), "num_seqs": len(roll.ids), "token_budget": token_budget}
     aux = None
     if aux_dialogues:
         tf = [sample.teacher_forced(tok, a) for a in aux_dialogues]
-        aux = sample.pack([[]] * len(tf), [x[0] for x in tf], tok.pad_token_id, [x[1] for x in tf])
-        full["aux_tokens"] = int(aux.loss_mask.sum())
-    # micro-batches of rollouts of similar length, each cut to its own longest row: a dialogue
-    # batch mixes 2- and 4-turn rollouts, and padding them all to the longest doubled the work.
-    # A dialogue's G rollouts stay together (sorted by their longest), so that token_logprobs
-    # runs their shared first turn once. Not with a fused optimizer: each micro-batch is its own
-    # step there, and whole groups (in rollout order) must step together
-    lengths = [len(x) for x in roll.ids]
-    longest = [max(lengths[i - i % cfg.G:i - i % cfg.G + cfg.G]) for i in range(len(lengths))]
-    order = torch.tensor(range(len(lengths)) if opt.fused else
-                         sorted(range(len(lengths)), key=lambda i: (-longest[i], i // cfg.G, -lengths[i])))
-    micro = [order[s:s + cfg.rl_micro] for s in range(0, len(roll.ids), cfg.rl_micro)]
-    width = lambda b, sl: int(b.attn[sl].sum(-1).max()) if b.attn.shape[0] else 0
-    on = lambda b, sl: tuple(x[sl, :width(b, sl)].to(device) for x in (b.ids, b.attn, b.loss_mask))
+        aux = sample.pack([[]] * len(tf), [x[0] for x in tf], tok.pad_token_id, [x[1] for x in tf])   # (A, T_aux)
+        norm["aux_tokens"] = int(aux.loss_mask.sum())
+    return RolloutBatch(batch, [len(x) for x in roll.ids], adv, aux, norm)
+
+
+def micro_batches(lengths, G, size, in_order=False):
+    """Index tensors of the micro-batches of one rollout batch, `size` rollouts each.
+
+    Rollouts of similar length go together and each micro-batch is cut to its own longest row: a
+    dialogue batch mixes 2- and 4-turn rollouts, and padding them all to the longest doubled the
+    work. A dialogue's G rollouts stay together (sorted by their longest), so that token_logprobs
+    runs their shared first turn once. in_order: rollout order (a fused optimizer steps on each
+    micro-batch, and whole groups must step together).
+    Example: lengths [5, 9, 3, 4], G 2, size 2 -> [tensor([1, 0]), tensor([3, 2])]"""
+    n = len(lengths)
+    longest = [max(lengths[i - i % G:i - i % G + G]) for i in range(n)]   # of the rollout's dialogue
+    order = range(n) if in_order else sorted(range(n), key=lambda i: (-longest[i], i // G, -lengths[i]))
+    order = torch.tensor(list(order), dtype=torch.long)
+    return [order[s:s + size] for s in range(0, n, size)]
+
+
+def rows(b, idx, device):
+    """Rows idx of a packed sample.Batch, cut to their longest row: (ids, attn, loss_mask), (b, T_idx)."""
+    width = int(b.attn[idx].sum(-1).max()) if b.attn.shape[0] else 0
+    return tuple(x[idx, :width].to(device) for x in (b.ids, b.attn, b.loss_mask))
+
+
+def score(model, rb, idx, temperature, limit, share_prefix, with_aux, device):
+    """Per-token log-probs of the rollouts idx under `model`, (b, T_idx), scored at the sampling
+    temperature; and with_aux: of the teacher's aux answers, (A, T_aux), in the same forward pass
+    (sample.joint_logprobs says why), else None. share_prefix: run a group's shared prompt once."""
+    if not with_aux or rb.aux is None:
+        return sample.token_logprobs(model, *rows(rb.batch, idx, device), temperature, limit,
+                                     share_prefix=share_prefix), None
+    # not shared here: with the aux rows in it, two runs of one seed differed by ~1e-7 across processes
+    parts = [(*rows(rb.batch, idx, device), temperature), (*rows(rb.aux, slice(None), device), 1.0)]
+    return sample.joint_logprobs(model, parts, limit, share_prefix=False)
+
+
+def policy_update(cfg, model, ref, tok, opt, rb):
+    """Steps 6-7 on a RolloutBatch: reference (and, when it must stay put, old) log-probs once,
+    then per micro-batch the loss and its backward; one optimizer step (optim.finish_step). The
+    aux dialogues ride on micro-batch 0. A non-finite loss is skipped (P6)."""
+    device, limit = next(model.parameters()).device, sample.vocab_limit_of(model, tok)
+    n_tok = rb.norm["num_tokens"]
+    micro = micro_batches(rb.lengths, cfg.G, cfg.rl_micro, in_order=opt.fused)   # [(b,) rollout indices]
     use_ref = ref is not None and cfg.beta > 0
     frozen_old = cfg.ppo_epochs > 1 or (opt.fused and len(micro) > 1)   # pi_old must not move under us
-
-    share = sample.SHARE_PREFIX and not opt.fused   # a shared prompt is a second pass: fused wants one
-
-    def score(m, mi, sl):   # (rollout log-probs, aux log-probs or None); the aux rides on micro-batch 0,
-        if aux is None or mi:   # in the same forward pass (sample.joint_logprobs says why)
-            return sample.token_logprobs(m, *on(batch, sl), cfg.temperature, limit, share_prefix=share), None
-        # not shared: with the aux rows in it, two runs of one seed differed by ~1e-7 across processes
-        parts = [(*on(batch, sl), cfg.temperature), (*on(aux, slice(None)), 1.0)]
-        return sample.joint_logprobs(m, parts, limit, share_prefix=False)
+    # a shared prompt is scored in two passes, and a fused optimizer steps inside the one backward
+    share_prefix = sample.SHARE_PREFIX and not opt.fused
+    lp_of = lambda m, mi, idx: score(m, rb, idx, cfg.temperature, limit, share_prefix, mi == 0, device)
     with torch.no_grad():   # scored exactly as below, so that the ratio is 1 and the KL 0 at the start
-        ref_lp = [score(ref, mi, sl)[0] if use_ref else None for mi, sl in enumerate(micro)]
-        old_lp = [score(model, mi, sl)[0] for mi, sl in enumerate(micro)] if frozen_old else None
+        ref_lp = [lp_of(ref, mi, idx)[0] for mi, idx in enumerate(micro)] if use_ref else None   # [(b, T_idx)]
+        old_lp = [lp_of(model, mi, idx)[0] for mi, idx in enumerate(micro)] if frozen_old else None
     model.train()
     sums, skipped, gnorm = {}, 0, 0.0
     for _ in range(cfg.ppo_epochs):
         sums = {}
-        for mi, sl in enumerate(micro):
-            mask = on(batch, sl)[2]
-            lp, aux_lp = score(model, mi, sl)
-            aux_kw = {} if aux_lp is None else dict(aux_logp=aux_lp, aux_mask=on(aux, slice(None))[2],
+        for mi, idx in enumerate(micro):
+            mask = rows(rb.batch, idx, device)[2]                          # (b, T_idx)
+            lp, aux_lp = lp_of(model, mi, idx)                             # (b, T_idx), (A, T_aux) or None
+            aux_kw = {} if aux_lp is None else dict(aux_logp=aux_lp, aux_mask=rows(rb.aux, slice(None), device)[2],
                                                     aux_weight=cfg.aux_weight)
-            own = {**full, "num_tokens": int(mask.sum()), "num_seqs": mask.shape[0]}
-            loss, st = exgrpo_loss(lp, old_lp[mi] if frozen_old else lp.detach(), ref_lp[mi] if use_ref else lp.detach(),
-                                   adv[sl].to(device), mask, cfg.clip_eps, cfg.beta if use_ref else 0.0, cfg.agg,
-                                   norm=optim.step_normalizer(opt, full, own), **aux_kw)
+            own = {**rb.norm, "num_tokens": int(mask.sum()), "num_seqs": mask.shape[0]}
+            loss, st = exgrpo_loss(lp, old_lp[mi] if frozen_old else lp.detach(),
+                                   ref_lp[mi] if use_ref else lp.detach(), rb.adv[idx].to(device), mask,
+                                   cfg.clip_eps, cfg.beta if use_ref else 0.0, cfg.agg,
+                                   norm=optim.step_normalizer(opt, rb.norm, own), **aux_kw)
             if not torch.isfinite(loss):
                 skipped += 1
                 continue
             loss.backward()
-            share = 1.0 if not opt.fused else int(mask.sum()) / n_tok   # fused: each normalized alone
+            weight = 1.0 if not opt.fused else int(mask.sum()) / n_tok   # fused: each normalized alone
             for key, v in st.items():
-                sums[key] = sums.get(key, 0.0) + (v * share if key in ("loss", "pg_loss") else v)
-            if "aux_nll" in st:   # the aux term belongs to its micro-batch alone: never shared out
-                sums["loss"] += (1.0 - share) * cfg.aux_weight * st["aux_nll"]
+                sums[key] = sums.get(key, 0.0) + (v * weight if key in ("loss", "pg_loss") else v)
+            if "aux_nll" in st:   # the aux term belongs to its micro-batch alone: never weighted down
+                sums["loss"] += (1.0 - weight) * cfg.aux_weight * st["aux_nll"]
         gnorm = optim.finish_step(opt, model.parameters(), cfg.grad_clip, micro_steps=len(micro))
     for key in ("kl", "clip_frac", "entropy"):   # token sums -> token means
         sums[key] = sums.get(key, 0.0) / n_tok
@@ -358,7 +400,7 @@ def exgrpo_step(cfg, model, ref, tok, opt, questions, step, reward_fn=rewards.re
     groups = group_ids(meta, cfg.G, cfg.adv_group)
     adv = group_advantages(r.flatten(), groups, cfg.adv_norm)
     turns = 1 if cfg.no_probes else cfg.k + 1
-    row = policy_update(cfg, model, ref, tok, opt, roll, adv, aux, token_budget=turns * cfg.max_new_tokens)
+    row = policy_update(cfg, model, ref, tok, opt, pack_rollouts(tok, roll, adv, aux, turns * cfg.max_new_tokens))
     final = [d for d, (_, kind) in enumerate(meta) if kind != "partial"]   # the dialogues that answer as tested
     mean = lambda xs: sum(xs) / len(xs) if xs else None
     return {"reward": r_base.mean().item(), "reward_with_bonus": r.mean().item(),

@@ -45,9 +45,13 @@ from pathlib import Path
 from data.oracle import (OP_PHRASE, is_valid, item_of, quote, reveals_answer, solve, start_from_end,
                          start_sentence, statement)
 from data import load as load_records  # synth, or any dataset data/real.py knows
+from data.real import format_instruction
 from data.synth import OP_SYMBOL, answer_of, op_sentence, question_text, trace
 from rewards import ANSWER_TYPES, extract_answer, is_correct, states_answer
+import checks
 import teachers
+import models
+import sample
 from teachers import TEACHER, TeacherCache, TeacherError, make_teacher, user  # probes.make_teacher stays
 
 # -----------------------------------------------------------------------------
@@ -385,7 +389,6 @@ def rl_probes(record):
 
 def format_question(question, answer_type):
     """A question plus the answer-format line rewards.py checks against (data/real.py's)."""
-    from data.real import format_instruction
     return f"{question}\n{format_instruction(answer_type)}"
 
 
@@ -502,8 +505,7 @@ def _difficulty(kept, student, stats, max_new_tokens, batch_size):
     if callable(student):  # fn(conversations) -> texts: tests, or a student served elsewhere
         texts = list(student(convs)) if convs else []
     else:
-        from sample import generate_text
-        texts = generate_text(*student, convs, max_new_tokens=max_new_tokens, batch_size=batch_size) if convs else []
+        texts = sample.generate_text(*student, convs, max_new_tokens=max_new_tokens, batch_size=batch_size) if convs else []
     for (d, p), text in zip(kept, texts):
         gold = p["answer"] if p["answer"] is not None else p["teacher_answer"]
         p["student_correct"] = is_correct(text, gold, p["answer_type"], p["question"])
@@ -572,8 +574,7 @@ def build_dei(records, teacher, rules=None, student=None, tau_hard=TAU_HARD, cac
     if student == "none":
         student = None
     elif isinstance(student, str):
-        from models import load_student
-        student = load_student(student)
+        student = models.load_student(student)
     stats = _new_stats(rules, tau_hard, probe_writer)
     good = [r for r in records if _usable(r)]
     stats["questions"]["rows"] = len(records)
@@ -697,7 +698,6 @@ def default_probe_writer(dataset, teacher=TEACHER, teacher_url=None):
 
 
 def main(argv=None):
-    import checks
     ap = checks.one_line(argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0],
                                                  formatter_class=argparse.RawDescriptionHelpFormatter))
     g = ap.add_argument_group("data")
@@ -720,6 +720,7 @@ def main(argv=None):
     g.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     checks.probes_flags(ap, args)
+    checks.raises(ap, "--rules", args.rules, parse_rules)
     if problem := teachers.check_endpoint(args):   # one short request: a dead endpoint fails in seconds
         ap.exit(1, f"probes.py: error: {problem}\n")
     try:

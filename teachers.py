@@ -38,6 +38,8 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from data.oracle import solve
+import models
+import sample
 
 # -----------------------------------------------------------------------------
 # defaults
@@ -254,12 +256,10 @@ class HFTeacher(Teacher):
         self.model = self.tokenizer = None
 
     def _stream(self, convs, specs):
-        from sample import generate_text
-        from models import load_student
         if self.model is None:  # load on first use: a fully cached rerun never loads it
-            self.model, self.tokenizer = load_student(self.name)
+            self.model, self.tokenizer = models.load_student(self.name)
         for s in range(0, len(convs), self.batch_size):  # one batch at a time, so answers cache early
-            texts = generate_text(self.model, self.tokenizer, convs[s:s + self.batch_size],
+            texts = sample.generate_text(self.model, self.tokenizer, convs[s:s + self.batch_size],
                                   batch_size=self.batch_size, **self.sampling)
             yield from enumerate(texts, s)
 

@@ -202,23 +202,9 @@ def get_args(argv=None):
     ap = checks.one_line(presets.add_flags(parser()))   # argparse's own errors: one line, no usage block
     presets.apply(ap, argv)  # presets.py: the student's preset (tiny, cpu, gpu-7b) as defaults; flags still win
     args = ap.parse_args(argv)
-    if args.dataset not in data.DATASETS:
-        ap.error(f"unknown dataset {args.dataset!r}; choose one of {', '.join(data.DATASETS)}")
-    if not 0 < args.data_fraction <= 1:
-        ap.error("--data-fraction must be in (0, 1]")
-    if args.k < 1 or args.rl_questions < 1:
-        ap.error("--k and --rl-questions must be >= 1")
-    if args.k < 2 and not (args.no_probes or args.no_rl or args.teacher == "none"):
-        # Scenario B keeps the first k' in [1, k-1] probes: with k = 1 that range is empty
-        ap.error(f"--k {args.k}: ExGRPO needs k >= 2 (Scenario B keeps k' in [1, k-1] of Scenario A's k probes); "
-                 f"use --k 2 or more, or --no-probes for plain GRPO")
-    for flag, ok, allowed in (("G", args.G >= 2, ">= 2 (a group of one has no advantage)"),
-                              ("delta", args.delta >= 0, ">= 0"), ("nu", args.nu >= 1, ">= 1 (a margin)"),
-                              ("rl_steps", args.rl_steps >= 1 or args.no_rl, ">= 1 (or --no-rl)"),
-                              ("sft_epochs", args.sft_epochs >= 1 or args.no_sft, ">= 1 (or --no-sft)")):
-        if not ok:
-            ap.error(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be {allowed}")
-    checks.train_flags(ap, args)   # every other flag: ranges, paths, student, rules, teacher
+    checks.train_flags(ap, args)   # every flag: ranges, paths, student, k and k', teacher (checks.py)
+    if args.teacher != "none":
+        checks.raises(ap, "--rules", args.rules, probes.parse_rules)
     baselines.apply(ap, args)      # --method: its flags, and what it implies (sft: --no-rl, grpo: --no-probes)
     if args.resume and (Path(args.resume) / "config.json").exists():   # a resumed run keeps its flags
         saved = json.loads((Path(args.resume) / "config.json").read_text())

@@ -127,11 +127,9 @@ def ei_test(run, stage, model_name, label_prefix=False, n=None):
     import evaluate
     import probes
     import models
-    import sample
-    from data.ei_test import load_ei_test
     if cfg["dataset"] != "synth":
         return None
-    recs = load_ei_test("synth", "test_id", limit=n, level=cfg["level"])
+    recs = evaluate.load_ei_test("synth", "test_id", limit=n, level=cfg["level"])
     prefix = baselines.LABEL_PREFIX if label_prefix else ""
     prompt = lambda r: [{"role": "user", "content": prefix + probes.format_question(r["question"], r["answer_type"])}]
     model, tok = models.load_student(model_name or str(run / stage / "final"), seed=cfg["seed"])

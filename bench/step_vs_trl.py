@@ -40,7 +40,6 @@ import torch  # noqa: E402
 import data     # noqa: E402
 import rewards  # noqa: E402
 import models
-import sample   # noqa: E402
 import exgrpo   # noqa: E402
 import optim    # noqa: E402
 import train    # noqa: E402

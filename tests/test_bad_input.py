@@ -19,7 +19,7 @@ import data
 import evaluate
 import probes
 import runs
-import sample
+import models
 import teachers
 import train
 
@@ -34,7 +34,10 @@ TRAIN = [
     (["--delta", "-1"], "--delta -1.0: must be >= 0"),
     (["--rl-steps", "-3"], "--rl-steps -3: must be >= 1 (or --no-rl)"),
     (["--sft-epochs", "0"], "--sft-epochs 0: must be >= 1 (or --no-sft)"),
-    (["--k", "0"], "--k and --rl-questions must be >= 1"),
+    (["--k", "0"], "--k 0: must be >= 1"),
+    (["--rl-questions", "0"], "--rl-questions 0: must be >= 1"),
+    (["--data-fraction", "0"], "--data-fraction 0.0: must be in (0, 1]"),
+    (["--dataset", "imagenet"], "--dataset imagenet: unknown; choose one of"),
     (["--k", "1"], "--k 1: ExGRPO needs k >= 2 (Scenario B keeps k' in [1, k-1]"),
     (["--k", "3", "--k-partial", "3"], "--k-partial must be in [1, k-1] = [1, 2], got 3"),
     (["--k", "3", "--k-partial", "0"], "--k-partial must be in [1, k-1] = [1, 2], got 0"),
@@ -49,11 +52,9 @@ TRAIN = [
     (["--teacher-retries", "-1"], "--teacher-retries -1: must be >= 0"),
     (["--teacher-deadline", "-5"], "--teacher-deadline -5.0: must be >= 0 seconds"),
     (["--teacher-max-tokens", "0"], "--teacher-max-tokens 0: must be >= 1"),
-    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     (["--dataset", "strategyqa"], "--teacher oracle: answers only the synthetic world"),
     (["--train-n", "-1"], "--train-n -1: must be >= 0"),
     (["--eval-n", "0"], "--eval-n 0: must be >= 1"),
-    (["--data-fraction", "0"], "--data-fraction must be in (0, 1]"),
     (["--tau-hard", "1.5"], "--tau-hard 1.5: must be in [0, 1]"),
     (["--temperature", "0"], "--temperature 0.0: must be > 0"),
     (["--sft-lr", "nan"], "--sft-lr nan: must be > 0"),
@@ -116,7 +117,7 @@ def no_work(monkeypatch):
         def fn(*a, **k):
             pytest.fail(f"{what} before the flags were checked")
         return fn
-    monkeypatch.setattr(sample, "load_student", forbidden("a model loaded"))
+    monkeypatch.setattr(models, "load_student", forbidden("a model loaded"))
     monkeypatch.setattr(teachers.EndpointTeacher, "_post", forbidden("the teacher was asked"))
     monkeypatch.setattr(teachers.TeacherCache, "__init__", forbidden("a teacher cache was opened"))
     monkeypatch.setattr(runs, "open_run", forbidden("the run folder was made"))

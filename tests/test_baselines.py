@@ -342,7 +342,6 @@ def test_ei_test_cache_is_kept_per_number_of_questions(tmp_path, monkeypatch):
     """--ei-n: a cached EI-Test accuracy is reused only for the same number of questions."""
     sys.path.insert(0, str(ROOT))
     from bench import methods
-    import data.ei_test
     run = tmp_path / "run"
     (run / "sft").mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"eval_n": 500, "dataset": "synth", "level": 1, "seed": 0,
@@ -350,10 +349,10 @@ def test_ei_test_cache_is_kept_per_number_of_questions(tmp_path, monkeypatch):
     (run / "sft" / "ei_test.json").write_text(json.dumps({"accuracy": 0.25, "n": 4400, "questions": 500}))
     assert methods.ei_test(run, "sft", None) == 0.25            # default n = the run's eval_n: cached
     asked = []
-    monkeypatch.setattr(data.ei_test, "load_ei_test", lambda *a, limit, **k: asked.append(limit) or [])
     import evaluate
-    import sample
-    monkeypatch.setattr(sample, "load_student", lambda *a, **k: (None, None))
+    import models
+    monkeypatch.setattr(evaluate, "load_ei_test", lambda *a, limit, **k: asked.append(limit) or [])
+    monkeypatch.setattr(models, "load_student", lambda *a, **k: (None, None))
     monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: {"accuracy": 0.5, "n": 0})
     assert methods.ei_test(run, "sft", None, n=100) == 0.5       # another n: scored again
     assert asked == [100]

@@ -6,10 +6,8 @@ import torch
 
 import exgrpo
 import optim
-import rewards
 import models
 import sample
-import train
 from data import synth
 
 

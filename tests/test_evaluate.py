@@ -8,6 +8,7 @@ import pytest
 
 import evaluate
 import report
+import models
 import sample
 from sample import Generation
 
@@ -115,14 +116,14 @@ def test_means_need_every_dataset_of_their_group():
     (["--datasets", "none"], "nothing to evaluate"),
 ])
 def test_bad_arguments_exit_with_a_clear_message(argv, expected, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sample, "load_student", lambda *a, **k: pytest.fail("model loaded before the data"))
+    monkeypatch.setattr(models, "load_student", lambda *a, **k: pytest.fail("model loaded before the data"))
     with pytest.raises(SystemExit) as e:
         evaluate.main(["--student", "tiny", "--out", str(tmp_path), *argv])
     assert e.value.code == 2 and expected in capsys.readouterr().err
 
 
 def test_missing_dataset_file_names_the_expected_path(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sample, "load_student", lambda *a, **k: pytest.fail("model loaded before the data"))
+    monkeypatch.setattr(models, "load_student", lambda *a, **k: pytest.fail("model loaded before the data"))
     with pytest.raises(SystemExit) as e:
         evaluate.main(["--student", "tiny", "--datasets", "boolq", "--data-dir", str(tmp_path), "--out", str(tmp_path)])
     assert e.value.code == 2
@@ -133,7 +134,7 @@ def test_malformed_rows_are_counted_and_skipped(tok, tiny, tmp_path, monkeypatch
     root = write_strategyqa(tmp_path / "data", [
         {"question": "Is the sky blue?", "gold_answer": True}, {"question": "", "gold_answer": True},
         {"gold_answer": False}, "not a row", {"question": "Is fire cold?", "gold_answer": False}])
-    monkeypatch.setattr(sample, "load_student", lambda *a, **k: (tiny, tok))
+    monkeypatch.setattr(models, "load_student", lambda *a, **k: (tiny, tok))
     monkeypatch.setattr(sample, "generate", fake_generate(tok, lambda p: "The answer is yes."))
     evaluate.main(["--student", "tiny", "--datasets", "strategyqa", "--data-dir", str(root), "--out", str(tmp_path / "o")])
     captured = capsys.readouterr()
@@ -143,7 +144,7 @@ def test_malformed_rows_are_counted_and_skipped(tok, tiny, tmp_path, monkeypatch
 
 
 def test_rows_merge_into_one_table(tok, tiny, tmp_path, monkeypatch):
-    monkeypatch.setattr(sample, "load_student", lambda *a, **k: (tiny, tok))
+    monkeypatch.setattr(models, "load_student", lambda *a, **k: (tiny, tok))
     right = fake_generate(tok, lambda p: "The answer is yes." if "sky" in p else "The answer is no.")
     root = write_strategyqa(tmp_path / "data", [{"question": "Is the sky blue?", "gold_answer": True},
                                                 {"question": "Is fire cold?", "gold_answer": False}])
@@ -176,7 +177,7 @@ def test_split_train_never_replaces_the_test_score_and_overwrite_is_explicit(tok
                                                                              capsys):
     """The result key is (--name, dataset, split): --split train lands beside the test score; the
     same key again is refused (nothing touched) unless --overwrite."""
-    monkeypatch.setattr(sample, "load_student", lambda *a, **k: (tiny, tok))
+    monkeypatch.setattr(models, "load_student", lambda *a, **k: (tiny, tok))
     root = write_strategyqa(tmp_path / "data", [{"question": "Is the sky blue?", "gold_answer": True},
                                                 {"question": "Is fire cold?", "gold_answer": False}])
     train_file = root / "strategyqa" / "revthink" / "training_data" / "SQA.json"
@@ -220,12 +221,12 @@ def test_ei_test_on_synthetic_probes(tok, tiny, tmp_path, monkeypatch):
     gold = {p["question"]: p["answer"] for d in dei for p in d["probes"] if p["kept"]}
     assert gold, "the oracle keeps synthetic probes"
 
-    from data.ei_test import ei_probe_records
+    from evaluate import ei_probe_records
     recs = ei_probe_records(dei)
     assert {r["rule"] for r in recs} <= {"reverse", "decompose", "why"}
     assert all(r["answer"] == gold[r["question"]] for r in recs)
 
-    monkeypatch.setattr(sample, "load_student", lambda *a, **k: (tiny, tok))
+    monkeypatch.setattr(models, "load_student", lambda *a, **k: (tiny, tok))
     calls = []
     by_q = {r["question"]: r["rule"] for r in recs}
     monkeypatch.setattr(sample, "generate", fake_generate(
@@ -283,7 +284,7 @@ def test_sample_accuracy_counts_correct_samples_per_question(tok, tiny, tmp_path
     assert res["pass@4"] == pytest.approx(2 / 3)
     assert seen == [(2, 4, 1.0), (1, 4, 1.0)]  # 8 rows per call = 2 questions x 4 samples, at T = 1
     # the command line: --samples adds pass@1 / pass@N to the details of each column
-    monkeypatch.setattr(sample, "load_student", lambda *a, **k: (tiny, tok))
+    monkeypatch.setattr(models, "load_student", lambda *a, **k: (tiny, tok))
     out = tmp_path / "o"
     evaluate.main(["--student", "tiny", "--datasets", "synth", "--limit", "3", "--samples", "2",
                    "--max-new-tokens", "4", "--out", str(out)])
@@ -342,7 +343,7 @@ def test_synthetic_ei_test_follows_the_level():
     """--ei-test synth builds the probes of the test questions at the run's --level (it used to
     build level-2 probes whatever the level)."""
     import data
-    from data.ei_test import load_ei_test
+    from evaluate import load_ei_test
     for level in (1, 3):
         recs = load_ei_test("synth", "test_id", limit=5, level=level)
         ids = {r["id"].split("/")[0] for r in recs}

@@ -199,7 +199,6 @@ def _rl_question():
 
 
 def _rl_step(model, tok, kind, q, **kw):
-    import train
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     opt = optim.make_optimizer(model, 1e-3, kind)
     torch.manual_seed(0)   # the same rollouts for every optimizer
@@ -242,6 +241,21 @@ def test_fused_rl_step_takes_one_step_per_micro_batch(tok, monkeypatch):
         assert (lp - old)[mask.bool()].abs().max() > 1e-6
     assert row["skipped_micro"] == 0 and all(torch.isfinite(torch.tensor(row[k])) for k in ("loss", "kl"))
     assert row["grad_norm"] > 0
+
+
+@pytest.mark.parametrize("kind, switch, want", [("bf16-fused", True, False),   # fused: never shared
+                                                ("bf16", False, False),        # SHARE_PREFIX off: never
+                                                ("bf16", True, True)])         # plain + on: every call
+def test_shared_prompt_scoring_is_the_same_for_every_micro_batch(tok, monkeypatch, kind, switch, want):
+    """token_logprobs gets one share_prefix for every micro-batch of a step. (A bug rebound the
+    flag to the loss weight of the first micro-batch: from the second on, prompts were shared
+    under the fused optimizer and SHARE_PREFIX=False was ignored.)"""
+    monkeypatch.setattr(sample, "SHARE_PREFIX", switch)
+    seen, real = [], sample.token_logprobs
+    monkeypatch.setattr(sample, "token_logprobs", lambda *a, share_prefix=None, **k: (
+        seen.append(share_prefix), real(*a, share_prefix=share_prefix, **k))[1])
+    _rl_step(models.tiny_model(tok, seed=0), tok, kind, _rl_question(), G=4, rl_micro=3, no_aux=True)
+    assert len(seen) >= 6 and all(v is want for v in seen), seen   # 8 rollouts -> 3 micro-batches, scored 2-3 x
 
 
 def test_train_runs_end_to_end_with_every_memory_saving(tmp_path):

@@ -11,7 +11,6 @@ import torch
 import optim
 import runs
 import models
-import sample
 
 
 @pytest.fixture()

@@ -36,7 +36,6 @@ def test_tiny_run_end_to_end(tmp_path):
     sft = AutoModelForCausalLM.from_pretrained(out / "sft" / "final")
     rl = AutoModelForCausalLM.from_pretrained(out / "rl" / "final")
     import models
-    import sample
     init = models.tiny_model(models.smollm2_tokenizer(), seed=0)
     w = "model.layers.0.mlp.up_proj.weight"
     assert not torch.equal(sft.state_dict()[w], init.state_dict()[w])
