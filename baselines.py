@@ -7,7 +7,7 @@ evaluation.
     python train.py --student micro --method step-by-step   # distilling step-by-step (Hsieh et al., 2023)
     python train.py --student micro --method revthink       # RevThink (Chen et al., 2024)
     python train.py --student micro --method gkd --gkd-teacher hf:runs/methods/teacher/sft/final \\
-        --sft-from runs/methods/sft/sft/final               # on-policy distillation (GKD, Agarwal et al., 2024)
+        --sft-from runs/methods/sft/sft/final   # on-policy distillation (GKD, Agarwal et al., 2024)
     python train.py --student micro --method grpo           # plain GRPO (= --no-probes)
     python bench/methods.py                                 # every method, the paper's table
     python -m pytest -q tests/test_baselines.py             # each loss against a hand computation
@@ -60,7 +60,8 @@ RATIONALE_PREFIX = "[rationale] "
 RATIONALE_WEIGHT = 1.0             # lambda in L_label + lambda L_rationale
 BACKWARD_ASK = ("Write the backward question of this problem: give its answer as a fact and ask for "
                 "one of the facts it started from.")   # RevThink's Q -> Q_b task instruction (ours)
-GKD_BETA = 0.5                     # generalized JSD: 0 forward KL(teacher||student), 1 reverse KL(student||teacher)
+# generalized JSD: 0 forward KL(teacher||student), 1 reverse KL(student||teacher)
+GKD_BETA = 0.5
 ANSWER_LINE = {"number": "The answer is {}.", "yesno": "The answer is {}.", "choice": "The answer is ({}).",
                "math": "The answer is $\\boxed{{{}}}$."}   # the label target, in the format rewards.py checks
 
@@ -71,13 +72,15 @@ ANSWER_LINE = {"number": "The answer is {}.", "yesno": "The answer is {}.", "cho
 def add_flags(ap):
     g = ap.add_argument_group("method (baselines.py)")
     g.add_argument("--method", default="exgrpo", choices=METHODS,
-                   help="exgrpo | sft (= --no-rl) | step-by-step | revthink | gkd (on-policy distillation) | grpo "
-                        "(= --no-probes)")
+                   help="exgrpo | sft (= --no-rl) | step-by-step | revthink | gkd (on-policy distillation) | "
+                        "grpo (= --no-probes)")
     g.add_argument("--rationale-weight", type=float, default=RATIONALE_WEIGHT, help="step-by-step: lambda")
     g.add_argument("--gkd-beta", type=float, default=GKD_BETA,
-                   help="gkd: generalized JSD beta; 0 = forward KL(teacher||student), 1 = reverse KL(student||teacher)")
+                   help="gkd: generalized JSD beta; 0 = forward KL(teacher||student), "
+                        "1 = reverse KL(student||teacher)")
     g.add_argument("--gkd-teacher", default=None, metavar="hf:FOLDER",
-                   help="gkd: the teacher LM, sharing the student's tokenizer (default: --teacher when it is hf:)")
+                   help="gkd: the teacher LM, sharing the student's tokenizer "
+                        "(default: --teacher when it is hf:)")
     return ap
 
 
@@ -98,9 +101,9 @@ def apply(ap, args):
             checks.fail(ap, "--method gkd is an RL-stage method: drop --no-rl")
         spec = args.gkd_teacher or (args.teacher if str(args.teacher).startswith("hf:") else None)
         if not spec or not spec.startswith("hf:"):
-            checks.fail(ap, f"--method gkd needs a teacher LM that shares the student's tokenizer: --gkd-teacher "
-                            f"hf:<folder> (got {spec or args.teacher!r}; the oracle and endpoints give no "
-                            f"next-token distributions)")
+            checks.fail(ap, f"--method gkd needs a teacher LM that shares the student's tokenizer: "
+                            f"--gkd-teacher hf:<folder> (got {spec or args.teacher!r}; the oracle and "
+                            f"endpoints give no next-token distributions)")
         checks.student(ap, "--gkd-teacher", spec[3:])
         args.gkd_teacher, args.beta = spec, 0.0   # no KL to pi_ref: the teacher's distribution is the anchor
 
@@ -140,7 +143,8 @@ def eval_prompt(args):
 def task_scale(mask, tasks, weights):
     """Per-row factors that turn train.py's token-mean SFT loss into a weighted sum of task means:
 
-        L = sum_k w_k * L_k,   L_k = sum_{i in task k, t} m_it * nll_it / N_k,   N_k = sum_{i in task k, t} m_it
+        L = sum_k w_k * L_k,   L_k = sum_{i in task k, t} m_it * nll_it / N_k,
+        N_k = sum_{i in task k, t} m_it
         s_i = w_{k(i)} * N / N_{k(i)}   (N = all tokens)  =>  sum_{i,t} s_i m_it nll_it / N = L
 
     step-by-step: w = [1, lambda] (label, rationale); RevThink: w = [1, 1, 1]; plain SFT: one task,
@@ -214,8 +218,10 @@ def revthink_examples(args, records, correct):
         pair = backward_pair(r)
         if pair:
             qb, kind, rb = pair
-            full_qb = (r.get("backward_question") or "").strip() or qb   # the task writes Q_b as the teacher did
-            turns += [[(f"{r['question']}\n\n{BACKWARD_ASK}", full_qb)], [(probes.format_question(qb, kind), rb)]]
+            # the task writes Q_b as the teacher did
+            full_qb = (r.get("backward_question") or "").strip() or qb
+            turns += [[(f"{r['question']}\n\n{BACKWARD_ASK}", full_qb)],
+                      [(probes.format_question(qb, kind), rb)]]
             tasks += [1, 2]
             backward += 1
     if not backward:
@@ -249,7 +255,8 @@ def token_log_softmax(model, ids, attn, mask, vocab):
     from t - 1, as in sample.token_logprobs; only those rows go through the lm_head). Teacher
     and student are cut to the same `vocab`, the ids the student samples from (P12)."""
     position_ids = (attn.long().cumsum(-1) - 1).clamp(min=0)
-    hidden = model.get_decoder()(input_ids=ids, attention_mask=attn, position_ids=position_ids).last_hidden_state
+    hidden = model.get_decoder()(input_ids=ids, attention_mask=attn,
+                                 position_ids=position_ids).last_hidden_state
     h = hidden[:, :-1][mask[:, 1:].bool()]
     return model.get_output_embeddings()(h)[:, :vocab].float().log_softmax(-1)
 
@@ -285,11 +292,13 @@ def gkd_step(cfg, model, teacher, tok, opt, questions, step):
     TRL's GKDTrainer.compute_loss), whatever temperature the samples were drawn at."""
     t0 = time.time()
     device = next(model.parameters()).device
-    dialogues, meta = [[data.user_message(q)] for q in questions], [(i, "plain") for i in range(len(questions))]
+    dialogues, meta = ([[data.user_message(q)] for q in questions],
+                       [(i, "plain") for i in range(len(questions))])
     roll, r_base = exgrpo.rollout_and_score(cfg, model, tok, questions, dialogues, meta)
     t_gen = time.time() - t0
     batch = sample.pack([[]] * len(roll.ids), roll.ids, tok.pad_token_id, roll.student_mask)
-    vocab = sample.vocab_limit_of(model, tok) or model.get_output_embeddings().weight.shape[0]   # what it samples
+    # what it samples
+    vocab = sample.vocab_limit_of(model, tok) or model.get_output_embeddings().weight.shape[0]
     n_tok = max(int(batch.loss_mask.sum()), 1)
     model.train()
     total, micro = 0.0, range(0, len(roll.ids), cfg.rl_micro)

@@ -12,6 +12,8 @@ and exit status 2.
 tests/test_bad_input.py runs every bad value of the three scripts.
 """
 
+import argparse
+import importlib.util
 import math
 import sys
 from pathlib import Path
@@ -42,6 +44,25 @@ TRAIN_RANGES = {
     "rl_micro": AT_LEAST_1, "max_new_tokens": AT_LEAST_1, "temperature": POSITIVE, "ppo_epochs": AT_LEAST_1,
     "grad_clip": (AT_LEAST_0[0], ">= 0 (0 = no clipping)"),
 }
+
+# -----------------------------------------------------------------------------
+# --help: one line per flag where it fits, its default beside it
+
+
+class CompactHelp(argparse.HelpFormatter):
+    """`--flag N   what it does (default: 4)`: short metavars (N an int, X a float, S a string)
+    and a fixed width, so that a help page lists every flag of a group in a glance."""
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=30, width=110)
+
+    def _get_default_metavar_for_optional(self, action):
+        return {int: "N", float: "X"}.get(action.type, "S")
+
+    def _get_help_string(self, action):
+        shown = action.default not in (None, False, argparse.SUPPRESS) and action.option_strings
+        return (action.help or "") + (f" (default: {action.default})" if shown else "")
+
 
 # -----------------------------------------------------------------------------
 # the checks
@@ -154,6 +175,8 @@ def train_flags(ap, args):
         fail(ap, f"--resume {args.resume}: no run there to resume (no config.json in {Path(args.resume).resolve()})")
     if args.sft_from and not (Path(args.sft_from) / "config.json").exists():
         fail(ap, f"--sft-from {args.sft_from}: no checkpoint there (no config.json)")
+    if args.report_to != "none" and importlib.util.find_spec(args.report_to) is None:
+        fail(ap, f"--report-to {args.report_to}: the package is not installed; pip install {args.report_to}")
     if args.teacher == "none":
         return
     teacher(ap, args)

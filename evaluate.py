@@ -18,9 +18,10 @@ the same --name updates its row, so --datasets id, then ood, fill one row; a res
 score, and a cell already there is replaced only with --overwrite) and
 <name>/predictions_<dataset>.jsonl (id, question, gold, generated text, extracted answer,
 correct). --resume skips every question already on disk (a crash costs at most one batch).
---ei-test: the paper's EI-Test (below: the explanatory probes of test questions). --samples N: N answers per question at T=1,
-pass@1 (mean share correct) and pass@N (one of N correct), the headroom RL can use. Tables,
-curves: report.py. Library: evaluate(model, tok, records), sample_accuracy(..., samples=8).
+--ei-test: the paper's EI-Test (below: the explanatory probes of test questions). --samples N: N
+answers per question at T=1, pass@1 (mean share correct) and pass@N (one of N correct), the
+headroom RL can use. Tables, curves: report.py. Library: evaluate(model, tok, records),
+sample_accuracy(..., samples=8).
 """
 
 import argparse
@@ -87,7 +88,8 @@ def load_ei_test(spec, split="test_id", limit=None, rules=None, seed=0, out=None
     the oracle teacher (exact, a second or two); their D_EI is saved to `out` for inspection."""
     if spec == "synth":
         if split not in synth.TEST_SPLITS:
-            raise ValueError(f"--ei-test synth needs a test split ({' or '.join(synth.TEST_SPLITS)}), got {split!r}")
+            raise ValueError(f"--ei-test synth needs a test split ({' or '.join(synth.TEST_SPLITS)}), "
+                             f"got {split!r}")
         records = data.load("synth", split, limit=limit, seed=seed, level=level)
         dei, _ = probes.build_dei(records, "oracle", rules=rules, student=None, seed=seed, progress=False)
         if out is not None:
@@ -96,18 +98,21 @@ def load_ei_test(spec, split="test_id", limit=None, rules=None, seed=0, out=None
         path = Path(spec)
         if not path.is_file():
             raise FileNotFoundError(f"--ei-test: no D_EI file at {path.resolve()}; write one with "
-                                    f"`python probes.py --split test_id --out {spec}` or pass --ei-test synth")
+                                    f"`python probes.py --split test_id --out {spec}` or pass "
+                                    f"--ei-test synth")
         try:
             dei = probes.load_dei(path, kept_only=False)  # a test split: no difficulty filter applies
         except (json.JSONDecodeError, KeyError) as e:
-            raise ValueError(f"--ei-test: {path} is not a D_EI JSONL file written by probes.py ({e})") from None
+            raise ValueError(f"--ei-test: {path} is not a D_EI JSONL file written by probes.py "
+                             f"({e})") from None
         dei = dei[:limit] if limit else dei
     recs = ei_probe_records(dei)
     if rules is not None:
         keep = set(probes.parse_rules(rules))
         recs = [r for r in recs if r["rule"] in keep]
     if not recs:
-        raise ValueError(f"--ei-test {spec}: no consistent probe with a gold answer in {len(dei)} D_EI records")
+        raise ValueError(f"--ei-test {spec}: no consistent probe with a gold answer in {len(dei)} "
+                         f"D_EI records")
     return recs
 
 # -----------------------------------------------------------------------------
@@ -137,7 +142,8 @@ def score_row(record, text, finished=None):
     q, gold, kind = record["question"], record["answer"], record["answer_type"]
     return {"id": record["id"], **({"rule": record["rule"]} if "rule" in record else {}),
             "question": q, "gold": gold, "answer_type": kind, "generated": text, "finished": finished,
-            "extracted": rewards.extract_answer(text, kind, q), "correct": rewards.is_correct(text, gold, kind, q)}
+            "extracted": rewards.extract_answer(text, kind, q),
+            "correct": rewards.is_correct(text, gold, kind, q)}
 
 
 def evaluate(model, tok, records, batch_size=BATCH_SIZE, max_new_tokens=MAX_NEW_TOKENS,
@@ -160,13 +166,15 @@ def evaluate(model, tok, records, batch_size=BATCH_SIZE, max_new_tokens=MAX_NEW_
             done = _read_predictions(predictions_path)
     by_id = {r["id"]: r for r in records}
     # a stale row (same id, another question: e.g. another seed) is not a prediction of this one
-    done = {i: row for i, row in done.items() if i not in by_id or row.get("question") == by_id[i]["question"]}
+    done = {i: row for i, row in done.items()
+            if i not in by_id or row.get("question") == by_id[i]["question"]}
     # scoring is pure and cheap: a resumed row is scored again, so a fix of rewards.py needs no new generation
     done = {i: score_row(by_id[i], row["generated"], row.get("finished")) if i in by_id else row
             for i, row in done.items()}
     if predictions_path is not None:  # rewritten clean: a line cut by a crash would glue onto the next
         tmp = predictions_path.with_name(predictions_path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in done.values()), encoding="utf-8")
+        tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in done.values()),
+                       encoding="utf-8")
         os.replace(tmp, predictions_path)
     todo = [r for r in records if r["id"] not in done]
     prompts = {r["id"]: sample.chat_ids(tok, prompt(r)) for r in todo}
@@ -198,7 +206,8 @@ def evaluate(model, tok, records, batch_size=BATCH_SIZE, max_new_tokens=MAX_NEW_
         per_rule = {}
         for r in records:
             per_rule.setdefault(r.get("rule", "?"), []).append(bool(done[r["id"]]["correct"]))
-        res["per_rule"] = {k: {"n": len(v), "correct": sum(v), "accuracy": sum(v) / len(v)} for k, v in per_rule.items()}
+        res["per_rule"] = {k: {"n": len(v), "correct": sum(v), "accuracy": sum(v) / len(v)}
+                           for k, v in per_rule.items()}
     return res
 
 
@@ -239,15 +248,20 @@ def build_parser():
     ap = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     g = ap.add_argument_group("what to evaluate")
-    g.add_argument("--student", default="smollm2-135m", help="alias (smollm2-135m, tiny, ...), local folder or hub id")
+    g.add_argument("--student", default="smollm2-135m",
+                   help="alias (smollm2-135m, tiny, ...), local folder or hub id")
     g.add_argument("--name", default=None, help="the row in the results table (default: --student)")
     g.add_argument("--datasets", default="all", help="all | id | ood | none | synth | comma-separated names")
-    g.add_argument("--split", default=None, help="synth: test_id|test_ood (default both); real: test (default)")
+    g.add_argument("--split", default=None,
+                   help="synth: test_id|test_ood (default both); real: test (default)")
     g.add_argument("--limit", type=int, default=LIMIT, help="questions per dataset (0 = the whole split)")
-    g.add_argument("--level", type=int, default=None, help="synth: difficulty level (default data/synth.py's)")
-    g.add_argument("--data-dir", default=None, help="real datasets (default: see data/real.py; python -m data.download)")
+    g.add_argument("--level", type=int, default=None,
+                   help="synth: difficulty level (default data/synth.py's)")
+    g.add_argument("--data-dir", default=None,
+                   help="real datasets (default: see data/real.py; python -m data.download)")
     g.add_argument("--ei-test", default=None, metavar="D_EI|synth",
-                   help="also score the EI probes of test questions: a D_EI JSONL of probes.py, or synth (oracle, now)")
+                   help="also score the EI probes of test questions: a D_EI JSONL of probes.py, "
+                        "or synth (oracle, now)")
     g.add_argument("--rules", default=None, help="EI-Test: only these probe rules (comma-separated)")
     g = ap.add_argument_group("generation")
     g.add_argument("--batch-size", type=int, default=BATCH_SIZE)
@@ -258,16 +272,21 @@ def build_parser():
     g.add_argument("--device", default=None)
     g.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default: bf16 on GPU, fp32 on CPU)")
     g = ap.add_argument_group("output")
-    g.add_argument("--out", default=OUT, help="folder of results.json / results.md / <name>/predictions_*.jsonl")
+    g.add_argument("--out", default=OUT,
+                   help="folder of results.json / results.md / <name>/predictions_*.jsonl")
     g.add_argument("--resume", action="store_true", help="skip questions already scored under --out")
     g.add_argument("--overwrite", action="store_true",
                    help="replace results of this --name already in results.json (refused otherwise)")
     g.add_argument("--table", nargs="+", default=None, metavar="RESULTS_JSON",
-                   help="merge these results.json files into one table (printed; written under an explicit --out)")
+                   help="merge these results.json files into one table "
+                        "(printed; written under an explicit --out)")
     g.add_argument("--plot", nargs="+", default=None, metavar="RUN",
-                   help="overlay the training curves of these runs in one PNG and exit (needs matplotlib)")
-    g.add_argument("--plot-out", default=None, help="the PNG of --plot (default RUN/curves.png of the first run)")
-    g.add_argument("--smooth", type=int, default=report.SMOOTH, help="--plot: moving-average window (RL steps)")
+                   help="overlay the training curves of these runs in one PNG and exit "
+                        "(needs matplotlib)")
+    g.add_argument("--plot-out", default=None,
+                   help="the PNG of --plot (default RUN/curves.png of the first run)")
+    g.add_argument("--smooth", type=int, default=report.SMOOTH,
+                   help="--plot: moving-average window (RL steps)")
     return ap
 
 
@@ -340,14 +359,17 @@ def main(argv=None):
         if "per_rule" in res:
             new["ei_rules"][name] = {r: s["accuracy"] for r, s in res["per_rule"].items()}
         print(f"{col:>20}: {100 * res['accuracy']:5.1f}% ± {100 * res['stderr']:.1f} "
-              f"({res['correct']}/{res['n']}; {res['generated']} generated in {res['seconds']:.0f}s)", flush=True)
+              f"({res['correct']}/{res['n']}; {res['generated']} generated in {res['seconds']:.0f}s)",
+              flush=True)
         if args.samples:
             import torch
             torch.manual_seed(args.seed)
             got = res["sampled"] = sample_accuracy(model, tok, records, args.samples, args.batch_size,
-                                                   args.max_new_tokens, prompt=prompt, desc=f"{col} x{args.samples}")
+                                                   args.max_new_tokens, prompt=prompt,
+                                                   desc=f"{col} x{args.samples}")
             print(f"{col:>20}: pass@1 {100 * got['pass@1']:5.1f}%, pass@{args.samples} "
-                  f"{100 * got[f'pass@{args.samples}']:5.1f}% (T={SAMPLE_TEMPERATURE}, {got['seconds']:.0f}s)", flush=True)
+                  f"{100 * got[f'pass@{args.samples}']:5.1f}% "
+                  f"(T={SAMPLE_TEMPERATURE}, {got['seconds']:.0f}s)", flush=True)
     wall = time.time() - t0
     new["runs"][name] = {"student": args.student, "limit": args.limit, "max_new_tokens": args.max_new_tokens,
                          "batch_size": args.batch_size, "seconds": round(wall, 1),

@@ -14,7 +14,7 @@ ExGRPO, stage 3 of the method, in the order it runs. Read top to bottom, this fi
     python -m pytest tests/test_exgrpo.py -q     # every equation, hand-computed
 
 Shapes: N rollouts, T tokens; masks are 1 on the tokens the student generated (every turn).
-Our choices where the paper is silent (DESIGN.md section 1), each a flag of train.py:
+Our choices where the paper is silent (docs/design.md), each a flag of train.py:
 advantages over one group per question without std division (--adv-group, --adv-norm; the
 std would divide the DSU bonus out of binary rewards, P16), k3 KL estimator, token-mean
 aggregation, one optimizer step per rollout batch (pi_old = pi_theta.detach(), the ratio is 1
@@ -75,7 +75,8 @@ def build_scenarios(questions, k, k_partial=None, rng=None, use_probes=True, aux
             continue
         drawn = rng.sample(ps, min(k, len(ps)))
         kp = min(k_partial, len(drawn) - 1) if k_partial else rng.randint(1, len(drawn) - 1)
-        dialogues += [[probe_message(p) for p in drawn] + [qmsg], [probe_message(p) for p in drawn[:kp]] + [qmsg]]
+        dialogues += [[probe_message(p) for p in drawn] + [qmsg],
+                      [probe_message(p) for p in drawn[:kp]] + [qmsg]]
         meta += [(qi, "full"), (qi, "partial")]
         turns = [(probe_message(p), p["teacher_reasoning"]) for p in drawn
                  if p.get("teacher_reasoning") and p.get("reasoning_correct", True)]
@@ -152,7 +153,7 @@ def group_advantages(rewards, groups, norm=ADV_NORM, eps=ADV_EPS):
     one group of 8: mean 3/8 -> A: [1.125, 1.125, -0.375, -0.375], B: [-0.375] * 4.
     Without the bonus: [0.75, 0.75, -0.25, -0.25], [-0.25] * 4. With per-scenario groups and
     the std, both cases give A: [0.866, 0.866, -0.866, -0.866], B: 0: the bonus is divided out
-    (P16; DESIGN.md section 1)."""
+    (pitfall P16 of docs/design.md)."""
     rewards, groups = rewards.float().flatten(), groups.long().flatten()
     n = int(groups.max()) + 1 if groups.numel() else 0
     count = torch.zeros(n).index_add_(0, groups, torch.ones_like(rewards))
@@ -264,7 +265,8 @@ def exgrpo_loss(logp, logp_old, logp_ref, adv, mask, clip_eps=CLIP_EPS, beta=BET
     norm = norm or {}
     pg, clipped = clipped_surrogate(logp, logp_old, adv, clip_eps)
     kl = kl_k3(logp, logp_ref)
-    kw = dict(num_tokens=norm.get("num_tokens"), num_seqs=norm.get("num_seqs"), token_budget=norm.get("token_budget"))
+    kw = dict(num_tokens=norm.get("num_tokens"), num_seqs=norm.get("num_seqs"),
+              token_budget=norm.get("token_budget"))
     loss = aggregate(pg + beta * kl if beta else pg, mask, agg, **kw)
     m = mask.float()
     stats = {"pg_loss": aggregate(pg.detach(), mask, agg, **kw).item(), "kl": float((kl.detach() * m).sum()),
@@ -300,11 +302,13 @@ class RolloutBatch:
 def pack_rollouts(tok, roll, adv, aux_dialogues, token_budget):
     """sample.Dialogues + advantages + aux dialogues -> a RolloutBatch."""
     batch = sample.pack([[]] * len(roll.ids), roll.ids, tok.pad_token_id, roll.student_mask)   # (N, T)
-    norm = {"num_tokens": max(int(batch.loss_mask.sum()), 1), "num_seqs": len(roll.ids), "token_budget": token_budget}
+    norm = {"num_tokens": max(int(batch.loss_mask.sum()), 1), "num_seqs": len(roll.ids),
+            "token_budget": token_budget}
     aux = None
     if aux_dialogues:
         tf = [sample.teacher_forced(tok, a) for a in aux_dialogues]
-        aux = sample.pack([[]] * len(tf), [x[0] for x in tf], tok.pad_token_id, [x[1] for x in tf])   # (A, T_aux)
+        aux = sample.pack([[]] * len(tf), [x[0] for x in tf], tok.pad_token_id,
+                          [x[1] for x in tf])   # (A, T_aux)
         norm["aux_tokens"] = int(aux.loss_mask.sum())
     return RolloutBatch(batch, [len(x) for x in roll.ids], adv, aux, norm)
 
@@ -356,7 +360,7 @@ def policy_update(cfg, model, ref, tok, opt, rb):
     share_prefix = sample.SHARE_PREFIX and not opt.fused
     lp_of = lambda m, mi, idx: score(m, rb, idx, cfg.temperature, limit, share_prefix, mi == 0, device)
     with torch.no_grad():   # scored exactly as below, so that the ratio is 1 and the KL 0 at the start
-        ref_lp = [lp_of(ref, mi, idx)[0] for mi, idx in enumerate(micro)] if use_ref else None   # [(b, T_idx)]
+        ref_lp = [lp_of(ref, mi, idx)[0] for mi, idx in enumerate(micro)] if use_ref else None  # [(b, T_idx)]
         old_lp = [lp_of(model, mi, idx)[0] for mi, idx in enumerate(micro)] if frozen_old else None
     model.train()
     sums, skipped, gnorm = {}, 0, 0.0
@@ -365,7 +369,8 @@ def policy_update(cfg, model, ref, tok, opt, rb):
         for mi, idx in enumerate(micro):
             mask = rows(rb.batch, idx, device)[2]                          # (b, T_idx)
             lp, aux_lp = lp_of(model, mi, idx)                             # (b, T_idx), (A, T_aux) or None
-            aux_kw = {} if aux_lp is None else dict(aux_logp=aux_lp, aux_mask=rows(rb.aux, slice(None), device)[2],
+            aux_kw = {} if aux_lp is None else dict(aux_logp=aux_lp,
+                                                    aux_mask=rows(rb.aux, slice(None), device)[2],
                                                     aux_weight=cfg.aux_weight)
             own = {**rb.norm, "num_tokens": int(mask.sum()), "num_seqs": mask.shape[0]}
             loss, st = exgrpo_loss(lp, old_lp[mi] if frozen_old else lp.detach(),
@@ -393,15 +398,18 @@ def exgrpo_step(cfg, model, ref, tok, opt, questions, step, reward_fn=rewards.re
     Returns the metrics row that train.py logs."""
     t0 = time.time()
     rng = random.Random(cfg.seed * 100_003 + step)   # the same draws after a resume
-    dialogues, meta, aux = build_scenarios(questions, cfg.k, cfg.k_partial, rng, not cfg.no_probes, not cfg.no_aux)
+    dialogues, meta, aux = build_scenarios(questions, cfg.k, cfg.k_partial, rng, not cfg.no_probes,
+                                           not cfg.no_aux)
     roll, r_base = rollout_and_score(cfg, model, tok, questions, dialogues, meta, reward_fn)
     t_gen = time.time() - t0
     r, fired, p_full, p_part = add_dsu(r_base, meta, cfg.delta, cfg.nu, enabled=not cfg.no_dsu)
     groups = group_ids(meta, cfg.G, cfg.adv_group)
     adv = group_advantages(r.flatten(), groups, cfg.adv_norm)
     turns = 1 if cfg.no_probes else cfg.k + 1
-    row = policy_update(cfg, model, ref, tok, opt, pack_rollouts(tok, roll, adv, aux, turns * cfg.max_new_tokens))
-    final = [d for d, (_, kind) in enumerate(meta) if kind != "partial"]   # the dialogues that answer as tested
+    row = policy_update(cfg, model, ref, tok, opt,
+                        pack_rollouts(tok, roll, adv, aux, turns * cfg.max_new_tokens))
+    # the dialogues that answer as tested
+    final = [d for d, (_, kind) in enumerate(meta) if kind != "partial"]
     mean = lambda xs: sum(xs) / len(xs) if xs else None
     return {"reward": r_base.mean().item(), "reward_with_bonus": r.mean().item(),
             "accuracy": r_base[final].mean().item(), "dsu_rate": mean(fired) or 0.0,

@@ -2,7 +2,7 @@
 The memory model of one training step: bytes of weights, optimizer state, reference model,
 rollout KV cache and training activations, for an architecture (models.architecture) and a
 Setup. train.py's dry run and presets.py use it to plan a run and to refuse one that will not
-fit; bench/memory.py tabulates it for the 7B students and validates it against measured peaks.
+fit; bench/memory_table.py tabulates it for the 7B students and validates it against measured peaks.
 
     import memory, models
     memory.estimate(models.architecture("gemma-7b"), memory.Setup())["_peak"] / 1e9   # GB
@@ -22,12 +22,8 @@ What one ExGRPO step (exgrpo.exgrpo_step) holds on the GPU:
   no_grad, once per rollout batch, and never add more than a training micro-batch.
 
 Every coefficient below is read off the code (HF Llama/Gemma/Qwen2 layers under torch
-autograd, SDPA attention with a padding mask, so k and v are repeated to all heads) and
-checked on CPU: `python bench/memory.py --validate` runs one configuration per fresh subprocess, resets the peak
-RSS (/proc/self/clear_refs) after the setup and a warm-up step, and compares VmHWM minus
-the RSS after imports with this model for the same configuration. glibc is told to give
-freed blocks back (MALLOC_MMAP_THRESHOLD_), so RSS follows live tensors the way
-torch.cuda.max_memory_allocated does; the allocator's slack on a GPU is budgeted apart.
+autograd, SDPA attention with a padding mask, so k and v are repeated to all heads) and checked
+on CPU against measured peaks: python bench/memory_table.py --validate.
 """
 
 from dataclasses import dataclass
@@ -41,7 +37,7 @@ from sample import LOGPROB_CHUNK
 GPU_BYTES = 80e9          # "80 GB" (an H100 80GB reports 85.0e9 bytes: the difference is slack)
 GPU_RESERVE = 1.5e9       # CUDA context, cuBLAS workspaces, allocator slack
 
-# Setup()'s defaults, the 7B step bench/memory.py tabulates: G = 8 per scenario, 1,024 tokens
+# Setup()'s defaults, the 7B step bench/memory_table.py tabulates: G = 8 per scenario, 1,024 tokens
 # per dialogue, one question per step
 G, DIALOGUE_TOKENS, QUESTIONS, PROMPT_TOKENS = 8, 1024, 1, 128
 
@@ -117,7 +113,8 @@ def estimate(c, s):
     tokens = s.micro_seqs * s.seq_len
     n_loss = int(tokens * s.loss_frac)
     chunk = LOGPROB_CHUNK
-    fixed = tokens * (4 * H + 4 + 2 * H * wb + 8) + s.micro_seqs * s.seq_len ** 2 * wb  # final norm, ids, mask
+    # final norm, ids, mask
+    fixed = tokens * (4 * H + 4 + 2 * H * wb + 8) + s.micro_seqs * s.seq_len ** 2 * wb
     layer = tokens * layer_saved_bytes(c, wb)
     # sample.token_logprobs saves each chunk's fp32 log_softmax output (n, V) for backward; the
     # backward of chunk i (they run last to first) holds the saved blocks up to i plus two more of

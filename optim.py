@@ -12,7 +12,7 @@ Every optimizer here has the same interface, so the training step reads the same
 
     python -m pytest tests/test_memory_savings.py -q
 
-Three schemes, in bytes per parameter of a bf16 model (bench/memory.py counts them for a 7B student):
+Three schemes, in bytes per parameter of a bf16 model (memory.py counts them for a 7B student):
   master      fp32 master weights + fp32 AdamW (P10 solved by precision)            20 B
   bf16        bf16 weights and moments, stochastic rounding (P10 solved by noise)   6 B + 2 B grad
   bf16-fused  the same, each parameter stepped inside backward, gradient freed      6 B
@@ -89,7 +89,7 @@ class MasterWeightAdamW:
     lr * 1 = 1e-6 rounds back to the same weight and training silently stops (P10). Here the
     update lands on an fp32 master copy, which is then rounded into the bf16 model; many
     small updates accumulate and the model moves. fp32 parameters are updated in place
-    (no copy, no cost). Memory: +4 bytes per bf16 parameter (see bench/memory.py)."""
+    (no copy, no cost). Memory: +4 bytes per bf16 parameter (see memory.py)."""
 
     def __init__(self, params, lr=1e-6, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8):
         self.params = [p for p in params if p.requires_grad]
@@ -157,7 +157,7 @@ def stochastic_round_bf16(x, generator=None):
 class BF16AdamW:
     """AdamW that keeps nothing in fp32: weights, m and v all in the model's dtype.
 
-    Bytes per parameter, bf16 model (bench/memory.py counts them for gemma-7b):
+    Bytes per parameter, bf16 model (memory.py counts them for gemma-7b):
         MasterWeightAdamW: 2 weight + 2 grad + 4 master + 4 master grad + 4 m + 4 v = 20
         BF16AdamW:         2 weight + 2 m + 2 v                                      =  6
                            (+ 2 grad unless fused: fused=True frees each gradient at once)

@@ -104,8 +104,11 @@ def given(ap, argv=None):
 def apply(ap, argv=None):
     """Make the preset of the student the parser's defaults; returns its name. Flags on the
     command line still win, and the memory scheme is chosen with them in place."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = [a for a in argv if a not in ("-h", "--help")]   # so that --help prints the preset's values
     pre, _ = ap.parse_known_args(argv)
     name, why = choose(pre.student)
+    ap.epilog = f"The defaults shown are the {name} preset's, for --student {pre.student} ({why})."
     LAYOUT[:] = [(g.title, [a.dest for a in g._group_actions if a.dest != "help"]) for g in ap._action_groups]
     GIVEN.clear()
     GIVEN.update(given(ap, argv))

@@ -705,7 +705,7 @@ def main(argv=None):
     g.add_argument("--split", default=SPLIT)
     g.add_argument("--limit", type=int, default=None, help="at most this many questions (synth default 1000)")
     g.add_argument("--seed", type=int, default=0, help="synthetic problems and the rules' random choices")
-    g.add_argument("--data-dir", default=None, help="the real datasets (else $EXGRPO_DATA_DIR, else ../shared/data)")
+    g.add_argument("--data-dir", default=None, help="the real datasets (else $EXGRPO_DATA_DIR, else shared/data beside the checkout)")
     g.add_argument("--out", default=None, help="D_EI JSONL (default runs/dei_<dataset>_<split>.jsonl)")
     teachers.add_arguments(ap)   # the same teacher flags as train.py, and the same shared cache
     g = ap.add_argument_group("probes and filters")

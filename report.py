@@ -53,8 +53,8 @@ def parse_datasets(spec):
     names = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [n for n in names if n not in data.DATASETS]
     if unknown or not names:
-        raise ValueError(f"--datasets {spec}: unknown dataset {', '.join(unknown) or '(none given)'}; choose from "
-                         f"{', '.join(data.DATASETS)}, or all | id | ood | none")
+        raise ValueError(f"--datasets {spec}: unknown dataset {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(data.DATASETS)}, or all | id | ood | none")
     return list(dict.fromkeys(names))
 
 
@@ -147,7 +147,8 @@ def write_results(out, results):
     """results.json + results.md under out, atomically (another run may read them)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("results.json", json.dumps(results, indent=1) + "\n"), ("results.md", render(results))):
+    for name, text in (("results.json", json.dumps(results, indent=1) + "\n"),
+                       ("results.md", render(results))):
         tmp = out / f".{name}.tmp{os.getpid()}"
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, out / name)
@@ -240,7 +241,8 @@ def plot_runs(runs, out=None, smooth=SMOOTH):
                 if not any(r.get(key) is not None for r in rows):
                     continue
                 ys = [r.get(key) for r in rows]
-                ys = moving_average(ys, smooth) if smoothed else [float("nan") if y is None else y for y in ys]
+                ys = (moving_average(ys, smooth) if smoothed
+                      else [float("nan") if y is None else y for y in ys])
                 ax.plot([r["step"] for r in rows], ys, style, color=f"C{c % 10}", markersize=3,
                         label=label if key == lines[0][0] else None)
         ax.set_title(title, fontsize=10)

@@ -58,9 +58,11 @@ DECIMALS_FOR_FRACTION = 4  # a decimal of this many places may stand for 1/3, 5/
 
 # 'the answer is' anywhere; 'Answer:' / '**Final Answer:**' only at a line start, since
 # prose like 'we get our answer: \[ ... \]' is not a final answer
-_FINAL = re.compile(r"\banswer\s+is\b|^[ \t]*[*#]*[ \t]*(?:final\s+)?answer[ \t*]*:", re.IGNORECASE | re.MULTILINE)
+_FINAL = re.compile(r"\banswer\s+is\b|^[ \t]*[*#]*[ \t]*(?:final\s+)?answer[ \t*]*:",
+                    re.IGNORECASE | re.MULTILINE)
 # a period after a title or an abbreviation ('Mr. Green', 'approx. 18') ends no sentence
-_ABBREV = "".join(rf"(?<!\b{a})" for a in ("Mr", "Mrs", "Ms", "Dr", "Mt", "St", "approx", "vs", "i\\.e", "e\\.g"))
+_ABBREV = "".join(rf"(?<!\b{a})"
+                  for a in ("Mr", "Mrs", "Ms", "Dr", "Mt", "St", "approx", "vs", "i\\.e", "e\\.g"))
 _SENTENCE_END = re.compile(r"\n|" + _ABBREV + r"\.(?:\s|$)")
 _DISPLAY = re.compile(r"(\$\$|\\\[)(.*?)(?:\$\$|\\\])", re.DOTALL)  # \[ ... \] or $$ ... $$
 _MARK = re.compile(r"\(([A-Za-z]|[1-9])\)")
@@ -183,7 +185,8 @@ _NONE = object()  # 'this text names no answer of the type' (distinct from 'two 
 
 # a number: optional minus, thousands separators (',' or a space) or plain digits, decimals,
 # a '/q' fraction; not glued to a word or another number on its left ('x2', '1.2.3')
-_NUM = re.compile(r"(?<![\w./])-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d{1,3}(?:[ \u00a0\u202f\u2009]\d{3})+(?![\d.,])|\d+|(?=\.\d))"
+_NUM = re.compile(r"(?<![\w./])-?(?:\d{1,3}(?:,\d{3})+(?!\d)"
+                  r"|\d{1,3}(?:[ \u00a0\u202f\u2009]\d{3})+(?![\d.,])|\d+|(?=\.\d))"
                   r"(?:\.\d+)?(?:/\d+(?:\.\d+)?)?")
 
 
@@ -294,7 +297,8 @@ def _yesno_phrase(phrase):
     first = words[0]
     s = _unwrap(phrase)
     for w in words[1:]:
-        if w[2] != first[2] and re.fullmatch(r"[\s,]*(?:and|or|/|nor|but)?[\s,]*(?:also\s+)?", s[first[1]:w[0]], re.I):
+        if w[2] != first[2] and re.fullmatch(r"[\s,]*(?:and|or|/|nor|but)?[\s,]*(?:also\s+)?",
+                                             s[first[1]:w[0]], re.I):
             return None
     return first[2]
 
@@ -388,7 +392,8 @@ def _choice_label(phrase, options):
         found = [m for m in re.finditer(pattern, phrase) if m.group(1).upper() in labels
                  and not _inside(m.span(1), texts)]
         if found:
-            kept = [m.group(1).upper() for m in found if m.start() not in negated and m.start(1) not in negated]
+            kept = [m.group(1).upper() for m in found
+                    if m.start() not in negated and m.start(1) not in negated]
             return _commit(kept) if kept else _NONE
     kept = [label for s, _, label in texts if s not in negated]
     return _commit(kept) if kept else _NONE
@@ -473,7 +478,8 @@ def _math_value(s):
 def _math_phrase(phrase, prose_ok=True):
     """The answer of a math answer text (cleaned LaTeX), None for two answers, _NONE for none.
     prose_ok=False: words alone ('our answer is correct') are no answer (a box is there)."""
-    phrase = re.split(r",?\s*(?:or\s+equivalently|i\.e\.|that\s+is,|which\s+is\s+(?:about|approx))", phrase)[0]
+    phrase = re.split(r",?\s*(?:or\s+equivalently|i\.e\.|that\s+is,|which\s+is\s+(?:about|approx))",
+                      phrase)[0]
     inline = re.findall(r"\$+([^$]+)\$+|\\\((.+?)\\\)", phrase.replace("\\$", "\\dollar"))
     if inline:
         parts = [_clean_math((a or b).replace("\\dollar", "")) for a, b in inline]
@@ -605,13 +611,15 @@ def states_answer(text: str, gold: str, answer_type: str) -> bool:
     if answer_type == "number":
         return any(_gold_matches((t, v), gold, "number", None) for t, v in _number_tokens(text))
     if answer_type == "math":
-        parts = [b[2] for b in _boxes(text)] + [a or b for a, b in re.findall(r"\$+([^$]+)\$+|\\\((.+?)\\\)", text)]
+        parts = ([b[2] for b in _boxes(text)]
+                 + [a or b for a, b in re.findall(r"\$+([^$]+)\$+|\\\((.+?)\\\)", text)])
         g = _normalize_math(gold)
         return (bool(g) and g in re.sub(r"\s+", "", text)) or any(
             _same_math(_clean_math(p), _clean_math(gold)) for p in parts if p.strip())
     if answer_type == "choice":
         label = gold.strip("() ").upper()
-        return bool(re.search(rf"\(\s*{re.escape(label)}\s*\)", text, re.IGNORECASE)) or is_correct(text, gold, "choice")
+        return (bool(re.search(rf"\(\s*{re.escape(label)}\s*\)", text, re.IGNORECASE))
+                or is_correct(text, gold, "choice"))
     return is_correct(text, gold, "yesno")
 
 

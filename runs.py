@@ -5,9 +5,11 @@ The run folder: config, state, metrics, checkpoints. Plumbing of train.py, not t
         config.json     the flags of the run (a resumed run keeps them)
         state.json      finished stages and their results, written atomically
         metrics.jsonl   one line per optimizer step ({"stage": "sft" | "rl" | "rl_eval", "step": ...})
+        tensorboard/, wandb/    the same scalars, with --report-to tensorboard | wandb
         dei.jsonl       D_EI of stage 1
         sft/final, rl/final     save_pretrained folders (AutoModelForCausalLM.from_pretrained loads them)
-        <stage>/ckpt            the newest checkpoint of an unfinished stage (+ trainer.pt: optimizer, RNG, step)
+        <stage>/ckpt            the newest checkpoint of an unfinished stage (+ trainer.pt: optimizer,
+                                RNG, step)
 
 A crash loses at most --save-minutes of work; `python train.py --resume RUN` continues it.
 """
@@ -23,6 +25,40 @@ from pathlib import Path
 
 import torch
 
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb"}   # --report-to -> the package it needs
+
+
+class Tracker:
+    """metrics.jsonl's scalars mirrored to TensorBoard or Weights & Biases, as "<stage>/<key>" at
+    the row's step (e.g. rl/reward at step 3). wandb runs offline when WANDB_MODE=offline is set
+    (then `wandb sync` uploads later); TensorBoard writes event files under <run>/tensorboard."""
+
+    def __init__(self, kind, path, config):
+        self.kind = kind
+        if kind == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(log_dir=str(Path(path) / "tensorboard"))
+        elif kind == "wandb":
+            import wandb
+            self.writer = wandb.init(project="exgrpo", name=Path(path).name, dir=str(path), config=config,
+                                     resume="allow", id=Path(path).name)
+        else:
+            raise ValueError(f"unknown tracker {kind!r}; choose one of {', '.join(TRACKERS)}")
+
+    def log(self, row):
+        stage, step = row.get("stage", "run"), row.get("step", 0)
+        scalars = {f"{stage}/{k}": float(v) for k, v in row.items()
+                   if isinstance(v, (int, float)) and k != "step" and v == v}   # v == v: not NaN
+        if self.kind == "tensorboard":
+            for tag, v in scalars.items():
+                self.writer.add_scalar(tag, v, step)
+            self.writer.flush()
+        else:
+            self.writer.log(scalars, step=step)
+
+    def close(self):
+        (self.writer.close if self.kind == "tensorboard" else self.writer.finish)()
+
 
 class Run:
     """A run folder: config.json (the args), state.json (finished stages and their results),
@@ -32,6 +68,7 @@ class Run:
         self.path = Path(path)
         self.state_path = self.path / "state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"done": {}}
+        self.tracker = None   # a Tracker with --report-to
 
     def finished(self, stage):
         return stage in self.state["done"]
@@ -45,13 +82,21 @@ class Run:
     def log(self, row):
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
+        if self.tracker is not None:
+            self.tracker.log(row)
+
+    def close(self):
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
 
     def trim_log(self, stage, from_step):
         """Drop log lines of `stage` (and its held-out evals) at or after `from_step`: they are redone."""
         path = self.path / "metrics.jsonl"
         if path.exists():
             rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-            keep = [r for r in rows if not (r.get("stage") in (stage, stage + "_eval") and r["step"] >= from_step)]
+            keep = [r for r in rows
+                    if not (r.get("stage") in (stage, stage + "_eval") and r["step"] >= from_step)]
             path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
     def save(self, stage, name, model, tok, trainer_state=None):
@@ -85,12 +130,14 @@ class Run:
         """The newest usable checkpoint of `stage` (verified: every file as written, finite
         weights), the previous one with a notice if the newest is damaged, or None if there is
         none. Both damaged: a one-line error that says which folder to delete."""
-        found, damaged = [self.path / stage / n for n in ("ckpt", "ckpt.prev") if (self.path / stage / n).exists()], []
+        found, damaged = [self.path / stage / n for n in ("ckpt", "ckpt.prev")
+                          if (self.path / stage / n).exists()], []
         for ckpt in found:
             problem = verify(ckpt)
             if problem is None:
                 if damaged:
-                    print(f"notice: {damaged[0][0]} is unusable ({problem_of(damaged)}); resuming from {ckpt}")
+                    print(f"notice: {damaged[0][0]} is unusable ({problem_of(damaged)}); "
+                          f"resuming from {ckpt}")
                 return ckpt
             damaged.append((ckpt, problem))
         if damaged:
@@ -172,6 +219,8 @@ def open_run(args, path):
     if not (path / "config.json").exists():
         (path / "config.json").write_text(json.dumps(vars(args), indent=2))
     run = Run(path)
+    if getattr(args, "report_to", "none") != "none":
+        run.tracker = Tracker(args.report_to, path, vars(args))
     if args.resume:
         print(f"resuming {path}: done = {', '.join(run.state['done']) or 'nothing yet'}")
     return run
@@ -193,7 +242,8 @@ def save_trainer(run, stage, model, tok, opt, next_step):
     _last_save[0] = time.time()
     run.save(stage, "ckpt", model, tok, {"step": next_step, "optimizer": opt.state_dict(),
                                          "torch_rng": torch.get_rng_state(),
-                                         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None})
+                                         "cuda_rng": (torch.cuda.get_rng_state_all()
+                                                      if torch.cuda.is_available() else None)})
 
 
 def resume_trainer(run, stage, model, opt):
@@ -204,7 +254,8 @@ def resume_trainer(run, stage, model, opt):
         run.trim_log(stage, 0)
         return 0
     from transformers import AutoModelForCausalLM
-    state = torch.load(ckpt / "trainer.pt", weights_only=False, map_location="cpu")  # copied onto the device below
+    # copied onto the device below
+    state = torch.load(ckpt / "trainer.pt", weights_only=False, map_location="cpu")
     saved = AutoModelForCausalLM.from_pretrained(ckpt, dtype=next(model.parameters()).dtype)
     model.load_state_dict(saved.state_dict())
     opt.load_state_dict(state["optimizer"])
@@ -221,6 +272,7 @@ def load_weights(model, path):
     from transformers import AutoModelForCausalLM
     problem = verify(path) if (Path(path) / "checksums.json").exists() else None
     if problem:
-        sys.exit(f"error: {path} is unusable ({problem}); start a new run (--sft-from can reuse another warm-up)")
+        sys.exit(f"error: {path} is unusable ({problem}); start a new run "
+                 f"(--sft-from can reuse another warm-up)")
     saved = AutoModelForCausalLM.from_pretrained(path, dtype=next(model.parameters()).dtype)
     model.load_state_dict(saved.state_dict())

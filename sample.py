@@ -16,7 +16,7 @@ Run it to chat once with a student:
 
     python sample.py --student smollm2-135m --prompt "What is 12 + 30?"
 
-Pitfalls handled here (DESIGN.md section 4): P3 pad == eos (the completion mask keeps
+Pitfalls handled here (the P codes of docs/design.md): P3 pad == eos (the completion mask keeps
 the first EOS, drops the rest), P4 padding-invariant log-probs (position ids from the
 attention mask), P5 sampled ids are scored as ids, never re-tokenized, at the sampling
 temperature, P7 an explicit generation config (no silent top_k = 50, no model defaults),
@@ -232,7 +232,8 @@ def _pick(logits, temperature):
         ids, norm = z.argmax(-1), torch.logsumexp(z, -1)
     else:
         top = z.amax(-1, keepdim=True)
-        cdf = (z - top).exp_().cumsum(-1, dtype=torch.float64)  # fp64: an fp32 sum of 49k terms blurs the tail
+        # fp64: an fp32 sum of 49k terms blurs the tail
+        cdf = (z - top).exp_().cumsum(-1, dtype=torch.float64)
         u = torch.rand(cdf.shape[0], 1, dtype=cdf.dtype, device=cdf.device) * cdf[:, -1:]
         ids = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)
         norm = top.squeeze(1) + cdf[:, -1].log().float()
@@ -274,7 +275,8 @@ def _skinny_linears(fn):
 
 @torch.no_grad()
 @_skinny_linears
-def sample_ids(model, rows, max_new_tokens, temperature, eos, pad_id, vocab_limit=None, past=None, keep=False):
+def sample_ids(model, rows, max_new_tokens, temperature, eos, pad_id, vocab_limit=None, past=None,
+               keep=False):
     """The KV-cached batched sampler behind generate() and rollout_dialogues().
 
     rows: list of prompt id lists. Returns (completions, logprobs): per row the sampled ids,
@@ -330,7 +332,8 @@ def sample_ids(model, rows, max_new_tokens, temperature, eos, pad_id, vocab_limi
             break
         if not going.all():
             if stashing:   # the rows that leave keep their cache for the next turn
-                _stash(cache, attn, [(j, int(alive[j])) for j in (~going).nonzero().squeeze(1).tolist()], stash)
+                _stash(cache, attn, [(j, int(alive[j])) for j in (~going).nonzero().squeeze(1).tolist()],
+                       stash)
             alive, nxt, attn, pos = alive[going], nxt[going], attn[going], pos[going]
             cache.batch_select_indices(going.nonzero().squeeze(1))
         attn = torch.cat([attn, attn.new_ones(len(alive), 1)], 1)
@@ -447,7 +450,7 @@ def rollout_dialogues(model, tokenizer, dialogues, n=1, max_new_tokens=128, temp
     starts from the cache the last one left (sample_ids' Past): only the new user turn is prefilled.
     Default (None): on the CPU only, where prefilling the history again was half of a rollout; on a
     GPU that prefill is cheap, and the kept caches would add up to two batches of dialogue KV to
-    the generation peak that bench/memory.py budgets for.
+    the generation peak that memory.py budgets for.
     Example, one dialogue [p1, q], n = 1 (S = student token, . = not):
         ids  = [<p1 prompt> a1 a1 <eot> <glue + q> a2 a2 <eot>]
         mask = [ .  .  .    S  S   S     .  .  .   S  S   S  ]"""
@@ -614,7 +617,8 @@ def _shared_prefix_hidden(model, ids, attn, want):
                              getattr(model, "is_activation_checkpointing", False)):
         return None
     cfg = model.config.get_text_config()
-    window = (getattr(cfg, "sliding_window", None) if "sliding_attention" in (getattr(cfg, "layer_types", None) or [])
+    window = (getattr(cfg, "sliding_window", None)
+              if "sliding_attention" in (getattr(cfg, "layer_types", None) or [])
               or getattr(cfg, "use_sliding_window", True) else None)
     if window and (len({len(p) for p in prompts}) > 1 or int(lens.max()) > window):
         return None

@@ -293,7 +293,8 @@ class EndpointTeacher(Teacher):
         url = url.rstrip("/")
         self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
         self.model, self.id = model, f"openai:{model}"
-        self.key = key if key is not None else next((os.environ[v] for v in KEY_ENV_VARS if os.environ.get(v)), None)
+        self.key = (key if key is not None
+                    else next((os.environ[v] for v in KEY_ENV_VARS if os.environ.get(v)), None))
         self.concurrency, self.timeout, self.retries = concurrency, timeout, retries
         self.backoff, self.max_backoff, self.deadline = backoff, max_backoff, deadline
         self.sampling = {"temperature": temperature, "max_tokens": max_tokens}
@@ -313,7 +314,8 @@ class EndpointTeacher(Teacher):
             try:
                 with urllib.request.urlopen(urllib.request.Request(base + "/models", headers=headers),
                                             timeout=timeout) as r:
-                    served = [m.get("id") for m in json.loads(r.read()).get("data", []) if isinstance(m, dict)]
+                    served = [m.get("id") for m in json.loads(r.read()).get("data", [])
+                              if isinstance(m, dict)]
             except urllib.error.HTTPError as e:
                 if e.code in (401, 403):
                     raise
@@ -322,7 +324,8 @@ class EndpointTeacher(Teacher):
                 served = None   # /models answered something that is not the OpenAI list
             if served is not None:
                 if served and self.model not in served:
-                    raise TeacherError(f"--teacher-model {self.model}: {base} serves {', '.join(map(str, served[:8]))}")
+                    raise TeacherError(f"--teacher-model {self.model}: {base} serves "
+                                       f"{', '.join(map(str, served[:8]))}")
                 return
             body = json.dumps({"model": self.model, "messages": user("ping"), "max_tokens": 1}).encode()
             req = urllib.request.Request(self.url, data=body, method="POST",
@@ -335,15 +338,17 @@ class EndpointTeacher(Teacher):
             except Exception:
                 detail = ""
             if e.code in (401, 403):
-                raise TeacherError(f"--teacher-url {base}: the key was rejected (HTTP {e.code}); {keyhint}") from None
+                raise TeacherError(f"--teacher-url {base}: the key was rejected (HTTP {e.code}); "
+                                   f"{keyhint}") from None
             if e.code in (400, 404, 422):
-                raise TeacherError(f"--teacher-model {self.model}: {base} refused it (HTTP {e.code}: {detail})") from None
-            raise TeacherError(f"--teacher-url {base}: answered HTTP {e.code} {e.reason} to a 1-token request "
-                               f"({detail})") from None
+                raise TeacherError(f"--teacher-model {self.model}: {base} refused it "
+                                   f"(HTTP {e.code}: {detail})") from None
+            raise TeacherError(f"--teacher-url {base}: answered HTTP {e.code} {e.reason} to a 1-token "
+                               f"request ({detail})") from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
             why = getattr(e, "reason", None) or e
-            raise TeacherError(f"--teacher-url {base}: unreachable within {timeout:g} s ({why}); is the server "
-                               f"up, and is the URL its /v1 root?") from None
+            raise TeacherError(f"--teacher-url {base}: unreachable within {timeout:g} s ({why}); is the "
+                               f"server up, and is the URL its /v1 root?") from None
 
     def _post(self, messages, timeout):
         """One HTTP request -> the answer text; raises on any failure."""
@@ -461,20 +466,24 @@ def add_arguments(ap, teacher_help="oracle | hf:<path-or-id> | openai (with --te
     g.add_argument("--teacher-url", default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
     g.add_argument("--teacher-model", default=None, help="model name sent to the endpoint")
     g.add_argument("--teacher-cache", default=None, metavar="DIR|FILE.jsonl|none",
-                   help=f"answer cache shared by every run and probes.py: a folder (one file per teacher; default "
-                        f"${CACHE_ENV_VAR} or ~/.cache/exgrpo/teacher), one .jsonl file, or none")
-    g.add_argument("--teacher-max-tokens", type=int, default=TEACHER_MAX_TOKENS, help="a teacher's answer budget")
+                   help=f"answer cache shared by every run and probes.py: a folder (one file per teacher; "
+                        f"default ${CACHE_ENV_VAR} or ~/.cache/exgrpo/teacher), one .jsonl file, or none")
+    g.add_argument("--teacher-max-tokens", type=int, default=TEACHER_MAX_TOKENS,
+                   help="a teacher's answer budget")
     g.add_argument("--teacher-concurrency", type=int, default=CONCURRENCY, help="endpoint requests in flight")
-    g.add_argument("--teacher-timeout", type=float, default=TIMEOUT, help="seconds before one try counts as hung")
+    g.add_argument("--teacher-timeout", type=float, default=TIMEOUT,
+                   help="seconds before one try counts as hung")
     g.add_argument("--teacher-retries", type=int, default=RETRIES, help="extra tries per prompt")
-    g.add_argument("--teacher-backoff", type=float, default=BACKOFF, help="first retry wait, doubled each try")
+    g.add_argument("--teacher-backoff", type=float, default=BACKOFF,
+                   help="first retry wait, doubled each try")
     g.add_argument("--teacher-deadline", type=float, default=DEADLINE,
                    help="seconds one prompt may take over all its tries and waits (0 = no limit)")
 
 
 FLAG_RANGES = {  # flag -> (test, what is allowed)
     "teacher_max_tokens": (lambda v: v >= 1, ">= 1"), "teacher_concurrency": (lambda v: v >= 1, ">= 1"),
-    "teacher_timeout": (lambda v: 0 < v < float("inf"), "> 0 seconds"), "teacher_retries": (lambda v: v >= 0, ">= 0"),
+    "teacher_timeout": (lambda v: 0 < v < float("inf"), "> 0 seconds"),
+    "teacher_retries": (lambda v: v >= 0, ">= 0"),
     "teacher_backoff": (lambda v: 0 <= v < float("inf"), ">= 0 seconds"),
     "teacher_deadline": (lambda v: 0 <= v < float("inf"), ">= 0 seconds (0 = no limit)")}
 

@@ -9,7 +9,7 @@ The whole method, three stages: Explanatory Inversion -> SFT warm-up -> ExGRPO.
     python train.py --student qwen2.5-7b --dataset strategyqa --G 8 --k 5 \
         --teacher-url http://localhost:8000/v1 --teacher-model gemini-1.5-pro
 
-What happens (DESIGN.md section 1):
+What happens (docs/design.md explains each choice):
   0. zero-shot: greedy accuracy of the untouched student on the evaluation splits
   1. EI: probes.py turns every training question into explanatory probes, the teacher
      answers them, two filters keep the useful ones -> D_EI (cached in the run folder)
@@ -65,9 +65,9 @@ TRAIN_N = 160            # training questions (synthetic world; 240 made SFT alo
 EVAL_N = 40              # questions per evaluation split
 EVAL_MAX_NEW_TOKENS = 128
 # stage 1: EI
-TEACHER = "oracle"
-RULES = None             # None = all ten
-TAU_HARD = 0.0
+TEACHER = teachers.TEACHER     # the synthetic world's oracle
+RULES = None             # None = every rule of probes.RULES
+TAU_HARD = probes.TAU_HARD     # difficulty filter threshold (only with --difficulty-student)
 PROBES_PER_Q_SFT = 1     # teacher probe answers per question added to the SFT data
 SFT_DIALOGUES = 0        # per question, teacher-written dialogues in stage 3's format (j probes, then Q)
 # stage 2: SFT
@@ -76,13 +76,13 @@ SFT_BATCH = 8
 SFT_MICRO = 8
 SFT_LR = 1e-4
 SFT_WARMUP = 3
-# stage 3: ExGRPO (DESIGN.md section 1 defaults, scaled down for the CPU where marked)
+# stage 3: ExGRPO (the defaults of docs/design.md, scaled down for the CPU where marked)
 RL_STEPS = 4             # CPU preset: a demonstration; a GPU run wants hundreds
 RL_QUESTIONS = 1         # questions per step (CPU preset; each brings 2 scenarios x G dialogues)
 G = 4                    # rollouts per scenario (paper/ours: 8; CPU preset 4)
 K = 2                    # probes in Scenario A (paper: 5; CPU preset 2)
-DELTA = 0.5              # DSU bonus
-NU = 1.0                 # DSU margin: bonus iff P_full > nu * P_partial
+DELTA = exgrpo.DELTA     # DSU bonus 0.5
+NU = exgrpo.NU           # DSU margin 1.0: bonus iff P_full > nu * P_partial
 BETA = exgrpo.BETA       # KL weight 0.04
 CLIP_EPS = exgrpo.CLIP_EPS
 AUX_WEIGHT = exgrpo.AUX_WEIGHT
@@ -109,92 +109,86 @@ STAGES = ("zero_shot", "ei", "sft", "eval_sft", "rl", "eval_rl")
 
 
 def parser():
-    """Every flag, by stage; the defaults are the module-level names above."""
-    ap = argparse.ArgumentParser(description="EI -> SFT warm-up -> ExGRPO", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    """Every flag, grouped by stage; the defaults are the module-level names above (or the
+    student's preset: presets.py), and `--student X --help` shows that preset's values."""
+    ap = argparse.ArgumentParser(description="EI -> SFT warm-up -> ExGRPO (docs/design.md; README: how to run)",
+                                 usage="python train.py [--student S] [flags]", formatter_class=checks.CompactHelp)
     g = ap.add_argument_group("run")
-    g.add_argument("--out", default=None, help="run folder (default runs/<student>-<time>); never overwritten")
-    g.add_argument("--resume", default=None, metavar="RUN", help="continue a killed run from its last checkpoint")
-    g.add_argument("--seed", type=int, default=SEED)
+    g.add_argument("--out", default=None, metavar="DIR", help="run folder (default runs/<student>-<time>); never "
+                                                              "overwritten")
+    g.add_argument("--resume", default=None, metavar="DIR", help="continue a killed run from its last checkpoint")
+    g.add_argument("--seed", type=int, default=SEED, help="model init, probe draws, sampling")
     g.add_argument("--save-every", type=int, default=SAVE_EVERY, help="checkpoint every N steps (0 = by time)")
     g.add_argument("--save-minutes", type=float, default=SAVE_MINUTES, help="checkpoint at least this often")
     g.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot evaluation")
-    g = ap.add_argument_group("model")
-    g.add_argument("--student", default=STUDENT, help=f"alias ({', '.join(models.STUDENTS)}), folder or hub id")
+    g.add_argument("--report-to", default="none", choices=["none", "tensorboard", "wandb"],
+                   help="also log metrics.jsonl's scalars there (optional packages; offline works)")
+    g = ap.add_argument_group("model and memory (the memory model: memory.py)")
+    g.add_argument("--student", default=STUDENT, help=f"an alias ({', '.join(models.STUDENTS)}), a folder or a hub id")
     g.add_argument("--dtype", default=None, choices=["bf16", "fp32", "fp16"], help="default: bf16 on CUDA, fp32 on CPU")
-    g = ap.add_argument_group("memory (a 7B student + reference on one 80 GB GPU: see bench/memory.py)")
-    g.add_argument("--optimizer", default="master", choices=["master", "bf16", "bf16-fused"],
-                   help="master: fp32 master weights + fp32 Adam (16-20 B/param); bf16: bf16 weights and Adam "
-                        "states with stochastic rounding (6 B/param + grads); bf16-fused: its step inside "
-                        "backward, no gradient buffer (each micro-batch is then one optimizer step)")
-    g.add_argument("--grad-checkpointing", action="store_true", help="recompute each layer's activations in backward")
-    g.add_argument("--rollout-batch", type=int, default=0, help="rows per generate() call in RL rollouts (0 = all)")
     g.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    g.add_argument("--optimizer", default="master", choices=["master", "bf16", "bf16-fused"],
+                   help="fp32 master weights | bf16 + stochastic rounding | bf16, stepped in backward")
+    g.add_argument("--grad-checkpointing", action="store_true", help="recompute each layer's activations in backward")
+    g.add_argument("--rollout-batch", type=int, default=0, help="rows per generate() call in rollouts (0 = all)")
     g = ap.add_argument_group("data")
     g.add_argument("--dataset", default=DATASET, help=f"one of {', '.join(data.DATASETS)}")
-    g.add_argument("--data-dir", default=None, help="real datasets (default $EXGRPO_DATA_DIR, ~/.cache/exgrpo/data, "
-                                                    "../shared/data; fetch them: python -m data.download)")
+    g.add_argument("--data-dir", default=None, metavar="DIR", help="real datasets (else $EXGRPO_DATA_DIR, "
+                                                                   "~/.cache/exgrpo/data); python -m data.download")
     g.add_argument("--train-n", type=int, default=TRAIN_N, help="training questions (0 = all)")
     g.add_argument("--data-seed", type=int, default=None, help="picks the training questions (default: --seed)")
-    g.add_argument("--level", type=int, default=None, help="synthetic world difficulty (data/synth.py LEVELS)")
+    g.add_argument("--level", type=int, default=None, help="synthetic world difficulty, 1-3 (data/synth.py)")
     g.add_argument("--data-fraction", type=float, default=1.0, help="use this fraction of the training questions")
     g.add_argument("--eval-n", type=int, default=EVAL_N, help="questions per evaluation split")
-    g.add_argument("--eval-max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS)
-    g = ap.add_argument_group("stage 1: explanatory inversion")
-    teachers.add_arguments(g, "oracle | hf:<path-or-id> | openai (with --teacher-url) | none (skip EI; implies "
-                              "--no-probes)", TEACHER)   # + the endpoint's limits and the shared answer cache
+    g.add_argument("--eval-max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS, help="answer budget in evaluation")
+    g = ap.add_argument_group("stage 1: explanatory inversion (probes.py, teachers.py)")
+    teachers.add_arguments(g, "oracle | hf:<path-or-id> | none (skip EI); an endpoint: --teacher-url", TEACHER)
     g.add_argument("--probe-writer", default=None, choices=["template", "teacher"],
-                   help="default: teacher on a text dataset with a real teacher, else template")
-    g.add_argument("--rules", default=RULES, help="comma-separated subset of the ten rules")
-    g.add_argument("--tau-hard", type=float, default=TAU_HARD)
+                   help="default: teacher on text with a real teacher, else template")
+    g.add_argument("--rules", default=RULES, help="comma-separated subset of the probe rules (default: all)")
+    g.add_argument("--tau-hard", type=float, default=TAU_HARD, help="difficulty filter: keep Q if solved >= this")
     g.add_argument("--difficulty-student", default="none", help="student for the difficulty filter (none = skip)")
     g.add_argument("--sft-probes", type=int, default=PROBES_PER_Q_SFT, help="probe answers per question in SFT")
-    g.add_argument("--sft-dialogues", type=int, default=SFT_DIALOGUES,
-                   help="per question, SFT dialogues of 1..k RL probes then Q, all answered by the teacher")
+    g.add_argument("--sft-dialogues", type=int, default=SFT_DIALOGUES, help="SFT dialogues per question in stage "
+                                                                            "3's format (1..k probes, then Q)")
     g = ap.add_argument_group("stage 2: SFT warm-up")
-    g.add_argument("--no-sft", action="store_true", help="RL from cold start (paper's ablation)")
-    g.add_argument("--sft-from", default=None, metavar="FOLDER",
-                   help="reuse a finished warm-up (e.g. runs/x/sft/final) as the start and pi_ref; ablations share one")
-    g.add_argument("--sft-epochs", type=int, default=SFT_EPOCHS)
-    g.add_argument("--sft-batch", type=int, default=SFT_BATCH)
-    g.add_argument("--sft-micro", type=int, default=SFT_MICRO)
-    g.add_argument("--sft-lr", type=float, default=SFT_LR)
-    g.add_argument("--sft-warmup", type=int, default=SFT_WARMUP)
-    rl_flags(ap.add_argument_group("stage 3: ExGRPO"))
-    return baselines.add_flags(ap)
-
-
-def rl_flags(g):
-    """The flags of stage 3 (exgrpo.py reads them from the args namespace)."""
+    g.add_argument("--no-sft", action="store_true", help="RL from a cold start (the paper's ablation)")
+    g.add_argument("--sft-from", default=None, metavar="DIR", help="reuse a finished warm-up (runs/x/sft/final) "
+                                                                   "as the start and pi_ref")
+    g.add_argument("--sft-epochs", type=int, default=SFT_EPOCHS, help="passes over the SFT data")
+    g.add_argument("--sft-batch", type=int, default=SFT_BATCH, help="examples per optimizer step")
+    g.add_argument("--sft-micro", type=int, default=SFT_MICRO, help="examples per forward/backward")
+    g.add_argument("--sft-lr", type=float, default=SFT_LR, help="peak learning rate (cosine, after warm-up)")
+    g.add_argument("--sft-warmup", type=int, default=SFT_WARMUP, help="linear warm-up steps")
+    g = ap.add_argument_group("stage 3: ExGRPO (exgrpo.py)")
     g.add_argument("--no-rl", action="store_true", help="stop after SFT")
     g.add_argument("--no-probes", action="store_true", help="plain GRPO on the original questions")
     g.add_argument("--no-dsu", action="store_true", help="no Dialogue Structure Utility bonus")
-    g.add_argument("--no-aux", action="store_true", help="no auxiliary SFT loss on teacher probe answers")
-    g.add_argument("--rl-steps", type=int, default=RL_STEPS)
+    g.add_argument("--no-aux", action="store_true", help="no auxiliary SFT loss on the teacher's probe answers")
+    g.add_argument("--rl-steps", type=int, default=RL_STEPS, help="optimizer steps")
     g.add_argument("--rl-questions", type=int, default=RL_QUESTIONS, help="questions per step")
     g.add_argument("--G", type=int, default=G, help="rollouts per scenario")
     g.add_argument("--k", type=int, default=K, help="probes in Scenario A")
-    g.add_argument("--k-partial", type=int, default=None, help="probes in Scenario B (default uniform in [1, k-1])")
-    g.add_argument("--delta", type=float, default=DELTA)
-    g.add_argument("--nu", type=float, default=NU)
-    g.add_argument("--beta", type=float, default=BETA)
-    g.add_argument("--clip-eps", type=float, default=CLIP_EPS)
-    g.add_argument("--aux-weight", type=float, default=AUX_WEIGHT)
-    g.add_argument("--agg", default=AGG, choices=exgrpo.AGG_MODES)
+    g.add_argument("--k-partial", type=int, default=None, help="probes in Scenario B (default: uniform in [1, k-1])")
+    g.add_argument("--delta", type=float, default=DELTA, help="DSU bonus on correct Scenario A rollouts")
+    g.add_argument("--nu", type=float, default=NU, help="DSU margin: the bonus fires iff P_full > nu * P_partial")
+    g.add_argument("--beta", type=float, default=BETA, help="weight of KL(pi || pi_ref)")
+    g.add_argument("--clip-eps", type=float, default=CLIP_EPS, help="PPO clip range")
+    g.add_argument("--aux-weight", type=float, default=AUX_WEIGHT, help="lambda, weight of the auxiliary SFT loss")
+    g.add_argument("--agg", default=AGG, choices=exgrpo.AGG_MODES, help="token-mean, sequence-mean or fixed budget")
     g.add_argument("--adv-group", default=ADV_GROUP, choices=["question", "scenario"],
-                   help="question: one advantage group per question, its Scenario A and B rollouts together "
-                        "(2G; plain GRPO: G); scenario: each scenario its own group of G")
+                   help="one advantage group per question (A and B) or per scenario")
     g.add_argument("--adv-norm", default=ADV_NORM, choices=["none", "std"],
-                   help="none: A = r - mean(group) (Dr. GRPO); std: (r - mean) / (std + 1e-4). With binary "
-                        "rewards the std division cancels the DSU bonus (DESIGN.md section 1)")
-    g.add_argument("--eval-every", type=int, default=EVAL_EVERY,
-                   help="evaluate every N RL steps on the first --eval-every-n questions of each split (0 = never)")
-    g.add_argument("--eval-every-n", type=int, default=EVAL_EVERY_N)
-    g.add_argument("--rl-lr", type=float, default=RL_LR)
-    g.add_argument("--rl-micro", type=int, default=RL_MICRO)
+                   help="r - mean, or / std too (cancels the DSU bonus: docs/design.md P16)")
+    g.add_argument("--rl-lr", type=float, default=RL_LR, help="learning rate (constant)")
+    g.add_argument("--rl-micro", type=int, default=RL_MICRO, help="rollouts per forward/backward")
     g.add_argument("--max-new-tokens", type=int, default=RL_MAX_NEW_TOKENS, help="per student turn")
-    g.add_argument("--temperature", type=float, default=TEMPERATURE)
-    g.add_argument("--ppo-epochs", type=int, default=PPO_EPOCHS)
-    g.add_argument("--grad-clip", type=float, default=GRAD_CLIP)
+    g.add_argument("--temperature", type=float, default=TEMPERATURE, help="sampling (and scoring) temperature")
+    g.add_argument("--ppo-epochs", type=int, default=PPO_EPOCHS, help="updates per rollout batch")
+    g.add_argument("--grad-clip", type=float, default=GRAD_CLIP, help="global gradient norm (0 = none)")
+    g.add_argument("--eval-every", type=int, default=EVAL_EVERY, help="held-out evaluation every N steps (0 = never)")
+    g.add_argument("--eval-every-n", type=int, default=EVAL_EVERY_N, help="... on this many questions per split")
+    return baselines.add_flags(ap)
 
 
 def get_args(argv=None):
@@ -466,6 +460,7 @@ def main(argv=None):
         del ref
         stage("eval_rl", lambda: eval_all(args, run, "rl", model, tok, evals))
     report(args, run, evals)
+    run.close()
 
 
 def report(args, run, evals):

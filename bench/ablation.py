@@ -6,7 +6,7 @@ The paper's ablation on the synthetic world, from one shared SFT warm-up, severa
     python bench/ablation.py --variants "SFT + GRPO" --seeds 0,1,2                    # a subset
     python bench/ablation.py --jobs 2 ...          # after the warm-up, two runs at a time, one core each
 
-Variants (each a train.py flag, DESIGN.md section 1; the paper's Qwen ablation in brackets):
+Variants (each a train.py flag, docs/design.md; the paper's Qwen ablation in brackets):
     SFT only                         the shared warm-up's own evaluation       [79.17]
     SFT + GRPO                       --no-probes: plain GRPO on the questions
     SFT + ExGRPO (outcome only)      --no-aux --no-dsu: dialogues, R_base only   [80.13]
@@ -106,7 +106,9 @@ def rescore(path, stage, split, samples=0, n=0):
     if not cache.exists():
         sys.path.insert(0, str(ROOT))
         import torch
-        import data, evaluate, models
+        import data
+        import evaluate
+        import models
         model, tok = models.load_student(str(path / stage / "final"))
         records = data.load("synth", split, limit=n, level=cfg["level"])
         kw = dict(max_new_tokens=cfg["eval_max_new_tokens"], desc=f"{path.name} {split}", batch_size=RESCORE_BATCH)

@@ -17,7 +17,7 @@ On the lent machine (device tool): carry .cache/smollm2-135m-tokenizer (the toke
     never ends a turn, so every turn runs to --max-new-tokens: the longest dialogues, the worst
     case the memory model budgets. Recorded: peak memory (torch.cuda.max_memory_allocated) in
     generation and in training, generation and training tokens/s, model FLOPs utilization
-(c) the memory model's prediction (presets.estimate -> bench/memory.py) beside the measurement
+(c) the memory model's prediction (presets.estimate -> memory.py) beside the measurement
 
 MFU counts model FLOPs only (attention's T^2 term and checkpointing's recompute left out):
 generation 2 P per dialogue token, training 8 P per token (policy forward + backward 6 P, the

@@ -6,27 +6,12 @@ its check against measured peaks on CPU.
     python bench/memory_table.py --validate      # modelled vs measured peak memory, tiny + SmolLM2 on CPU (10+ min: bf16 is slow on CPU)
     python bench/memory_table.py --validate --only tiny
 
-What one ExGRPO step holds on the GPU (DESIGN.md section 1; train.rl_step):
-  persistent   the student's weights, its optimizer state (Adam m, v; fp32 master weights in
-               the MasterWeightAdamW scheme), the frozen reference model pi_ref
-  generation   the KV cache of the batched multi-turn rollouts (all 2 x G dialogues of one
-               question together: Scenario A and B), plus one layer's prefill temporaries
-  training     per micro-batch: the activations autograd saves (or, with gradient
-               checkpointing, each layer's input plus one layer recomputed in backward), the
-               fp32 log-softmax of every loss position (sample.token_logprobs saves one
-               (n, V) fp32 block per chunk for backward), and the gradients (all of them
-               until the step, or only the tensor being updated when the step is fused
-               into backward; a tied embedding's gradient lives through the whole backward)
-  peak = persistent + max(generation, training); reference log-probs are computed under
-  no_grad, once per rollout batch, and never add more than a training micro-batch.
-
-Every coefficient below is read off the code (HF Llama/Gemma/Qwen2 layers under torch
-autograd, SDPA attention with a padding mask, so k and v are repeated to all heads) and
-checked on CPU: --validate runs one configuration per fresh subprocess, resets the peak
-RSS (/proc/self/clear_refs) after the setup and a warm-up step, and compares VmHWM minus
-the RSS after imports with this model for the same configuration. glibc is told to give
-freed blocks back (MALLOC_MMAP_THRESHOLD_), so RSS follows live tensors the way
-torch.cuda.max_memory_allocated does; the allocator's slack on a GPU is budgeted apart.
+What the model counts, and how each coefficient was read off the code: memory.py's docstring.
+--validate runs one configuration per fresh subprocess, resets the peak RSS
+(/proc/self/clear_refs) after the setup and a warm-up step, and compares VmHWM minus the RSS
+after imports with the model for the same configuration. glibc is told to give freed blocks
+back (MALLOC_MMAP_THRESHOLD_), so RSS follows live tensors the way torch.cuda.max_memory_allocated
+does; the allocator's slack on a GPU is budgeted apart.
 """
 
 import argparse
@@ -174,7 +159,7 @@ def _phase(spec, tok, mini=False):
     mask[:, :prompt] = 0
     adv = torch.randn(rows)
 
-    def run():   # train.rl_step's update on one micro-batch
+    def run():   # exgrpo.policy_update's work on one micro-batch
         with torch.no_grad():
             ref_lp = sample.token_logprobs(ref, ids, attn, mask)
         lp = sample.token_logprobs(model, ids, attn, mask)

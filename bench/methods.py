@@ -21,7 +21,7 @@ Columns on the synthetic world: test_id, test_ood (train.py's evaluation) and EI
 model on the oracle's probes of the first --eval-n, or --ei-n, test_id questions at the run's level;
 step-by-step asked with its label prefix). On a real --dataset (in --common) the column is that
 dataset's test split and there is no EI-Test. Cells: mean ± s.e. over seeds; last, each row's
-per-question test_id difference to SFT (paired). The paper's ID means (DESIGN.md section 1) sit
+per-question test_id difference to SFT (paired). The paper's ID means (its Table 1) sit
 beside the rows they have. Writes <results>.md and <results>.json.
 """
 
@@ -51,7 +51,7 @@ TEACHER_CONFIG = dict(hidden_size=192, intermediate_size=512, num_hidden_layers=
                       num_key_value_heads=4, max_position_embeddings=2048)
 TEACHER_FLAGS = "--sft-epochs 6"    # longer than the students' 3 (the micro preset), same questions
 ROWS = ("Zero-shot",) + tuple(LABELS[m] for m in ("sft",) + SFT_METHODS + RL_METHODS)   # the paper's order
-PAPER = {  # mean in-distribution accuracy, Gemma-7B-it / Qwen2.5-7B-Instruct (DESIGN.md section 1)
+PAPER = {  # mean in-distribution accuracy, Gemma-7B-it / Qwen2.5-7B-Instruct (the paper's Table 1)
     "Zero-shot": (46.80, 77.99), LABELS["revthink"]: (61.17, 80.89), LABELS["gkd"]: (65.40, 81.60),
     LABELS["exgrpo"]: (67.19, 82.54)}
 EI_COLUMN = "EI-Test"

@@ -4,14 +4,15 @@ sources, pinned to commits, and check every file's SHA-256 against the manifest 
 
     python -m data.download                                 # every file, ~47 MB, into ~/.cache/exgrpo/data
     python -m data.download --only gsm8k,strategyqa         # some dataset folders
-    python -m data.download --data-dir DIR                  # anywhere (then --data-dir DIR, or EXGRPO_DATA_DIR=DIR)
-    python -m data.download --optional                      # also the large files ../shared/data lacks
+    python -m data.download --data-dir DIR                  # anywhere (then --data-dir DIR,
+                                                            # or EXGRPO_DATA_DIR=DIR)
+    python -m data.download --optional                      # also the large optional files (unverified)
     python -m data.download --list                          # the manifest: files, sizes, sources
     EXGRPO_DATA_BASE_URL=http://127.0.0.1:8000 python -m data.download   # a mirror in the same layout
 
 Every file is a byte-for-byte copy of a blob in a public GitHub repository, fetched from
 {base}/{owner}/{repo}/{commit}/{path} (base: GitHub's raw host), and lands in the RevThink
-layout data/real.py reads (../shared/data/README.md describes each file). A file already
+layout data/real.py reads (the _FILES table below names each file's source). A file already
 present with the right checksum is skipped; a download goes to <name>.part and is renamed only
 once its checksum is right; a file that fails (unreachable, truncated, wrong checksum) is tried
 RETRIES times, then reported in one line naming the file and the URL, and the others still
@@ -37,10 +38,12 @@ TIMEOUT = 60         # seconds a connection may stay silent
 CHUNK = 1 << 16      # bytes read at a time
 
 # -----------------------------------------------------------------------------
-# the sources: owner/repo/commit (each file's row in ../shared/data/README.md names its commit)
+# the sources: owner/repo/commit, then per file its path there, size and sha256
 
-THINKER = "qasemii/Thinker/1ca5926c7fd2703ff15381549b20319487359079"      # RevThink's data/ tree (first commit)
-THINKER_QG = "qasemii/Thinker/68c5684fea15196b92176865f1475c7186a69677"   # training files cut to question+gold
+# RevThink's data/ tree (first commit)
+THINKER = "qasemii/Thinker/1ca5926c7fd2703ff15381549b20319487359079"
+# training files cut to question+gold
+THINKER_QG = "qasemii/Thinker/68c5684fea15196b92176865f1475c7186a69677"
 RECONCILE = "dinobby/ReConcile/902ae913cbb39cfbe0cbd73d0638989bde2d3cad"
 ZERO_SHOT_COT = "kojima-takeshi188/zero_shot_cot/5ef330fcdeec0cd26aee27943504f91f8ec1c33c"
 COT_TRANSPARENCY = "raybears/cot-transparency/f6874394ba80a439237e4d7581dddc30d40c1830"
@@ -60,9 +63,11 @@ _FILES = [
      844847, "8ebe5b7083db14fd04c1ae6439b60765c5cbf178008f935608a09b36cccd1ba0"),
     ("anli/revthink/training_data/ANLI.json", THINKER, "data/training_data/ANLI.json",
      2281889, "1c2a56650bee8e64b6824d2e5dc74c3875ea26b7db30baeffa1762703979cea8"),
-    ("arc_challenge/original/ARC-Challenge-Dev.jsonl", COT_TRANSPARENCY, "data/arc_challenge/ARC-Challenge-Dev.jsonl",
+    ("arc_challenge/original/ARC-Challenge-Dev.jsonl", COT_TRANSPARENCY,
+     "data/arc_challenge/ARC-Challenge-Dev.jsonl",
      126540, "55224364abd2477f66a9a57c5cbef109fb71d83019aa5e37aec0e7ab757746ca"),
-    ("arc_challenge/original/ARC-Challenge-Train.jsonl", COT_TRANSPARENCY, "data/arc_challenge/ARC-Challenge-Train.jsonl",
+    ("arc_challenge/original/ARC-Challenge-Train.jsonl", COT_TRANSPARENCY,
+     "data/arc_challenge/ARC-Challenge-Train.jsonl",
      461680, "e02837c53ee86f6d73c259f91c77725c5062ef4531130b7f473a9d9b01118a77"),
     ("arc_challenge/revthink/test_data/ARC_test.json", THINKER, "data/test_data/ARC_test.json",
      358011, "47189ce50e5263b932dc09e7d468a630b47f06d211b473d6088b3db865d960c8"),
@@ -72,9 +77,11 @@ _FILES = [
      2198884, "4a01149048ae6cf0d19c8e5af74e420098d8b62390dfd49635c7c5d9fab7970f"),
     ("boolq/revthink/test_data/BoolQ_test.json", THINKER, "data/test_data/BoolQ_test.json",
      270868, "94bd63f3b92aeca5bff0e96aa31d827a15a5f24d7d259e363daf9c066c084eee"),
-    ("commonsenseqa/original/dev_rand_split.jsonl", ZERO_SHOT_COT, "dataset/CommonsenseQA/dev_rand_split.jsonl",
+    ("commonsenseqa/original/dev_rand_split.jsonl", ZERO_SHOT_COT,
+     "dataset/CommonsenseQA/dev_rand_split.jsonl",
      471653, "3210497fdaae614ac085d9eb873dd7f4d49b6f965a93adadc803e1229fd8a02a"),
-    ("commonsenseqa/original/train_rand_split.jsonl", ZERO_SHOT_COT, "dataset/CommonsenseQA/train_rand_split.jsonl",
+    ("commonsenseqa/original/train_rand_split.jsonl", ZERO_SHOT_COT,
+     "dataset/CommonsenseQA/train_rand_split.jsonl",
      3785890, "58ffa3c8472410e24b8c43f423d89c8a003d8284698a6ed7874355dedd09a2fb"),
     ("commonsenseqa/revthink/test_data/CSQA_test.json", THINKER, "data/test_data/CSQA_test.json",
      217478, "d6e9aa7733c44d9675feec8bebcd4ecbfd44fd10e6d781f712fe4ccb188f69f6"),
@@ -153,10 +160,11 @@ _FILES = [
     ("tabmwp/revthink/test_data/TabMWP_test.json", THINKER, "data/test_data/TabMWP_test.json",
      2829056, "d3cad2ead46e1ae4f384c1156783f100e2bdca8922d382868847e46b8ac54cd8"),
 ]
-# ../shared/data lacks these (>= 4 MiB each); their bytes and checksums are not known here, so a
+# the optional files (>= 4 MiB each); their bytes and checksums are not known here, so a
 # download of them is checked only against its Content-Length and its sha256 is printed.
 _OPTIONAL = [
-    ("math/revthink/test_data/MATH_test.json", THINKER, "data/test_data/MATH_test.json"),  # RevThink's MATH test
+    # RevThink's MATH test
+    ("math/revthink/test_data/MATH_test.json", THINKER, "data/test_data/MATH_test.json"),
     ("commonsenseqa/revthink/training_data_augmented/CSQA.json", THINKER, "data/training_data/CSQA.json"),
     ("gsm8k_revthink/revthink/training_data_augmented/GSM8K.json", THINKER, "data/training_data/GSM8K.json"),
     ("math/revthink/training_data_augmented/MATH.json", THINKER, "data/training_data/MATH.json"),
@@ -178,7 +186,8 @@ def url_of(f, base_url=None):
 
 def select(only=None, optional=False):
     """The manifest's files in the given dataset folders (all by default); optional ones on request."""
-    wanted = FOLDERS if not only else [w.strip() for w in (only.split(",") if isinstance(only, str) else only)]
+    wanted = (FOLDERS if not only
+              else [w.strip() for w in (only.split(",") if isinstance(only, str) else only)])
     unknown = [w for w in wanted if w not in FOLDERS]
     if unknown:
         raise ValueError(f"unknown dataset folder(s) {', '.join(unknown)}; choose among {', '.join(FOLDERS)}")
@@ -237,7 +246,8 @@ def fetch(f, data_dir, base_url=None, bar=None, retries=RETRIES, backoff=BACKOFF
             if f.sha256 is None or sha == f.sha256:
                 os.replace(part, dest)
                 return "downloaded", f"{n} bytes" + ("" if f.sha256 else f", unverified sha256 {sha}")
-            why = f"checksum mismatch (got sha256 {sha[:12]}..., {n} bytes; expected {f.sha256[:12]}..., {f.size} bytes)"
+            why = (f"checksum mismatch (got sha256 {sha[:12]}..., {n} bytes; "
+                   f"expected {f.sha256[:12]}..., {f.size} bytes)")
         bar.update(start - bar.n)  # this try's bytes come off the bar
     part.unlink(missing_ok=True)
     return "failed", f"{f.path} from {url}: {why} after {attempt + 1} tries"
@@ -266,10 +276,13 @@ def download(data_dir=None, only=None, optional=False, base_url=None, progress=T
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", default=None, help=f"where the files go (default ${ENV_VAR}, else {USER_DATA_DIR})")
+    ap.add_argument("--data-dir", default=None,
+                    help=f"where the files go (default ${ENV_VAR}, else {USER_DATA_DIR})")
     ap.add_argument("--only", default=None, help=f"comma-separated dataset folders: {','.join(FOLDERS)}")
-    ap.add_argument("--optional", action="store_true", help="also the large files ../shared/data lacks (unverified)")
-    ap.add_argument("--base-url", default=None, help=f"a mirror in GitHub's raw layout (default ${BASE_ENV}, else {BASE_URL})")
+    ap.add_argument("--optional", action="store_true",
+                    help="also the large optional files (no pinned checksum)")
+    ap.add_argument("--base-url", default=None,
+                    help=f"a mirror in GitHub's raw layout (default ${BASE_ENV}, else {BASE_URL})")
     ap.add_argument("--list", action="store_true", help="print the manifest and exit")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -281,7 +294,8 @@ def main(argv=None):
         for f in files:
             size = f"{f.size:>10,d}" if f.size else "  >= 4 MiB"
             print(f"{size}  {f.path:62s} {url_of(f, args.base_url)}" + ("  (optional)" if f.optional else ""))
-        print(f"{sum(f.size or 0 for f in files if not f.optional):,d} bytes in {sum(not f.optional for f in files)} files"
+        print(f"{sum(f.size or 0 for f in files if not f.optional):,d} bytes in "
+              f"{sum(not f.optional for f in files)} files"
               f" (+ {sum(f.optional for f in files)} optional)")
         return 0
     data_dir = Path(args.data_dir or os.environ.get(ENV_VAR) or USER_DATA_DIR)

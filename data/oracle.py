@@ -207,7 +207,8 @@ def solve(spec):
     """The oracle: (gold answer string, step-by-step reasoning ending 'The answer is X.').
 
     solve({"ask": "value", "step": 1, "problem": {..., "start": 7, "ops": [["add", 5], ["sub", 4]]}})
-      -> ("12", "Start with 7 marbles.\\nStep 1: 7 + 5 = 12.\\nRight after step 1 there are 12 marbles.\\nThe answer is 12.")"""
+      -> ("12", "Start with 7 marbles.\\nStep 1: 7 + 5 = 12.\\nRight after step 1 there are 12 marbles."
+                "\\nThe answer is 12.")"""
     answer, lines = ASKS[spec["ask"]](spec)
     return str(answer), "\n".join(lines + [f"The answer is {answer}."])
 

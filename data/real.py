@@ -10,9 +10,9 @@ Loaders for the 12 real datasets of the paper, read from RevThink-layout files.
 
 Where the data lives: the `data_dir` argument (the scripts' --data-dir flag), else the
 environment variable EXGRPO_DATA_DIR, else ~/.cache/exgrpo/data (where `python -m
-data.download` puts it), else ../shared/data beside the checkout (this project's machines and
-CI). The files are never committed (several licenses are non-commercial); data/download.py
-pins each one to its public source, and ../shared/data/README.md says where each came from.
+data.download` puts it), else a folder shared/data beside the checkout, when there is one (a CI
+layout). The files are never committed (several licenses are non-commercial); data/download.py
+pins each one to its public source: repository, commit, path and sha256.
 Files are read through `datasets.load_dataset("json", ...)`: Arrow-cached and memory-mapped.
 
 Every record is the project's uniform record:
@@ -49,7 +49,8 @@ ENV_VAR = "EXGRPO_DATA_DIR"
 DOWNLOAD_CMD = "python -m data.download"  # data/download.py: fetches every file below, checksummed
 USER_DATA_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "exgrpo" / "data"
 SHARED_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data: this project's CI
-ARROW_CACHE = None  # datasets' Arrow cache: None = its default (~/.cache/huggingface/datasets or $HF_DATASETS_CACHE)
+# datasets' Arrow cache: None = its default (~/.cache/huggingface/datasets or $HF_DATASETS_CACHE)
+ARROW_CACHE = None
 
 # -----------------------------------------------------------------------------
 # the datasets: answer type, in/out of distribution, {split: (file, row reader)}
@@ -151,16 +152,18 @@ def resolve_data_dir(data_dir=None):
         path = Path(chosen)
         if not path.is_dir():
             how = "given" if data_dir else f"from ${ENV_VAR}"
-            raise FileNotFoundError(f"data directory not found: {path} ({how}); fetch the datasets into it with "
-                                    f"`{DOWNLOAD_CMD} --data-dir {path}`, or pass --data-dir / data_dir= "
-                                    f"or set {ENV_VAR} to the folder holding the RevThink-layout datasets")
+            raise FileNotFoundError(f"data directory not found: {path} ({how}); fetch the datasets into "
+                                    f"it with `{DOWNLOAD_CMD} --data-dir {path}`, or pass --data-dir / "
+                                    f"data_dir= or set {ENV_VAR} to the folder holding the RevThink-layout "
+                                    f"datasets")
         return path
     for path in (USER_DATA_DIR, SHARED_DATA_DIR):
         if path.is_dir():
             return path
-    raise FileNotFoundError(f"no data directory: neither {USER_DATA_DIR} nor {SHARED_DATA_DIR} exists; fetch the "
-                            f"datasets with `{DOWNLOAD_CMD}` (into {USER_DATA_DIR}), or pass --data-dir / data_dir= "
-                            f"or set {ENV_VAR} to the folder holding the RevThink-layout datasets")
+    raise FileNotFoundError(f"no data directory: neither {USER_DATA_DIR} nor {SHARED_DATA_DIR} exists; "
+                            f"fetch the datasets with `{DOWNLOAD_CMD}` (into {USER_DATA_DIR}), or pass "
+                            f"--data-dir / data_dir= or set {ENV_VAR} to the folder holding the "
+                            f"RevThink-layout datasets")
 
 
 class Broken(str):
@@ -280,7 +283,8 @@ def load_dataset(name: str, split: str = "test", data_dir=None, limit: int | Non
     for i, row in enumerate(_rows(path)):
         if limit is not None and len(records) >= limit:
             break
-        question, gold, reasoning, extra = _READERS[reader](row) if isinstance(row, dict) else (None, None, "", {})
+        question, gold, reasoning, extra = (_READERS[reader](row) if isinstance(row, dict)
+                                            else (None, None, "", {}))
         if not isinstance(question, str) or not question.strip() or not gold:
             bad.append(row if isinstance(row, Broken) else f"record {i} has no question or no gold answer")
             continue
@@ -291,8 +295,8 @@ def load_dataset(name: str, split: str = "test", data_dir=None, limit: int | Non
                         "answer_type": answer_type, "reasoning": reasoning, **extra})
     if bad:
         more = f"; and {len(bad) - 3} more" if len(bad) > 3 else ""
-        print(f"data/real.py: {name} {split}: skipped {len(bad)} malformed rows in {path}: {'; '.join(bad[:3])}{more}",
-              file=sys.stderr)
+        print(f"data/real.py: {name} {split}: skipped {len(bad)} malformed rows in {path}: "
+              f"{'; '.join(bad[:3])}{more}", file=sys.stderr)
     if as_dataset:
         import datasets
         return datasets.Dataset.from_list(records)

@@ -169,7 +169,7 @@ def test_length_sorted_micro_batches_give_the_one_batch_gradient(tok, monkeypatc
     q = _dei_question()
     base = models.tiny_model(tok, seed=0)
     ref = copy.deepcopy(base).eval().requires_grad_(False)
-    grads, finish = [], optim.finish_step
+    grads = []
     monkeypatch.setattr(optim, "finish_step", lambda opt, params, *a, **k: (
         grads.append([p.grad.clone() for p in params]), 0.0)[1])
     rows = []

@@ -3,7 +3,9 @@ random bytes in turn), the fallback to the previous checkpoint, and the one-line
 
     python -m pytest tests/test_runs.py -q
 """
+import importlib.util
 import os
+import sys
 
 import pytest
 import torch
@@ -74,3 +76,61 @@ def test_both_damaged_is_one_line_naming_the_folder_to_delete(run_with_two_check
         runs.resume_trainer(run, "rl", model, opt)
     msg = str(e.value)
     assert "\n" not in msg and "no usable checkpoint of stage rl" in msg and f"delete {run.path / 'rl'}" in msg
+
+_spec = importlib.util.find_spec   # the real one, for every other package
+
+# -----------------------------------------------------------------------------
+# --report-to: the scalars of metrics.jsonl, mirrored to a tracker
+
+
+class FakeWandb:
+    """Stands in for the wandb package: records init, every log call and finish."""
+
+    def __init__(self):
+        self.inits, self.logged, self.finished = [], [], 0
+
+    def init(self, **kw):
+        self.inits.append(kw)
+        return self
+
+    def log(self, scalars, step):
+        self.logged.append((step, scalars))
+
+    def finish(self):
+        self.finished += 1
+
+
+def test_report_to_wandb_logs_the_scalars_of_metrics_jsonl(tmp_path, monkeypatch):
+    import json
+    import train
+    fake = FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "wandb" else _spec(name, *a))
+    out = tmp_path / "run"
+    train.main(["--student", "tiny", "--train-n", "4", "--eval-n", "2", "--eval-max-new-tokens", "4", "--sft-batch", "4",
+                "--rl-steps", "2", "--G", "2", "--k", "2", "--max-new-tokens", "4", "--no-zero-shot",
+                "--report-to", "wandb", "--out", str(out)])
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    want = [(r["step"], {f"{r['stage']}/{k}": float(v) for k, v in r.items()
+                         if isinstance(v, (int, float)) and k != "step" and v == v}) for r in rows]
+    assert fake.logged == want and len(want) >= 3            # every row, every numeric field, in order
+    assert any("rl/reward" in s for _, s in fake.logged) and any("sft/loss" in s for _, s in fake.logged)
+    assert fake.inits[0]["project"] == "exgrpo" and fake.inits[0]["config"]["report_to"] == "wandb"
+    assert fake.finished == 1
+
+
+def test_report_to_tensorboard_writes_event_files(tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is optional (pip install tensorboard)")
+    tr = runs.Tracker("tensorboard", tmp_path, {})
+    tr.log({"stage": "rl", "step": 3, "reward": 0.5, "note": "text is skipped"})
+    tr.close()
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_report_to_a_missing_package_is_one_line(capsys, monkeypatch):
+    import train
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else _spec(name, *a))
+    with pytest.raises(SystemExit) as e:
+        train.get_args(["--student", "tiny", "--report-to", "wandb"])
+    assert e.value.code == 2
+    assert "--report-to wandb: the package is not installed; pip install wandb" in capsys.readouterr().err
