@@ -251,6 +251,22 @@ def micro_model(tokenizer, seed=0, **overrides):
     return tiny_model(tokenizer, seed=seed, **{**MICRO_CONFIG, **overrides})
 
 
+def load_tokenizer(name):
+    """The student's tokenizer alone (no weights), or None when it cannot be had here (a hub id
+    offline and not cached, a gated model without a token).
+    gemma-7b and qwen2.5-7b mean their hub ids here; gemma3-270m its converted copy in the cache."""
+    from transformers import AutoTokenizer
+    if name in ("tiny", "small", "smollm2-135m"):
+        return smollm2_tokenizer()
+    if name == "micro":
+        return micro_tokenizer()
+    try:
+        source = CACHE_DIR / "gemma3-270m" if name == "gemma3-270m" else HUB_IDS.get(name, name)
+        return AutoTokenizer.from_pretrained(source)
+    except Exception:   # offline, gated, no such repo: the caller says what it used instead
+        return None
+
+
 def default_device_dtype(device=None, dtype=None):
     """CUDA + bf16 when a GPU exists, CPU + fp32 otherwise."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

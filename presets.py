@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+import data
 import memory
 import models
 
@@ -112,7 +113,13 @@ def apply(ap, argv=None):
     LAYOUT[:] = [(g.title, [a.dest for a in g._group_actions if a.dest != "help"]) for g in ap._action_groups]
     GIVEN.clear()
     GIVEN.update(given(ap, argv))
-    ap.set_defaults(preset=name, preset_why=why, scheme=None, **PRESETS[name])
+    ap.set_defaults(preset=name, preset_why=why, scheme=None, budget_why=None, **PRESETS[name])
+    if pre.dataset != "synth" and name in ("cpu", "gpu-7b"):   # tiny, micro: smoke tests, their own budgets
+        budgets = data_budgets(pre.student, pre.dataset, pre.data_dir)
+        if budgets is not None:
+            turn, teacher, words = budgets
+            ap.set_defaults(max_new_tokens=turn, teacher_max_tokens=teacher, budget_why=words,
+                            eval_max_new_tokens=max(turn, ap.get_default("eval_max_new_tokens")))
     if name == "gpu-7b":
         budget = device_budget(device_of(pre.device), name)[0]
         G = ap.parse_known_args(argv)[0].G
@@ -121,7 +128,40 @@ def apply(ap, argv=None):
             est = estimate(ap.parse_known_args(argv)[0])
             if est is None or est["peak"] <= SCHEME_MARGIN * budget:
                 break
+        a = ap.parse_known_args(argv)[0]
+        if est is not None and est["peak"] > budget and "G" not in GIVEN:
+            # not even the leanest scheme fits these dialogues (a real dataset's longer turns): fewer
+            # rollouts per scenario, the largest G under the budget the start-up check applies
+            fits = [g for g in range(a.G - 1, 1, -1)
+                    if estimate(argparse.Namespace(**{**vars(a), "G": g, "rollout_batch": g if a.rollout_batch
+                                                      else 0}))["peak"] <= budget]
+            if fits:
+                ap.set_defaults(G=fits[0], rollout_batch=fits[0] if a.rollout_batch else 0,
+                                scheme=f"{a.scheme}, G {a.G} -> {fits[0]} to fit")
     return name
+
+
+def data_budgets(student, dataset, data_dir=None, q=0.9):
+    """(turn budget, teacher answer budget, why) from a real dataset's own reasoning: its
+    training texts' lengths in the student's tokenizer; the turn budget is their q-quantile
+    (p90), the teacher's their maximum over 99%, each rounded up to 16 tokens. None when the
+    dataset ships no reasoning or its files are not here.
+    Example: StrategyQA's 1,995 Gemini rationales in SmolLM2 tokens: p90 250 -> 256, p99 424 -> 432."""
+    try:
+        texts = [r["reasoning"] for r in data.load(dataset, "train", data_dir=data_dir) if r.get("reasoning")]
+    except (ValueError, FileNotFoundError, KeyError):
+        return None
+    if len(texts) < 20:
+        return None
+    tok, whose = models.load_tokenizer(student), f"{student}'s tokens"
+    if tok is None:   # e.g. a gated hub id, offline: SmolLM2's tokens are a close stand-in
+        tok, whose = models.smollm2_tokenizer(), f"SmolLM2's tokens ({student}'s tokenizer is not at hand)"
+    lengths = sorted(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    at = lambda p: lengths[min(len(lengths) - 1, int(p * len(lengths)))]
+    up16 = lambda n: -(-n // 16) * 16
+    turn, teacher = up16(at(q)), up16(at(0.99))
+    return turn, teacher, (f"turn budget {turn} = p{round(100 * q)} ({at(q)}), teacher budget {teacher} = p99 "
+                           f"({at(0.99)}) of {len(texts)} {dataset} rationales in {whose}")
 
 # -----------------------------------------------------------------------------
 # the device and the memory model
@@ -196,6 +236,8 @@ def block(a, device, words, budget, est):
     how = "random weights, --random-init" if getattr(a, "random_init", False) else sample_source(a.student)
     lines = ["=" * 100, f"student  {a.student} ({how})", f"device   {device} ({words})", f"dtype    {dtype}",
              f"preset   {a.preset} ({a.preset_why})" + (f"; memory scheme: {a.scheme}" if a.scheme else "")]
+    if getattr(a, "budget_why", None):
+        lines.append(f"budgets  {a.budget_why}")
     for title, dests in LAYOUT:
         items = [f"{d}={getattr(a, d)!r}" + ("*" if d in GIVEN else "") for d in dests
                  if hasattr(a, d) and d not in ("dry_run", "force")]

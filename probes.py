@@ -73,9 +73,10 @@ SHIFTS = (-6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6)  # how far a counterfactual 
 
 def _probe(rule, question, answer_type, answer=None, spec=None, reveals=False, writer="template"):
     """A fresh probe; reveals_answer is settled by _synth or _checked, the rest by build_dei."""
-    return {"rule": rule, "writer": writer, "question": question, "answer": answer, "answer_type": answer_type,
-            "teacher_reasoning": None, "teacher_answer": None, "answer_correct": None, "reasoning_correct": None,
-            "consistent": None, "student_correct": None, "kept": None, "reveals_answer": reveals, "spec": spec}
+    return {"rule": rule, "writer": writer, "question": question, "answer": answer,
+            "answer_type": answer_type, "teacher_reasoning": None, "teacher_answer": None,
+            "answer_correct": None, "reasoning_correct": None, "consistent": None, "student_correct": None,
+            "kept": None, "reveals_answer": reveals, "spec": spec}
 
 
 def _synth(rule, question, spec, answer_type, p):
@@ -110,7 +111,8 @@ def counterfactual(ex, seed=0):
                      "how, then answer the changed question.", ex["answer_type"])
     rng, item, v = _rng(ex, "counterfactual", seed), item_of(p), trace(p["start"], p["ops"])
     cands = [(i, m) for i, (kind, n) in enumerate(p["ops"])  # (step, new operand) or (None, shift)
-             for m in ([n + d for d in SHIFTS] if kind in ("add", "sub") else (2, 3, 4, 5)) if m >= 1 and m != n]
+             for m in ([n + d for d in SHIFTS] if kind in ("add", "sub") else (2, 3, 4, 5))
+             if m >= 1 and m != n]
     cands += [(None, d) for d in SHIFTS]  # move the start (the end, for a reversed problem)
     rng.shuffle(cands)
     for i, m in cands:
@@ -128,7 +130,8 @@ def counterfactual(ex, seed=0):
         elif p["reverse"]:
             change = f"there were {end} {item} at the end instead of {v[-1]}"
         else:
-            change = f'the problem began "{start_sentence(p, start)}" instead of "{start_sentence(p, p["start"])}"'
+            change = (f'the problem began "{start_sentence(p, start)}" '
+                      f'instead of "{start_sentence(p, p["start"])}"')
         ask = (f"How many {item} would there have been at the start?" if p["reverse"]
                else f"How many {item} would there be at the end?")
         spec["note"] = f"Suppose {change}, with everything else the same."
@@ -149,7 +152,8 @@ def challenge(ex, seed=0):
     p, rng = ex.get("problem"), _rng(ex, "challenge", seed)
     if p is None:
         steps = [s.strip(" *-#") for s in re.split(r"(?<=[.!?])\s+|\n", ex.get("reasoning") or "")]
-        steps = [s for s in steps if len(s.split()) >= 4 and not states_answer(s, ex["answer"], ex["answer_type"])]
+        steps = [s for s in steps
+                 if len(s.split()) >= 4 and not states_answer(s, ex["answer"], ex["answer_type"])]
         return _text("challenge", ex, f'One step of a proposed solution says: "{rng.choice(steps)}" '
                      "Is this step correct? Justify your verdict from the facts of the question.",
                      "yesno") if steps else []
@@ -201,7 +205,8 @@ def why(ex, seed=0):
     claim = kind if rng.random() < 0.5 else rng.choice([k for k in OP_PHRASE if k != kind])
     spec = {"ask": "is_op", "problem": p, "step": i, "op": [claim, n]}
     return [_synth("why", f"{statement(p)} Why does the amount change in {quote(p, i)}? Does this "
-                   f"sentence mean that we {OP_PHRASE[claim].format(n=n)}? Answer yes or no.", spec, "yesno", p)]
+                   f"sentence mean that we {OP_PHRASE[claim].format(n=n)}? Answer yes or no.",
+                   spec, "yesno", p)]
 
 
 def cause_effect(ex, seed=0):
@@ -305,8 +310,8 @@ def reverse(ex, seed=0):
     m = _rng(ex, "reverse", seed).choice(nums)
     hidden = q[:m.start()] + "x" + q[m.end():]
     return [_checked(_probe("reverse", f"{hidden.strip()}\n\nThe answer to this question is {ex['answer']}. "
-                            "Working backwards from this answer, what is the value of x?", "number", m.group(),
-                            reveals=True), ex)]
+                            "Working backwards from this answer, what is the value of x?", "number",
+                            m.group(), reveals=True), ex)]
 
 
 def necessity(ex, seed=0):
@@ -330,7 +335,8 @@ def necessity(ex, seed=0):
         return []
     k, item = rng.choice(ok), item_of(p)
     ask = (f"and the end amount were still {end}. How many {item} would there have been at the start?"
-           if p["reverse"] else f"and everything else stayed the same. How many {item} would there be at the end?")
+           if p["reverse"]
+           else f"and everything else stayed the same. How many {item} would there be at the end?")
     return [_synth("necessity", f"{statement(p)} Is {quote(p, k)} needed? Suppose it did not happen {ask}",
                    {"ask": "without_step", "problem": p, "step": k}, "number", p)]
 
@@ -370,7 +376,8 @@ def _checked(probe, ex):
     """A text probe of example ex with reveals_answer settled: the rule's own verdict (it wrote
     A in), else the answer checker on what the probe writes beyond Q."""
     rest = beyond_question(probe["question"], ex["question"])
-    probe["reveals_answer"] = bool(probe["reveals_answer"]) or states_answer(rest, ex["answer"], ex["answer_type"])
+    probe["reveals_answer"] = (bool(probe["reveals_answer"])
+                               or states_answer(rest, ex["answer"], ex["answer_type"]))
     return probe
 
 
@@ -406,12 +413,14 @@ def writer_prompt(rule, ex, answer_type):
             "math": "a short mathematical expression"}[answer_type]
     return (f"You write explanatory probes: new questions that make a student explain the logic "
             f"behind an answer instead of pattern-matching it. Apply this rule.\n\nRule: {rule}\n"
-            f"{inspect.getdoc(RULES[rule]).split('On text:')[0].strip()}\n\nOriginal question: {ex['question'].strip()}\n"
+            f"{inspect.getdoc(RULES[rule]).split('On text:')[0].strip()}\n\n"
+            f"Original question: {ex['question'].strip()}\n"
             f"Gold answer: {ex['answer']}\nTeacher reasoning: {(ex.get('reasoning') or '(none)').strip()}\n\n"
             f"Write one probe for this question with the rule above. The probe must restate every "
             f"fact it needs (its reader will not see the original question), must not ask the "
             f"original question again, and its answer must be {kind}. If the rule cannot apply to "
-            f"this question, write only NOT APPLICABLE. Otherwise write only one line: Probe: <the probe question>")
+            f"this question, write only NOT APPLICABLE. Otherwise write only one line: "
+            f"Probe: <the probe question>")
 
 
 def parse_written_probe(text):
@@ -495,7 +504,8 @@ def _consistency(flat, teacher, stats):
     for d, p in flat:
         p["kept"] = p["answer_correct"] is not False and p["consistent"] is True
         s = stats["rules"][p["rule"]]
-        s["wrong_answer" if p["answer_correct"] is False else "consistent" if p["kept"] else "inconsistent"] += 1
+        s["wrong_answer" if p["answer_correct"] is False
+          else "consistent" if p["kept"] else "inconsistent"] += 1
         s["reveals"] += p["kept"] and p["reveals_answer"]
 
 
@@ -505,7 +515,8 @@ def _difficulty(kept, student, stats, max_new_tokens, batch_size):
     if callable(student):  # fn(conversations) -> texts: tests, or a student served elsewhere
         texts = list(student(convs)) if convs else []
     else:
-        texts = sample.generate_text(*student, convs, max_new_tokens=max_new_tokens, batch_size=batch_size) if convs else []
+        texts = (sample.generate_text(*student, convs, max_new_tokens=max_new_tokens, batch_size=batch_size)
+                 if convs else [])
     for (d, p), text in zip(kept, texts):
         gold = p["answer"] if p["answer"] is not None else p["teacher_answer"]
         p["student_correct"] = is_correct(text, gold, p["answer_type"], p["question"])
@@ -548,7 +559,8 @@ def _build_chunk(batch, teacher, rules, student, tau_hard, probe_writer, seed, s
     _answer_probes(flat, teacher)
     _consistency(flat, teacher, stats)
     if student is not None:
-        _difficulty([(d, p) for d, p in flat if p["kept"]], student, stats, student_max_tokens, student_batch_size)
+        _difficulty([(d, p) for d, p in flat if p["kept"]], student, stats, student_max_tokens,
+                    student_batch_size)
     for d in dei:
         _verdict(d, student, tau_hard, stats)
     return dei
@@ -565,7 +577,8 @@ def build_dei(records, teacher, rules=None, student=None, tau_hard=TAU_HARD, cac
     from tqdm import tqdm
     rules = parse_rules(rules)
     if not 0 <= tau_hard <= 1:
-        raise ValueError(f"tau_hard is a fraction of a question's consistent probes, in [0, 1]; got {tau_hard}")
+        raise ValueError(f"tau_hard is a fraction of a question's consistent probes, in [0, 1]; "
+                         f"got {tau_hard}")
     if probe_writer not in ("template", "teacher"):
         raise ValueError(f"unknown probe writer {probe_writer!r}; choose template or teacher")
     teacher = make_teacher(teacher) if isinstance(teacher, str) else teacher
@@ -613,20 +626,23 @@ def format_table(stats):
             "student_ok", "in_kept")
     total = {k: sum(s[k] for s in stats["rules"].values()) for k in next(iter(stats["rules"].values()))}
     writer = stats.get("writer", PROBE_WRITER)
-    rows = [(r, writer if r != "all" else "", s["questions"], s["not_applicable"],
-             s["probes"], s["wrong_answer"], s["inconsistent"], s["consistent"], s["consistent"] - s["reveals"],
+    rows = [(r, writer if r != "all" else "", s["questions"], s["not_applicable"], s["probes"],
+             s["wrong_answer"], s["inconsistent"], s["consistent"], s["consistent"] - s["reveals"],
              f"{s['student_correct']}/{s['student_checked']}" if s["student_checked"] else "-", s["in_kept"])
             for r, s in [*stats["rules"].items(), ("all", dict(total, questions="", not_applicable=""))]]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    lines = ["  ".join(str(x).ljust(w) if i < 2 else str(x).rjust(w) for i, (x, w) in enumerate(zip(r, widths)))
+    lines = ["  ".join(str(x).ljust(w) if i < 2 else str(x).rjust(w)
+                       for i, (x, w) in enumerate(zip(r, widths)))
              for r in [head] + rows]
     q = stats["questions"]
     lines += [f"questions: {q['rows']} rows, {q['skipped_bad_rows']} skipped (no question/answer), "
               f"{q['no_probe']} with no probe, {q['no_consistent_probe']} with no consistent probe, "
               f"{q['too_easy']} too easy (student solved every probe), {q['too_hard']} too hard "
-              f"(< tau_hard={stats['tau_hard']}), {q['kept']} kept" + ("" if stats.get("student") else " (student check off)"),
-              f"teacher reasoning wrong (reasoning_correct false, left out of SFT): {q['teacher_wrong_on_question']} "
-              f"of {q['rows'] - q['skipped_bad_rows']} questions, {total['wrong_answer']} of {total['probes']} probes"]
+              f"(< tau_hard={stats['tau_hard']}), {q['kept']} kept"
+              + ("" if stats.get("student") else " (student check off)"),
+              f"teacher reasoning wrong (reasoning_correct false, left out of SFT): "
+              f"{q['teacher_wrong_on_question']} of {q['rows'] - q['skipped_bad_rows']} questions, "
+              f"{total['wrong_answer']} of {total['probes']} probes"]
     if "teacher" in stats:
         t = stats["teacher"]
         lines.append(f"teacher {t['id']}: {t['calls']} answers asked, {t['cache_hits']} from the cache")
@@ -662,8 +678,8 @@ def ei_plan(a, load):
     n_reason = sum(not r.get("reasoning") for r in good)
     if a.teacher == "oracle" and not a.teacher_url:
         return (f"{head} -> {len(made)} probes; teacher: the oracle, a program (no model or API calls: "
-                f"it answers {n_reason + 2 * len(made)} prompts exactly, probes and their consistency checks; "
-                f"nothing to cache)")
+                f"it answers {n_reason + 2 * len(made)} prompts exactly, probes and their consistency "
+                f"checks; nothing to cache)")
     teacher = teachers.from_args(a, cache=False)   # no file opened: only its id and sampling are needed
     asks = [format_question(r["question"], r["answer_type"]) for r in good if not r.get("reasoning")]
     if a.probe_writer == "teacher":   # one written probe per question and rule, then its answer
@@ -682,9 +698,9 @@ def ei_plan(a, load):
             except (ValueError, KeyError, TypeError):
                 pass
     keys = {teachers.cache_key(teacher.id, teachers.user(p), teacher.sampling) for p in asks}
-    return (f"{head}; teacher {teacher.id}: up to {n_reason + n_write + n_probe} calls ({n_reason} for questions the dataset "
-            f"gives no reasoning, {note}) + up to {n_probe} consistency checks; {len(keys & have)} of the "
-            f"{len(keys)} prompts known now are already cached; "
+    return (f"{head}; teacher {teacher.id}: up to {n_reason + n_write + n_probe} calls ({n_reason} for "
+            f"questions the dataset gives no reasoning, {note}) + up to {n_probe} consistency checks; "
+            f"{len(keys & have)} of the {len(keys)} prompts known now are already cached; "
             + (f"cache {cache} ({len(have)} answers)" if cache else "no cache (--teacher-cache none)"))
 
 # -----------------------------------------------------------------------------
@@ -701,21 +717,26 @@ def main(argv=None):
     ap = checks.one_line(argparse.ArgumentParser(description=__doc__.strip().split("\n\n")[0],
                                                  formatter_class=argparse.RawDescriptionHelpFormatter))
     g = ap.add_argument_group("data")
-    g.add_argument("--dataset", default=DATASET, help="synth, or a name data/real.py knows (strategyqa, gsm8k, ...)")
+    g.add_argument("--dataset", default=DATASET,
+                   help="synth, or a name data/real.py knows (strategyqa, gsm8k, ...)")
     g.add_argument("--split", default=SPLIT)
     g.add_argument("--limit", type=int, default=None, help="at most this many questions (synth default 1000)")
     g.add_argument("--seed", type=int, default=0, help="synthetic problems and the rules' random choices")
-    g.add_argument("--data-dir", default=None, help="the real datasets (else $EXGRPO_DATA_DIR, else shared/data beside the checkout)")
+    g.add_argument("--data-dir", default=None,
+                   help="the real datasets (else $EXGRPO_DATA_DIR, else shared/data beside the checkout)")
     g.add_argument("--out", default=None, help="D_EI JSONL (default runs/dei_<dataset>_<split>.jsonl)")
     teachers.add_arguments(ap)   # the same teacher flags as train.py, and the same shared cache
     g = ap.add_argument_group("probes and filters")
     g.add_argument("--rules", default=None, help=f"comma-separated subset of: {','.join(RULES)}")
     g.add_argument("--probe-writer", default=None, choices=("template", "teacher"),
-                   help="default: teacher on a text dataset with a real teacher (hf: or --teacher-url), else template")
-    g.add_argument("--student", default=STUDENT, help="difficulty-filter student (none, tiny, smollm2-135m, a path)")
+                   help="default: teacher on a text dataset with a real teacher (hf: or --teacher-url), "
+                        "else template")
+    g.add_argument("--student", default=STUDENT,
+                   help="difficulty-filter student (none, tiny, smollm2-135m, a path)")
     g.add_argument("--student-max-tokens", type=int, default=STUDENT_MAX_TOKENS)
     g.add_argument("--student-batch-size", type=int, default=16)
-    g.add_argument("--tau-hard", type=float, default=TAU_HARD, help="keep Q only if the student solves >= this share")
+    g.add_argument("--tau-hard", type=float, default=TAU_HARD,
+                   help="keep Q only if the student solves >= this share")
     g.add_argument("--chunk", type=int, default=CHUNK)
     g.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -729,7 +750,8 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as e:
         ap.error(str(e))
     writer = args.probe_writer or default_probe_writer(args.dataset, args.teacher, args.teacher_url)
-    out = Path(args.out or Path(__file__).resolve().parent / "runs" / f"dei_{args.dataset}_{args.split}.jsonl")
+    out = Path(args.out
+               or Path(__file__).resolve().parent / "runs" / f"dei_{args.dataset}_{args.split}.jsonl")
     t0 = time.time()
     try:
         teacher = teachers.from_args(args)

@@ -207,6 +207,8 @@ def get_args(argv=None):
                     and value != saved[key]:
                 ap.error(f"--{key.replace('_', '-')} {value} differs from the resumed run's {saved[key]} "
                          f"({args.resume}/config.json); drop the flag or start a new run")
+    if args.teacher_url and args.teacher == teachers.TEACHER:
+        args.teacher = "openai"   # the endpoint answers, not the oracle (the start-up block says so)
     if args.teacher == "none":
         args.no_probes = True
     args.probe_writer = args.probe_writer or probes.default_probe_writer(args.dataset, args.teacher, args.teacher_url)

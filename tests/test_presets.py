@@ -4,6 +4,7 @@
 """
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import checks  # noqa: E402
 import memory  # noqa: E402
 import models  # noqa: E402
 import presets  # noqa: E402
@@ -301,3 +303,25 @@ def test_an_unknown_architecture_says_which_preset_and_why(tmp_path, monkeypatch
     a = train.get_args(["--student", "someone/unknown-model"])
     assert a.preset == "cpu" and "no architecture known for someone/unknown-model" in a.preset_why
     assert presets.estimate(a) is None
+
+# -----------------------------------------------------------------------------
+# --help
+
+
+def test_help_is_short_grouped_and_says_what_every_flag_does():
+    ap = checks.one_line(presets.add_flags(train.parser()))
+    text = ap.format_help()
+    assert len(text.splitlines()) <= 120
+    flags = [a for a in ap._actions if a.option_strings and a.dest != "help"]
+    assert len(flags) > 60 and all(a.help for a in flags), [a.dest for a in flags if not a.help]
+    titles = [g.title for g in ap._action_groups]
+    assert [t.split(":")[0] for t in titles if t.startswith("stage")] == ["stage 1", "stage 2", "stage 3"]
+
+
+def test_help_of_a_student_shows_its_presets_values():
+    p = _run("--student", "gemma-7b", "--help")
+    assert p.returncode == 0
+    assert re.search(r"--G N +rollouts per scenario \(default: 8\)", p.stdout), p.stdout
+    assert re.search(r"--rl-steps N +optimizer steps \(default: 300\)", p.stdout)
+    assert "the gpu-7b preset's, for --student gemma-7b" in p.stdout
+    assert re.search(r"--G N +rollouts per scenario \(default: 4\)", _run("--help").stdout)
