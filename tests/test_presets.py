@@ -325,3 +325,34 @@ def test_help_of_a_student_shows_its_presets_values():
     assert re.search(r"--rl-steps N +optimizer steps \(default: 300\)", p.stdout)
     assert "the gpu-7b preset's, for --student gemma-7b" in p.stdout
     assert re.search(r"--G N +rollouts per scenario \(default: 4\)", _run("--help").stdout)
+
+# -----------------------------------------------------------------------------
+# a real dataset: the budgets from its own rationales
+
+
+def test_real_data_budgets_are_the_rationales_p90_and_p99(shared_data, tok):
+    from data.real import load_dataset
+    texts = [r["reasoning"] for r in load_dataset("strategyqa", "train", data_dir=shared_data) if r.get("reasoning")]
+    n = sorted(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    p90, p99 = n[int(0.9 * len(n))], n[int(0.99 * len(n))]
+    assert 200 < p90 < 300   # StrategyQA's Gemini rationales: far above the preset's 80-token turn
+    turn, teacher, why = presets.data_budgets("smollm2-135m", "strategyqa", shared_data)
+    assert (turn, teacher) == (-(-p90 // 16) * 16, -(-p99 // 16) * 16) and f"p90 ({p90})" in why
+    a = train.get_args(["--dataset", "strategyqa", "--data-dir", str(shared_data), "--teacher", "none"])
+    assert (a.max_new_tokens, a.teacher_max_tokens, a.eval_max_new_tokens) == (turn, teacher, max(turn, 128))
+    b = train.get_args(["--dataset", "strategyqa", "--data-dir", str(shared_data), "--teacher", "none",
+                        "--max-new-tokens", "100"])
+    assert b.max_new_tokens == 100 and b.teacher_max_tokens == teacher   # a flag still wins
+    assert train.get_args(["--teacher", "none"]).max_new_tokens == train.RL_MAX_NEW_TOKENS   # synth: unchanged
+    assert presets.data_budgets("smollm2-135m", "commonsenseqa", shared_data) is None   # question + gold only
+
+
+def test_gpu_preset_on_real_data_shrinks_g_until_it_fits(shared_data):
+    argv = ["--student", "gemma-7b", "--dataset", "strategyqa", "--data-dir", str(shared_data),
+            "--teacher-url", "http://127.0.0.1:9/v1", "--teacher-model", "m"]
+    a = train.get_args(argv)
+    budget = MEM.GPU_BYTES - MEM.GPU_RESERVE
+    assert a.max_new_tokens == 256 and 2 <= a.G < 8 and presets.estimate(a)["peak"] <= budget
+    assert presets.estimate(type(a)(**{**vars(a), "G": a.G + 1, "rollout_batch": a.G + 1}))["peak"] > budget
+    assert f"G 8 -> {a.G} to fit" in a.scheme and a.teacher == "openai"
+    assert train.get_args(argv + ["--G", "8"]).G == 8   # a G on the command line is never changed
