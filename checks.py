@@ -37,7 +37,8 @@ FRACTION = (lambda v: 0 <= v <= 1, "in [0, 1]")
 TRAIN_RANGES = {
     "train_n": (AT_LEAST_0[0], ">= 0 (0 = all)"), "eval_n": AT_LEAST_1, "eval_max_new_tokens": AT_LEAST_1,
     "save_every": (AT_LEAST_0[0], ">= 0 (0 = by time)"), "save_minutes": POSITIVE,
-    "rollout_batch": (AT_LEAST_0[0], ">= 0 (0 = all)"), "tau_hard": FRACTION, "sft_probes": AT_LEAST_0, "sft_dialogues": AT_LEAST_0,
+    "rollout_batch": (AT_LEAST_0[0], ">= 0 (0 = all)"), "tau_hard": FRACTION, "sft_probes": AT_LEAST_0,
+    "sft_dialogues": AT_LEAST_0,
     "sft_batch": AT_LEAST_1, "sft_micro": AT_LEAST_1, "sft_lr": POSITIVE, "sft_warmup": AT_LEAST_0,
     "beta": AT_LEAST_0, "clip_eps": POSITIVE, "aux_weight": AT_LEAST_0,
     "eval_every": (AT_LEAST_0[0], ">= 0 (0 = never)"), "eval_every_n": AT_LEAST_1, "rl_lr": POSITIVE,
@@ -104,8 +105,8 @@ def student(ap, flag, name, allow_none=False):
         return
     if "/" in name and not name.startswith((".", "/", "~")):
         return
-    fail(ap, f"{flag} {name}: unknown student {name!r}: not an alias ({', '.join(models.STUDENTS)}) nor a hub "
-             f"id (org/name), and no folder at {Path(name).resolve()}")
+    fail(ap, f"{flag} {name}: unknown student {name!r}: not an alias ({', '.join(models.STUDENTS)}) nor a "
+             f"hub id (org/name), and no folder at {Path(name).resolve()}")
 
 
 def device(ap, name):
@@ -128,7 +129,8 @@ def level(ap, value):
 def oracle_on_text(ap, args, instead):
     """The oracle computes answers from the synthetic world's structure: a text dataset has none."""
     if args.dataset != "synth" and args.teacher == "oracle" and not args.teacher_url:
-        fail(ap, f"--teacher oracle: answers only the synthetic world, not --dataset {args.dataset}; use {instead}")
+        fail(ap, f"--teacher oracle: answers only the synthetic world, not --dataset {args.dataset}; "
+                 f"use {instead}")
 
 
 def teacher(ap, args):
@@ -161,8 +163,8 @@ def train_flags(ap, args):
             fail(ap, f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be {allowed}")
     if args.k < 2 and not (args.no_probes or args.no_rl or args.teacher == "none"):
         # Scenario B keeps the first k' in [1, k-1] probes: with k = 1 that range is empty
-        fail(ap, f"--k {args.k}: ExGRPO needs k >= 2 (Scenario B keeps k' in [1, k-1] of Scenario A's k probes); "
-                 f"use --k 2 or more, or --no-probes for plain GRPO")
+        fail(ap, f"--k {args.k}: ExGRPO needs k >= 2 (Scenario B keeps k' in [1, k-1] of Scenario A's "
+                 f"k probes); use --k 2 or more, or --no-probes for plain GRPO")
     if args.k_partial is not None and not 1 <= args.k_partial < args.k:
         fail(ap, f"--k-partial must be in [1, k-1] = [1, {args.k - 1}], got {args.k_partial}")
     ranges(ap, args, TRAIN_RANGES)
@@ -172,7 +174,8 @@ def train_flags(ap, args):
     must_exist(ap, args, "data_dir")
     level(ap, args.level)
     if args.resume and not (Path(args.resume) / "config.json").is_file():
-        fail(ap, f"--resume {args.resume}: no run there to resume (no config.json in {Path(args.resume).resolve()})")
+        fail(ap, f"--resume {args.resume}: no run there to resume "
+                 f"(no config.json in {Path(args.resume).resolve()})")
     if args.sft_from and not (Path(args.sft_from) / "config.json").exists():
         fail(ap, f"--sft-from {args.sft_from}: no checkpoint there (no config.json)")
     if args.report_to != "none" and importlib.util.find_spec(args.report_to) is None:
@@ -180,7 +183,8 @@ def train_flags(ap, args):
     if args.teacher == "none":
         return
     teacher(ap, args)
-    oracle_on_text(ap, args, "--teacher hf:<model>, --teacher-url URL --teacher-model NAME, or --teacher none")
+    oracle_on_text(ap, args,
+                   "--teacher hf:<model>, --teacher-url URL --teacher-model NAME, or --teacher none")
 
 
 def evaluate_flags(ap, args):

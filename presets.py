@@ -5,7 +5,8 @@ that train.py calls before it loads anything (the method is not here).
     python train.py --dry-run                            # the CPU preset: what would run, then exit
     python train.py --student gemma-7b --dry-run         # the GPU recipe + the memory model's estimate
     python train.py --student gemma-7b --G 32 --dry-run  # a flag beats the preset (this one does not fit)
-    python train.py --student google/gemma-7b-it --dry-run   # a hub id or a folder: planned from its config.json
+    python train.py --student google/gemma-7b-it --dry-run   # a hub id or a folder: planned from
+                                                               its config.json
 
 Presets (a flag written on the command line always wins over them):
   cpu     train.py's own defaults: the synthetic world, SmolLM2-135M, about 20 minutes on 2 cores
@@ -64,7 +65,8 @@ SCHEMES = [
     ("bf16 AdamW fused, rollouts by G", dict(optimizer="bf16-fused", grad_checkpointing=True, rl_micro=1,
                                              rollout_batch="G")),
 ]
-SCHEME_MARGIN = 0.95     # a preset's scheme leaves 5% for allocator fragmentation (the start-up check uses 100%)
+SCHEME_MARGIN = 0.95     # a preset's scheme leaves 5% for allocator fragmentation (the start-up check
+                         # uses 100%)
 USER_TURN_TOKENS = 112   # one user turn with the template's glue (synthetic level 3: mean 100, max 142)
 SFT_TOKENS = 384         # the longest SFT example budgeted (question + teacher answer: about 200)
 CPU_RESERVE = 2e9        # Python, torch and transformers themselves, on a CPU run
@@ -84,7 +86,8 @@ def choose(student):
         return "cpu", (f"no architecture known for {student}: not an alias, no config.json in a folder, "
                        f"not in the local hub cache")
     n = memory.param_count(arch)
-    return ("gpu-7b" if n >= GPU_PARAMS else "cpu"), f"{n / 1e9:.2f}B parameters ({arch['arch']}, {arch['layers']} layers)"
+    return ("gpu-7b" if n >= GPU_PARAMS else "cpu"), (f"{n / 1e9:.2f}B parameters ({arch['arch']}, "
+                                                      f"{arch['layers']} layers)")
 
 
 def given(ap, argv=None):
@@ -102,9 +105,10 @@ def given(ap, argv=None):
     return set(vars(ns))
 
 
-def apply(ap, argv=None):
+def apply(ap, argv=None, read_data=False):
     """Make the preset of the student the parser's defaults; returns its name. Flags on the
-    command line still win, and the memory scheme is chosen with them in place."""
+    command line still win, and the memory scheme is chosen with them in place. read_data (once
+    the flags are checked): with a real --dataset, the budgets from its rationales too."""
     argv = sys.argv[1:] if argv is None else list(argv)
     argv = [a for a in argv if a not in ("-h", "--help")]   # so that --help prints the preset's values
     pre, _ = ap.parse_known_args(argv)
@@ -114,7 +118,7 @@ def apply(ap, argv=None):
     GIVEN.clear()
     GIVEN.update(given(ap, argv))
     ap.set_defaults(preset=name, preset_why=why, scheme=None, budget_why=None, **PRESETS[name])
-    if pre.dataset != "synth" and name in ("cpu", "gpu-7b"):   # tiny, micro: smoke tests, their own budgets
+    if read_data and pre.dataset != "synth" and name in ("cpu", "gpu-7b"):   # tiny, micro: their own budgets
         budgets = data_budgets(pre.student, pre.dataset, pre.data_dir)
         if budgets is not None:
             turn, teacher, words = budgets
@@ -160,8 +164,8 @@ def data_budgets(student, dataset, data_dir=None, q=0.9):
     at = lambda p: lengths[min(len(lengths) - 1, int(p * len(lengths)))]
     up16 = lambda n: -(-n // 16) * 16
     turn, teacher = up16(at(q)), up16(at(0.99))
-    return turn, teacher, (f"turn budget {turn} = p{round(100 * q)} ({at(q)}), teacher budget {teacher} = p99 "
-                           f"({at(0.99)}) of {len(texts)} {dataset} rationales in {whose}")
+    return turn, teacher, (f"turn budget {turn} = p{round(100 * q)} ({at(q)}), teacher budget {teacher} "
+                           f"= p99 ({at(0.99)}) of {len(texts)} {dataset} rationales in {whose}")
 
 # -----------------------------------------------------------------------------
 # the device and the memory model
@@ -174,7 +178,7 @@ def device_of(device=None):
 def device_budget(device, preset):
     """(usable bytes, total bytes, words) of the device the memory check compares against: the
     GPU; a CPU's RAM; for the gpu-7b preset without a GPU, the target: one 80 GB GPU."""
-    if device.startswith("cuda"):
+    if device.startswith("cuda") and torch.cuda.is_available():   # (no CUDA: checks.py refuses --device)
         p = torch.cuda.get_device_properties(torch.device(device))
         return p.total_memory - memory.GPU_RESERVE, p.total_memory, f"{p.name}, {p.total_memory / 1e9:.1f} GB"
     if preset == "gpu-7b":
@@ -198,7 +202,8 @@ def estimate(a):
     dtype = a.dtype or ("bf16" if device_of(a.device).startswith("cuda") else "fp32")
     T, aux = dialogue_tokens(a), 0 if (a.no_aux or a.no_probes) else a.rl_questions
     rows = (1 if a.no_probes else 2) * a.G * a.rl_questions
-    rl = mem.Setup(dtype_bytes=4 if dtype == "fp32" else 2, optimizer="master" if a.optimizer == "master" else "bf16",
+    rl = mem.Setup(dtype_bytes=4 if dtype == "fp32" else 2,
+                   optimizer="master" if a.optimizer == "master" else "bf16",
                    fused=a.optimizer == "bf16-fused", ckpt=a.grad_checkpointing, ref=a.beta > 0,
                    micro_seqs=a.rl_micro + aux, seq_len=T, gen_rows=rows, gen_batch=a.rollout_batch,
                    gen_prompt=T - a.max_new_tokens, gen_len=T)
@@ -256,7 +261,8 @@ def block(a, device, words, budget, est):
         rl, sft = est["rl"], est["sft"]
         fits = "fits" if est["peak"] <= budget else "DOES NOT FIT"
         lines += [f"memory   peak {_gb(est['peak'])} of {_gb(budget)} usable ({words}): {fits} (memory.py)",
-                  f"         RL step {_gb(rl['_peak'])}: {est['rows']} rollouts of <= {est['dialogue_tokens']} tokens; "
+                  f"         RL step {_gb(rl['_peak'])}: {est['rows']} rollouts of "
+                  f"<= {est['dialogue_tokens']} tokens; "
                   f"weights {_gb(rl['parameters'])}, reference {_gb(rl['reference model'])}, optimizer "
                   f"{_gb(rl['optimizer state (m, v)'] + rl['master weights'])},",
                   f"         + max(generation {_gb(rl['_generation'])}, training {_gb(rl['_training'])}); "
@@ -272,7 +278,8 @@ def plan(a):
     """The stages this run goes through, with their sizes."""
     out = [] if a.no_zero_shot else [f"zero-shot eval ({a.eval_n}/split)"]
     if a.teacher != "none":
-        out.append(f"EI (teacher {a.teacher_model or ''} at {a.teacher_url})" if a.teacher_url else f"EI ({a.teacher})")
+        out.append(f"EI (teacher {a.teacher_model or ''} at {a.teacher_url})" if a.teacher_url
+                   else f"EI ({a.teacher})")
     if a.sft_from:
         out.append(f"SFT reused ({a.sft_from})")
     elif not a.no_sft:
@@ -286,8 +293,9 @@ def plan(a):
 def start(a):
     """Before anything loads: refuse a 7B student on a CPU, print the block, stop a run that
     will not fit. (With --dry-run, train.py then prints what EI will ask and exits.)"""
-    a.dry_run, a.force = a.dry_run or "dry_run" in GIVEN, a.force or "force" in GIVEN   # a resumed run's config
-    device = device_of(a.device)                                                       # holds False for both
+    # a resumed run's config holds False for both
+    a.dry_run, a.force = a.dry_run or "dry_run" in GIVEN, a.force or "force" in GIVEN
+    device = device_of(a.device)
     budget, _, words = device_budget(device, a.preset)
     est = estimate(a)
     need = f"about {_gb(est['peak'])} of GPU memory" if est else "a GPU"
@@ -310,6 +318,7 @@ def add_flags(ap):
     g.add_argument("--dry-run", action="store_true", help="print the plan and the memory estimate, then exit")
     g.add_argument("--force", action="store_true", help="start even if the memory model says it will not fit")
     g.add_argument("--random-init", action="store_true",
-                   help="the student's architecture with random weights, no download (memory/throughput checks)")
+                   help="the student's architecture with random weights, no download "
+                        "(memory/throughput checks)")
     return ap
 

@@ -4,7 +4,8 @@ The whole method, three stages: Explanatory Inversion -> SFT warm-up -> ExGRPO.
     python train.py                # embedded default: synthetic world, oracle teacher, SmolLM2-135M, CPU
     python train.py --student tiny                    # every stage end to end in ~2 minutes
     python train.py --no-probes                       # plain GRPO on the original questions
-    python train.py --method step-by-step             # a baseline: sft|step-by-step|revthink|gkd|grpo (baselines.py)
+    python train.py --method step-by-step             # a baseline: sft|step-by-step|revthink|gkd|grpo
+                                                        (baselines.py)
     python train.py --resume runs/smollm2-135m-20261125-031500   # continue a killed run
     python train.py --student qwen2.5-7b --dataset strategyqa --G 8 --k 5 \
         --teacher-url http://localhost:8000/v1 --teacher-model gemini-1.5-pro
@@ -111,50 +112,66 @@ STAGES = ("zero_shot", "ei", "sft", "eval_sft", "rl", "eval_rl")
 def parser():
     """Every flag, grouped by stage; the defaults are the module-level names above (or the
     student's preset: presets.py), and `--student X --help` shows that preset's values."""
-    ap = argparse.ArgumentParser(description="EI -> SFT warm-up -> ExGRPO (docs/design.md; README: how to run)",
-                                 usage="python train.py [--student S] [flags]", formatter_class=checks.CompactHelp)
+    ap = argparse.ArgumentParser(description="EI -> SFT warm-up -> ExGRPO (docs/design.md; "
+                                             "README: how to run)",
+                                 usage="python train.py [--student S] [flags]",
+                                 formatter_class=checks.CompactHelp)
     g = ap.add_argument_group("run")
-    g.add_argument("--out", default=None, metavar="DIR", help="run folder (default runs/<student>-<time>); never "
-                                                              "overwritten")
-    g.add_argument("--resume", default=None, metavar="DIR", help="continue a killed run from its last checkpoint")
+    g.add_argument("--out", default=None, metavar="DIR",
+                   help="run folder (default runs/<student>-<time>); never overwritten")
+    g.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue a killed run from its last checkpoint")
     g.add_argument("--seed", type=int, default=SEED, help="model init, probe draws, sampling")
-    g.add_argument("--save-every", type=int, default=SAVE_EVERY, help="checkpoint every N steps (0 = by time)")
+    g.add_argument("--save-every", type=int, default=SAVE_EVERY,
+                   help="checkpoint every N steps (0 = by time)")
     g.add_argument("--save-minutes", type=float, default=SAVE_MINUTES, help="checkpoint at least this often")
     g.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot evaluation")
     g.add_argument("--report-to", default="none", choices=["none", "tensorboard", "wandb"],
                    help="also log metrics.jsonl's scalars there (optional packages; offline works)")
     g = ap.add_argument_group("model and memory (the memory model: memory.py)")
-    g.add_argument("--student", default=STUDENT, help=f"an alias ({', '.join(models.STUDENTS)}), a folder or a hub id")
-    g.add_argument("--dtype", default=None, choices=["bf16", "fp32", "fp16"], help="default: bf16 on CUDA, fp32 on CPU")
+    g.add_argument("--student", default=STUDENT,
+                   help=f"an alias ({', '.join(models.STUDENTS)}), a folder or a hub id")
+    g.add_argument("--dtype", default=None, choices=["bf16", "fp32", "fp16"],
+                   help="default: bf16 on CUDA, fp32 on CPU")
     g.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     g.add_argument("--optimizer", default="master", choices=["master", "bf16", "bf16-fused"],
                    help="fp32 master weights | bf16 + stochastic rounding | bf16, stepped in backward")
-    g.add_argument("--grad-checkpointing", action="store_true", help="recompute each layer's activations in backward")
-    g.add_argument("--rollout-batch", type=int, default=0, help="rows per generate() call in rollouts (0 = all)")
+    g.add_argument("--grad-checkpointing", action="store_true",
+                   help="recompute each layer's activations in backward")
+    g.add_argument("--rollout-batch", type=int, default=0,
+                   help="rows per generate() call in rollouts (0 = all)")
     g = ap.add_argument_group("data")
     g.add_argument("--dataset", default=DATASET, help=f"one of {', '.join(data.DATASETS)}")
-    g.add_argument("--data-dir", default=None, metavar="DIR", help="real datasets (else $EXGRPO_DATA_DIR, "
-                                                                   "~/.cache/exgrpo/data); python -m data.download")
+    g.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="real datasets (else $EXGRPO_DATA_DIR, ~/.cache/exgrpo/data); "
+                        "python -m data.download")
     g.add_argument("--train-n", type=int, default=TRAIN_N, help="training questions (0 = all)")
-    g.add_argument("--data-seed", type=int, default=None, help="picks the training questions (default: --seed)")
+    g.add_argument("--data-seed", type=int, default=None,
+                   help="picks the training questions (default: --seed)")
     g.add_argument("--level", type=int, default=None, help="synthetic world difficulty, 1-3 (data/synth.py)")
-    g.add_argument("--data-fraction", type=float, default=1.0, help="use this fraction of the training questions")
+    g.add_argument("--data-fraction", type=float, default=1.0,
+                   help="use this fraction of the training questions")
     g.add_argument("--eval-n", type=int, default=EVAL_N, help="questions per evaluation split")
-    g.add_argument("--eval-max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS, help="answer budget in evaluation")
+    g.add_argument("--eval-max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS,
+                   help="answer budget in evaluation")
     g = ap.add_argument_group("stage 1: explanatory inversion (probes.py, teachers.py)")
-    teachers.add_arguments(g, "oracle | hf:<path-or-id> | none (skip EI); an endpoint: --teacher-url", TEACHER)
+    teachers.add_arguments(g, "oracle | hf:<path-or-id> | none (skip EI); an endpoint: --teacher-url",
+                           TEACHER)
     g.add_argument("--probe-writer", default=None, choices=["template", "teacher"],
                    help="default: teacher on text with a real teacher, else template")
     g.add_argument("--rules", default=RULES, help="comma-separated subset of the probe rules (default: all)")
-    g.add_argument("--tau-hard", type=float, default=TAU_HARD, help="difficulty filter: keep Q if solved >= this")
-    g.add_argument("--difficulty-student", default="none", help="student for the difficulty filter (none = skip)")
-    g.add_argument("--sft-probes", type=int, default=PROBES_PER_Q_SFT, help="probe answers per question in SFT")
-    g.add_argument("--sft-dialogues", type=int, default=SFT_DIALOGUES, help="SFT dialogues per question in stage "
-                                                                            "3's format (1..k probes, then Q)")
+    g.add_argument("--tau-hard", type=float, default=TAU_HARD,
+                   help="difficulty filter: keep Q if solved >= this")
+    g.add_argument("--difficulty-student", default="none",
+                   help="student for the difficulty filter (none = skip)")
+    g.add_argument("--sft-probes", type=int, default=PROBES_PER_Q_SFT,
+                   help="probe answers per question in SFT")
+    g.add_argument("--sft-dialogues", type=int, default=SFT_DIALOGUES,
+                   help="SFT dialogues per question in stage 3's format (1..k probes, then Q)")
     g = ap.add_argument_group("stage 2: SFT warm-up")
     g.add_argument("--no-sft", action="store_true", help="RL from a cold start (the paper's ablation)")
-    g.add_argument("--sft-from", default=None, metavar="DIR", help="reuse a finished warm-up (runs/x/sft/final) "
-                                                                   "as the start and pi_ref")
+    g.add_argument("--sft-from", default=None, metavar="DIR",
+                   help="reuse a finished warm-up (runs/x/sft/final) as the start and pi_ref")
     g.add_argument("--sft-epochs", type=int, default=SFT_EPOCHS, help="passes over the SFT data")
     g.add_argument("--sft-batch", type=int, default=SFT_BATCH, help="examples per optimizer step")
     g.add_argument("--sft-micro", type=int, default=SFT_MICRO, help="examples per forward/backward")
@@ -164,18 +181,23 @@ def parser():
     g.add_argument("--no-rl", action="store_true", help="stop after SFT")
     g.add_argument("--no-probes", action="store_true", help="plain GRPO on the original questions")
     g.add_argument("--no-dsu", action="store_true", help="no Dialogue Structure Utility bonus")
-    g.add_argument("--no-aux", action="store_true", help="no auxiliary SFT loss on the teacher's probe answers")
+    g.add_argument("--no-aux", action="store_true",
+                   help="no auxiliary SFT loss on the teacher's probe answers")
     g.add_argument("--rl-steps", type=int, default=RL_STEPS, help="optimizer steps")
     g.add_argument("--rl-questions", type=int, default=RL_QUESTIONS, help="questions per step")
     g.add_argument("--G", type=int, default=G, help="rollouts per scenario")
     g.add_argument("--k", type=int, default=K, help="probes in Scenario A")
-    g.add_argument("--k-partial", type=int, default=None, help="probes in Scenario B (default: uniform in [1, k-1])")
+    g.add_argument("--k-partial", type=int, default=None,
+                   help="probes in Scenario B (default: uniform in [1, k-1])")
     g.add_argument("--delta", type=float, default=DELTA, help="DSU bonus on correct Scenario A rollouts")
-    g.add_argument("--nu", type=float, default=NU, help="DSU margin: the bonus fires iff P_full > nu * P_partial")
+    g.add_argument("--nu", type=float, default=NU,
+                   help="DSU margin: the bonus fires iff P_full > nu * P_partial")
     g.add_argument("--beta", type=float, default=BETA, help="weight of KL(pi || pi_ref)")
     g.add_argument("--clip-eps", type=float, default=CLIP_EPS, help="PPO clip range")
-    g.add_argument("--aux-weight", type=float, default=AUX_WEIGHT, help="lambda, weight of the auxiliary SFT loss")
-    g.add_argument("--agg", default=AGG, choices=exgrpo.AGG_MODES, help="token-mean, sequence-mean or fixed budget")
+    g.add_argument("--aux-weight", type=float, default=AUX_WEIGHT,
+                   help="lambda, weight of the auxiliary SFT loss")
+    g.add_argument("--agg", default=AGG, choices=exgrpo.AGG_MODES,
+                   help="token-mean, sequence-mean or fixed budget")
     g.add_argument("--adv-group", default=ADV_GROUP, choices=["question", "scenario"],
                    help="one advantage group per question (A and B) or per scenario")
     g.add_argument("--adv-norm", default=ADV_NORM, choices=["none", "std"],
@@ -183,35 +205,44 @@ def parser():
     g.add_argument("--rl-lr", type=float, default=RL_LR, help="learning rate (constant)")
     g.add_argument("--rl-micro", type=int, default=RL_MICRO, help="rollouts per forward/backward")
     g.add_argument("--max-new-tokens", type=int, default=RL_MAX_NEW_TOKENS, help="per student turn")
-    g.add_argument("--temperature", type=float, default=TEMPERATURE, help="sampling (and scoring) temperature")
+    g.add_argument("--temperature", type=float, default=TEMPERATURE,
+                   help="sampling (and scoring) temperature")
     g.add_argument("--ppo-epochs", type=int, default=PPO_EPOCHS, help="updates per rollout batch")
     g.add_argument("--grad-clip", type=float, default=GRAD_CLIP, help="global gradient norm (0 = none)")
-    g.add_argument("--eval-every", type=int, default=EVAL_EVERY, help="held-out evaluation every N steps (0 = never)")
-    g.add_argument("--eval-every-n", type=int, default=EVAL_EVERY_N, help="... on this many questions per split")
+    g.add_argument("--eval-every", type=int, default=EVAL_EVERY,
+                   help="held-out evaluation every N steps (0 = never)")
+    g.add_argument("--eval-every-n", type=int, default=EVAL_EVERY_N,
+                   help="... on this many questions per split")
     return baselines.add_flags(ap)
 
 
 def get_args(argv=None):
     """Parse and check every flag before anything is loaded or written (a bad value: one line, exit 2)."""
     ap = checks.one_line(presets.add_flags(parser()))   # argparse's own errors: one line, no usage block
-    presets.apply(ap, argv)  # presets.py: the student's preset (tiny, cpu, gpu-7b) as defaults; flags still win
+    # presets.py: the student's preset (tiny, cpu, gpu-7b) as defaults; flags still win
+    presets.apply(ap, argv)
     args = ap.parse_args(argv)
     checks.train_flags(ap, args)   # every flag: ranges, paths, student, k and k', teacher (checks.py)
     if args.teacher != "none":
         checks.raises(ap, "--rules", args.rules, probes.parse_rules)
-    baselines.apply(ap, args)      # --method: its flags, and what it implies (sft: --no-rl, grpo: --no-probes)
+    if args.dataset != "synth":   # now that the flags are sound: budgets from the dataset's rationales
+        presets.apply(ap, argv, read_data=True)
+        args = ap.parse_args(argv)
+    # --method: its flags, and what it implies (sft: --no-rl, grpo: --no-probes)
+    baselines.apply(ap, args)
     if args.resume and (Path(args.resume) / "config.json").exists():   # a resumed run keeps its flags
         saved = json.loads((Path(args.resume) / "config.json").read_text())
         for key, value in vars(args).items():
-            if key not in ("resume", "out", "dry_run", "force") and key in saved and value != ap.get_default(key) \
-                    and value != saved[key]:
+            if key not in ("resume", "out", "dry_run", "force") and key in saved \
+                    and value != ap.get_default(key) and value != saved[key]:
                 ap.error(f"--{key.replace('_', '-')} {value} differs from the resumed run's {saved[key]} "
                          f"({args.resume}/config.json); drop the flag or start a new run")
     if args.teacher_url and args.teacher == teachers.TEACHER:
         args.teacher = "openai"   # the endpoint answers, not the oracle (the start-up block says so)
     if args.teacher == "none":
         args.no_probes = True
-    args.probe_writer = args.probe_writer or probes.default_probe_writer(args.dataset, args.teacher, args.teacher_url)
+    args.probe_writer = args.probe_writer or probes.default_probe_writer(args.dataset, args.teacher,
+                                                                         args.teacher_url)
     return args
 
 # -----------------------------------------------------------------------------
@@ -229,7 +260,8 @@ def load_data(args):
     if not train:
         raise ValueError(f"dataset {args.dataset!r} has zero usable training rows")
     if args.dataset == "synth":
-        evals = {s: data.load("synth", s, limit=args.eval_n, level=args.level) for s in ("test_id", "test_ood")}
+        evals = {s: data.load("synth", s, limit=args.eval_n, level=args.level)
+                 for s in ("test_id", "test_ood")}
     else:
         evals = {args.dataset: data.load(args.dataset, "test", limit=args.eval_n, data_dir=args.data_dir)}
     return train, evals
@@ -241,7 +273,8 @@ def build_dei(args, run, train):
     out = run.path / "dei.jsonl"
     teacher = teachers.from_args(args)
     dei, stats = probes.build_dei(train, teacher, rules=args.rules, tau_hard=args.tau_hard,
-                                  student=args.difficulty_student, probe_writer=args.probe_writer, seed=args.seed)
+                                  student=args.difficulty_student, probe_writer=args.probe_writer,
+                                  seed=args.seed)
     probes.save_dei(out, dei)
     (run.path / "dei.stats.json").write_text(json.dumps(stats, indent=2))
     print(probes.format_table(stats))
@@ -305,7 +338,8 @@ def length_grouped_batches(lengths, batch_size, seed, window=8):
 
 
 def sft_stage(args, run, model, tok, train, dei, device):
-    turns, tasks, weights = baselines.sft_data(args, train, dei, sft_examples, correct_reasoning)  # + the method's tasks
+    # + the method's tasks
+    turns, tasks, weights = baselines.sft_data(args, train, dei, sft_examples, correct_reasoning)
     tf = [sample.teacher_forced(tok, t) for t in turns]
     lengths = [len(ids) for ids, _ in tf]
     steps_per_epoch = (len(tf) + args.sft_batch - 1) // args.sft_batch
@@ -327,11 +361,16 @@ def sft_stage(args, run, model, tok, train, dei, device):
         loss_total = 0.0
         for s in range(0, len(rows), args.sft_micro):
             sl = slice(s, s + args.sft_micro)
-            lp = sample.token_logprobs(model, *(x[sl].to(device) for x in (batch.ids, batch.attn, batch.loss_mask)),
-                                       vocab_limit=sample.vocab_limit_of(model, tok), share_prefix=not opt.fused)
-            lp = lp * baselines.sft_scale(opt, batch.loss_mask, tasks[batches[i]], weights, sl)[:, None].to(device)
-            n_norm = int(batch.loss_mask[sl].sum()) if getattr(opt, "fused", False) else n_tok  # fused: one step each
-            loss = exgrpo.aggregate(exgrpo.aux_sft_nll(lp), batch.loss_mask[sl].to(device), "token", num_tokens=n_norm)
+            lp = sample.token_logprobs(model,
+                                       *(x[sl].to(device) for x in (batch.ids, batch.attn, batch.loss_mask)),
+                                       vocab_limit=sample.vocab_limit_of(model, tok),
+                                       share_prefix=not opt.fused)
+            lp = lp * baselines.sft_scale(opt, batch.loss_mask, tasks[batches[i]],
+                                          weights, sl)[:, None].to(device)
+            # fused: one step each
+            n_norm = int(batch.loss_mask[sl].sum()) if getattr(opt, "fused", False) else n_tok
+            loss = exgrpo.aggregate(exgrpo.aux_sft_nll(lp), batch.loss_mask[sl].to(device), "token",
+                                    num_tokens=n_norm)
             loss.backward()
             # fused: each micro-batch was normalized on its own -> weight it by its token share
             loss_total += loss.item() * (n_norm / max(n_tok, 1))
@@ -367,7 +406,8 @@ def rl_stage(args, run, model, ref, tok, pool, evals):
         if args.eval_every and step % args.eval_every == 0:
             held_out(step)
         questions = random.Random(args.seed * 7 + step).sample(pool, min(args.rl_questions, len(pool)))
-        row = (baselines.gkd_step if args.method == "gkd" else exgrpo.exgrpo_step)(args, model, ref, tok, opt, questions, step)
+        row = (baselines.gkd_step if args.method == "gkd" else exgrpo.exgrpo_step)(args, model, ref, tok, opt,
+                                                                                   questions, step)
         run.log({"stage": "rl", "step": step, **row})
         bar.set_postfix(reward=f"{row['reward']:.2f}", kl=f"{row.get('kl', 0):.4f}")
         if runs.due(args, step, args.rl_steps):
@@ -384,7 +424,8 @@ def eval_all(args, run, stage, model, tok, evals, quiet=False):
     res = {}
     for name, records in evals.items():
         out = evaluate.evaluate(model, tok, records, max_new_tokens=args.eval_max_new_tokens,
-                                predictions_path=run.path / stage / f"predictions_{name}.jsonl", desc=f"{stage}/{name}",
+                                predictions_path=run.path / stage / f"predictions_{name}.jsonl",
+                                desc=f"{stage}/{name}",
                                 prompt=baselines.eval_prompt(args))
         res[name] = out["accuracy"]
         quiet or print(f"{stage:>10} {name:>10}: {100 * out['accuracy']:5.1f}% ± {100 * out['stderr']:.1f} "
@@ -398,14 +439,18 @@ def main(argv=None):
     if args.dry_run:      # ... and what stage 1 will ask the teacher, then stop
         print(probes.ei_plan(args, lambda: load_data(args)))
         sys.exit(0)
-    ei_done = "ei" in json.loads((path / "state.json").read_text())["done"] if (path / "state.json").exists() else False
-    if not ei_done and (problem := teachers.check_endpoint(args)):   # a dead endpoint: seconds, not after a model load
+    ei_done = ("ei" in json.loads((path / "state.json").read_text())["done"]
+               if (path / "state.json").exists() else False)
+    # a dead endpoint: seconds, not after a model load
+    if not ei_done and (problem := teachers.check_endpoint(args)):
         sys.exit(f"error: {problem}")
     torch.manual_seed(args.seed)
     try:  # bad input fails here, before the run folder is touched
         train, evals = load_data(args)
-        model, tok = models.load_student(args.student, args.dtype, args.device, seed=args.seed, random_init=args.random_init)
-        lm_teacher = baselines.lm_teacher(args, tok)   # --method gkd: the teacher LM (same tokenizer), else None
+        model, tok = models.load_student(args.student, args.dtype, args.device, seed=args.seed,
+                                         random_init=args.random_init)
+        # --method gkd: the teacher LM (same tokenizer), else None
+        lm_teacher = baselines.lm_teacher(args, tok)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     if args.grad_checkpointing:   # training only: generation runs in eval() and keeps its KV cache
@@ -450,7 +495,8 @@ def main(argv=None):
             ref, _ = models.load_student(str(ref_path), args.dtype, args.device)
             ref.eval().requires_grad_(False)
         elif args.beta:  # cold start: the reference is the untouched student
-            ref, _ = models.load_student(args.student, args.dtype, args.device, seed=args.seed, random_init=args.random_init)
+            ref, _ = models.load_student(args.student, args.dtype, args.device, seed=args.seed,
+                                         random_init=args.random_init)
             ref.eval().requires_grad_(False)
         else:
             ref = None
@@ -484,8 +530,8 @@ def report(args, run, evals):
                      f" | {train_s:.0f} | {timing.get(key, 0.0):.0f} |")
         table.append({"stage": label, **{n: accs[n] for n in names}})
     text = "\n".join(lines)
-    print("\n" + text + f"\n\nEI took {timing.get('ei', 0):.0f}s; accuracy in % on {args.eval_n} questions per split; "
-          f"run folder {run.path}")
+    print("\n" + text + f"\n\nEI took {timing.get('ei', 0):.0f}s; accuracy in % on {args.eval_n} questions "
+          f"per split; run folder {run.path}")
     (run.path / "results.md").write_text(text + "\n")
     (run.path / "results.json").write_text(json.dumps({"table": table, "timing": timing}, indent=2))
 

@@ -124,7 +124,7 @@ def test_resume_refuses_a_flag_that_differs_from_the_run(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--student", "no-such-model"], "unknown student 'no-such-model'"),
     (["--student", "/no/such/folder"], "no folder at"),
-    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["--dataset", "imagenet"], "--dataset imagenet: unknown; choose one of"),
     (["--k", "0"], "must be >= 1"),
 ])
 def test_bad_flags_exit_with_a_clear_message(tmp_path, argv, message, capsys):
