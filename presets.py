@@ -118,12 +118,14 @@ def apply(ap, argv=None, read_data=False):
     GIVEN.clear()
     GIVEN.update(given(ap, argv))
     ap.set_defaults(preset=name, preset_why=why, scheme=None, budget_why=None, **PRESETS[name])
-    if read_data and pre.dataset != "synth" and name in ("cpu", "gpu-7b"):   # tiny, micro: their own budgets
+    if read_data and pre.dataset != "synth":
         budgets = data_budgets(pre.student, pre.dataset, pre.data_dir)
-        if budgets is not None:
+        if budgets is not None:   # the teacher's budget for every preset (it keys the shared cache) ...
             turn, teacher, words = budgets
-            ap.set_defaults(max_new_tokens=turn, teacher_max_tokens=teacher, budget_why=words,
-                            eval_max_new_tokens=max(turn, ap.get_default("eval_max_new_tokens")))
+            ap.set_defaults(teacher_max_tokens=teacher, budget_why=words)
+            if name in ("cpu", "gpu-7b"):   # ... the turn's not for tiny and micro (smoke tests, their own)
+                ap.set_defaults(max_new_tokens=turn,
+                                eval_max_new_tokens=max(turn, ap.get_default("eval_max_new_tokens")))
     if name == "gpu-7b":
         budget = device_budget(device_of(pre.device), name)[0]
         G = ap.parse_known_args(argv)[0].G
@@ -146,10 +148,11 @@ def apply(ap, argv=None, read_data=False):
 
 
 def data_budgets(student, dataset, data_dir=None, q=0.9):
-    """(turn budget, teacher answer budget, why) from a real dataset's own reasoning: its
-    training texts' lengths in the student's tokenizer; the turn budget is their q-quantile
-    (p90), the teacher's their maximum over 99%, each rounded up to 16 tokens. None when the
-    dataset ships no reasoning or its files are not here.
+    """(turn budget, teacher answer budget, why) from a real dataset's own reasoning: the turn
+    budget is the q-quantile (p90) of its training rationales in the student's tokens; the
+    teacher's, their 99th percentile in SmolLM2's tokens (a fixed yardstick: the teacher's budget
+    is part of its cache key, so train.py and probes.py, any student, must agree on it). Each is
+    rounded up to 16 tokens. None when the dataset ships no reasoning or its files are not here.
     Example: StrategyQA's 1,995 Gemini rationales in SmolLM2 tokens: p90 250 -> 256, p99 424 -> 432."""
     try:
         texts = [r["reasoning"] for r in data.load(dataset, "train", data_dir=data_dir) if r.get("reasoning")]
@@ -157,18 +160,20 @@ def data_budgets(student, dataset, data_dir=None, q=0.9):
         return None
     if len(texts) < 20:
         return None
+    up16 = lambda n: -(-n // 16) * 16
+
+    def quantile(tok, p):
+        lengths = sorted(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+        return lengths[min(len(lengths) - 1, int(p * len(lengths)))]
+    yardstick = models.smollm2_tokenizer()
     tok, whose = models.load_tokenizer(student), f"{student}'s tokens"
     if tok is None:   # e.g. a gated hub id, offline: SmolLM2's tokens are a close stand-in
-        tok, whose = models.smollm2_tokenizer(), f"SmolLM2's tokens ({student}'s tokenizer is not at hand)"
-    lengths = sorted(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
-    at = lambda p: lengths[min(len(lengths) - 1, int(p * len(lengths)))]
-    up16 = lambda n: -(-n // 16) * 16
-    turn, teacher = up16(at(q)), up16(at(0.99))
-    return turn, teacher, (f"turn budget {turn} = p{round(100 * q)} ({at(q)}), teacher budget {teacher} "
-                           f"= p99 ({at(0.99)}) of {len(texts)} {dataset} rationales in {whose}")
-
-# -----------------------------------------------------------------------------
-# the device and the memory model
+        tok, whose = yardstick, f"SmolLM2's tokens ({student}'s tokenizer is not at hand)"
+    n_turn, n_teacher = quantile(tok, q), quantile(yardstick, 0.99)
+    turn, teacher = up16(n_turn), up16(n_teacher)
+    return turn, teacher, (f"turn budget {turn} = p{round(100 * q)} ({n_turn}) in {whose}, teacher "
+                           f"budget {teacher} = p99 ({n_teacher}) in SmolLM2's, of {len(texts)} {dataset} "
+                           f"rationales")
 
 
 def device_of(device=None):

@@ -49,6 +49,7 @@ from data.real import format_instruction
 from data.synth import OP_SYMBOL, answer_of, op_sentence, question_text, trace
 from rewards import ANSWER_TYPES, extract_answer, is_correct, states_answer
 import checks
+import presets
 import teachers
 import models
 import sample
@@ -742,6 +743,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     checks.probes_flags(ap, args)
     checks.raises(ap, "--rules", args.rules, parse_rules)
+    argv_flags = sys.argv[1:] if argv is None else argv
+    if args.dataset != "synth" and "--teacher-max-tokens" not in argv_flags:
+        # train.py's budget for this dataset: the same cache key, so answers asked here are reused there
+        budgets = presets.data_budgets("smollm2-135m", args.dataset, args.data_dir)
+        args.teacher_max_tokens = budgets[1] if budgets else args.teacher_max_tokens
     if problem := teachers.check_endpoint(args):   # one short request: a dead endpoint fails in seconds
         ap.exit(1, f"probes.py: error: {problem}\n")
     try:

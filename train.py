@@ -253,8 +253,11 @@ def load_data(args):
     """Training records, and the evaluation splits {name: records}. The synthetic test splits are
     fixed (data/synth.py EVAL_SEED): --seed and --data-seed pick the training questions only."""
     seed = args.seed if args.data_seed is None else args.data_seed
-    train = data.load(args.dataset, "train", limit=args.train_n or None, seed=seed, data_dir=args.data_dir,
-                      level=args.level)
+    if args.dataset == "synth":
+        train = data.load("synth", "train", limit=args.train_n or None, seed=seed, level=args.level)
+    else:   # a real dataset: --train-n questions drawn with the seed (not the file's first ones)
+        train = data.load(args.dataset, "train", data_dir=args.data_dir)
+        train = random.Random(seed).sample(train, args.train_n) if 0 < args.train_n < len(train) else train
     if args.data_fraction < 1:
         train = random.Random(seed).sample(train, max(1, int(len(train) * args.data_fraction)))
     if not train:
@@ -433,12 +436,20 @@ def eval_all(args, run, stage, model, tok, evals, quiet=False):
     return res
 
 
+def dry_run(args):
+    """--dry-run, after the start-up block: what stage 1 will ask the teacher; then exit."""
+    try:
+        print(probes.ei_plan(args, lambda: load_data(args)))
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    sys.exit(0)
+
+
 def main(argv=None):
     args, path = runs.resolve_run(get_args(argv))
     presets.start(args)   # the start-up block and the memory check (exits when the run will not fit)
     if args.dry_run:      # ... and what stage 1 will ask the teacher, then stop
-        print(probes.ei_plan(args, lambda: load_data(args)))
-        sys.exit(0)
+        dry_run(args)
     ei_done = ("ei" in json.loads((path / "state.json").read_text())["done"]
                if (path / "state.json").exists() else False)
     # a dead endpoint: seconds, not after a model load

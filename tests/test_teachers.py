@@ -559,3 +559,23 @@ def test_the_teacher_bar_moves_with_every_answer_not_once_per_chunk(monkeypatch)
     probes.build_dei(recs, teacher, rules=["why"], chunk=256, progress=True)
     assert teacher.calls > 4 and ticks.count(1) == teacher.calls   # one tick per answer, not one per chunk
     assert teacher.on_answer is None
+
+
+def test_probes_and_train_ask_with_the_same_budget_so_they_share_the_cache(shared_data, tmp_path):
+    """On a real dataset both derive the teacher's budget from its rationales (presets.data_budgets):
+    answers probes.py caches are the ones train.py looks up (the budget is part of the key)."""
+    import train
+    from data.real import load_dataset
+    recs = load_dataset("strategyqa", "train", data_dir=shared_data, limit=2)
+    canned, _ = strategyqa_teacher(recs)
+    cache = tmp_path / "c.jsonl"
+    with FakeOpenAI(canned) as srv:
+        assert probes.main(["--dataset", "strategyqa", "--data-dir", str(shared_data), "--limit", "2",
+                            "--no-progress", "--probe-writer", "template", "--teacher-url", srv.url,
+                            "--teacher-model", "fake", "--teacher-cache", str(cache),
+                            "--out", str(tmp_path / "d.jsonl")]) == 0
+    sampled = {json.loads(x)["sampling"]["max_tokens"] for x in cache.read_text().splitlines()}
+    for student in ("smollm2-135m", "tiny", "gemma-7b"):
+        a = train.get_args(["--student", student, "--dataset", "strategyqa", "--data-dir", str(shared_data),
+                            "--teacher-url", "http://127.0.0.1:9/v1", "--teacher-model", "fake"])
+        assert sampled == {a.teacher_max_tokens} != {teachers.TEACHER_MAX_TOKENS}
