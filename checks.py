@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 import data
+import dist
 import models
 import teachers
 from data import real, synth
@@ -185,6 +186,22 @@ def train_flags(ap, args):
     teacher(ap, args)
     oracle_on_text(ap, args,
                    "--teacher hf:<model>, --teacher-url URL --teacher-model NAME, or --teacher none")
+
+
+def several_processes(args):
+    """Under torchrun (dist.py), on the run's final flags (a resumed run's saved ones): FSDP2 shards
+    fp32 weights with torch's AdamW (bf16 compute on GPUs); the single-GPU memory schemes and the
+    baselines not written for it are refused. Returns why not (one line), or None."""
+    n = dist.world()
+    if args.optimizer not in ("master", "adamw") or (args.resume and args.optimizer != "adamw"):
+        return (f"--optimizer {args.optimizer}: a one-process scheme (a run started in one process resumes "
+                f"in one); under torchrun the weights and AdamW moments are sharded fp32")
+    args.optimizer = "adamw"
+    if args.method in ("step-by-step", "revthink", "gkd"):
+        return f"--method {args.method} runs in one process only; drop torchrun, or use exgrpo, grpo or sft"
+    if not args.no_rl and args.rl_questions < n:
+        return f"--rl-questions {args.rl_questions}: at least one question per process ({n} processes)"
+    return None
 
 
 def evaluate_flags(ap, args):

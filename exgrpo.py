@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 import data
+import dist
 import optim
 import probes
 import rewards
@@ -56,25 +57,30 @@ def probe_message(p):
     return data.user_message({"question": p["question"], "answer_type": p["answer_type"]})
 
 
-def build_scenarios(questions, k, k_partial=None, rng=None, use_probes=True, aux=True):
+def build_scenarios(questions, k, k_partial=None, rng=None, use_probes=True, aux=True, keep=None):
     """Per question: Scenario A (k probes, then Q) and Scenario B (the first k' of them, then Q),
     k' uniform in [1, k-1] unless fixed; a question with fewer than 2 usable probes (or
     use_probes=False, plain GRPO) gets one plain dialogue [Q]. Returns
         dialogues: list of user-message lists, e.g. [[p1, p2, Q], [p1, Q], ...]
         meta:      one (question index, "full" | "partial" | "plain") per dialogue
         aux:       per question with probes, the teacher's answers to the same k probes,
-                   [(probe, teacher answer), ...] (only answers the checker marked correct)"""
+                   [(probe, teacher answer), ...] (only answers the checker marked correct)
+    keep: the indices of the questions to build (several processes, each its own); the others'
+    probes are drawn all the same, so that every question gets the draws of a one-process run."""
     rng = rng or random.Random(0)
     dialogues, meta, aux_dialogues = [], [], []
     for qi, q in enumerate(questions):
         qmsg = data.user_message(q)
         ps = probes.rl_probes(q) if use_probes else []   # kept, and never stating Q's answer (P17)
         if len(ps) < 2:   # Scenario B needs at least one probe fewer than A, and k' >= 1
-            dialogues.append([qmsg])
-            meta.append((qi, "plain"))
+            if keep is None or qi in keep:
+                dialogues.append([qmsg])
+                meta.append((qi, "plain"))
             continue
         drawn = rng.sample(ps, min(k, len(ps)))
         kp = min(k_partial, len(drawn) - 1) if k_partial else rng.randint(1, len(drawn) - 1)
+        if keep is not None and qi not in keep:
+            continue
         dialogues += [[probe_message(p) for p in drawn] + [qmsg],
                       [probe_message(p) for p in drawn[:kp]] + [qmsg]]
         meta += [(qi, "full"), (qi, "partial")]
@@ -300,16 +306,19 @@ class RolloutBatch:
 
 
 def pack_rollouts(tok, roll, adv, aux_dialogues, token_budget):
-    """sample.Dialogues + advantages + aux dialogues -> a RolloutBatch."""
+    """sample.Dialogues + advantages + aux dialogues -> a RolloutBatch. The normalizers count
+    every process's rollouts (dist.total): each process's loss is its share of one global loss."""
     batch = sample.pack([[]] * len(roll.ids), roll.ids, tok.pad_token_id, roll.student_mask)   # (N, T)
-    norm = {"num_tokens": max(int(batch.loss_mask.sum()), 1), "num_seqs": len(roll.ids),
-            "token_budget": token_budget}
     aux = None
     if aux_dialogues:
         tf = [sample.teacher_forced(tok, a) for a in aux_dialogues]
         aux = sample.pack([[]] * len(tf), [x[0] for x in tf], tok.pad_token_id,
                           [x[1] for x in tf])   # (A, T_aux)
-        norm["aux_tokens"] = int(aux.loss_mask.sum())
+    tokens, seqs, aux_tokens = dist.total(batch.loss_mask.sum(), len(roll.ids),
+                                          0 if aux is None else aux.loss_mask.sum())
+    norm = {"num_tokens": max(int(tokens), 1), "num_seqs": int(seqs), "token_budget": token_budget}
+    if aux is not None:
+        norm["aux_tokens"] = int(aux_tokens)
     return RolloutBatch(batch, [len(x) for x in roll.ids], adv, aux, norm)
 
 
@@ -352,12 +361,16 @@ def policy_update(cfg, model, ref, tok, opt, rb):
     then per micro-batch the loss and its backward; one optimizer step (optim.finish_step). The
     aux dialogues ride on micro-batch 0. A non-finite loss is skipped (P6)."""
     device, limit = next(model.parameters()).device, sample.vocab_limit_of(model, tok)
-    n_tok = rb.norm["num_tokens"]
-    micro = micro_batches(rb.lengths, cfg.G, cfg.rl_micro, in_order=opt.fused)   # [(b,) rollout indices]
+    n_tok, fused = rb.norm["num_tokens"], getattr(opt, "fused", False)   # fused: optim.BF16AdamW's
+    micro = micro_batches(rb.lengths, cfg.G, cfg.rl_micro, in_order=fused)   # [(b,) rollout indices]
+    # several processes run as many micro-batches each (every forward and backward is a collective):
+    # one with fewer repeats its first micro-batch with weight 0
+    n_real = len(micro)
+    micro += [micro[0]] * (dist.most(n_real) - n_real)
     use_ref = ref is not None and cfg.beta > 0
-    frozen_old = cfg.ppo_epochs > 1 or (opt.fused and len(micro) > 1)   # pi_old must not move under us
+    frozen_old = cfg.ppo_epochs > 1 or (fused and len(micro) > 1)   # pi_old must not move under us
     # a shared prompt is scored in two passes, and a fused optimizer steps inside the one backward
-    share_prefix = sample.SHARE_PREFIX and not opt.fused
+    share_prefix = sample.SHARE_PREFIX and not fused
     lp_of = lambda m, mi, idx: score(m, rb, idx, cfg.temperature, limit, share_prefix, mi == 0, device)
     with torch.no_grad():   # scored exactly as below, so that the ratio is 1 and the KL 0 at the start
         ref_lp = [lp_of(ref, mi, idx)[0] for mi, idx in enumerate(micro)] if use_ref else None  # [(b, T_idx)]
@@ -377,30 +390,39 @@ def policy_update(cfg, model, ref, tok, opt, rb):
                                    ref_lp[mi] if use_ref else lp.detach(), rb.adv[idx].to(device), mask,
                                    cfg.clip_eps, cfg.beta if use_ref else 0.0, cfg.agg,
                                    norm=optim.step_normalizer(opt, rb.norm, own), **aux_kw)
+            if mi >= n_real:   # a repeat, for the collectives only: no gradient, no metrics
+                (loss * 0.0).backward()
+                continue
             if not torch.isfinite(loss):
                 skipped += 1
                 continue
             loss.backward()
-            weight = 1.0 if not opt.fused else int(mask.sum()) / n_tok   # fused: each normalized alone
+            weight = 1.0 if not fused else int(mask.sum()) / n_tok   # fused: each normalized alone
             for key, v in st.items():
                 sums[key] = sums.get(key, 0.0) + (v * weight if key in ("loss", "pg_loss") else v)
             if "aux_nll" in st:   # the aux term belongs to its micro-batch alone: never weighted down
                 sums["loss"] += (1.0 - weight) * cfg.aux_weight * st["aux_nll"]
         gnorm = optim.finish_step(opt, model.parameters(), cfg.grad_clip, micro_steps=len(micro))
+    keys = sorted(sums)   # every process's share of the loss and of the token sums, added up
+    *totals, skipped = dist.total(*[sums[k] for k in keys], skipped)
+    sums = dict(zip(keys, totals))
     for key in ("kl", "clip_frac", "entropy"):   # token sums -> token means
         sums[key] = sums.get(key, 0.0) / n_tok
-    return {**sums, "grad_norm": gnorm, "skipped_micro": skipped, "student_tokens": n_tok}
+    return {**sums, "grad_norm": gnorm, "skipped_micro": int(skipped), "student_tokens": n_tok}
 
 
 def exgrpo_step(cfg, model, ref, tok, opt, questions, step, reward_fn=rewards.reward):
     """One ExGRPO update on `questions` (D_EI records): steps 1-7 above. cfg holds train.py's
     flags (k, k_partial, G, delta, nu, adv_group, adv_norm, no_probes, no_dsu, no_aux, beta, ...).
-    Returns the metrics row that train.py logs."""
+    Returns the metrics row that train.py logs. Several processes (dist.py) split the questions,
+    each keeping a question's whole group, and add up the metrics."""
     t0 = time.time()
     rng = random.Random(cfg.seed * 100_003 + step)   # the same draws after a resume
+    mine = set(dist.share(range(len(questions))))    # all of them, in one process
     dialogues, meta, aux = build_scenarios(questions, cfg.k, cfg.k_partial, rng, not cfg.no_probes,
-                                           not cfg.no_aux)
-    roll, r_base = rollout_and_score(cfg, model, tok, questions, dialogues, meta, reward_fn)
+                                           not cfg.no_aux, keep=mine)
+    with dist.gathered(model):   # whole weights while generating: processes stop at their own steps
+        roll, r_base = rollout_and_score(cfg, model, tok, questions, dialogues, meta, reward_fn)
     t_gen = time.time() - t0
     r, fired, p_full, p_part = add_dsu(r_base, meta, cfg.delta, cfg.nu, enabled=not cfg.no_dsu)
     groups = group_ids(meta, cfg.G, cfg.adv_group)
@@ -410,10 +432,12 @@ def exgrpo_step(cfg, model, ref, tok, opt, questions, step, reward_fn=rewards.re
                         pack_rollouts(tok, roll, adv, aux, turns * cfg.max_new_tokens))
     # the dialogues that answer as tested
     final = [d for d, (_, kind) in enumerate(meta) if kind != "partial"]
-    mean = lambda xs: sum(xs) / len(xs) if xs else None
-    return {"reward": r_base.mean().item(), "reward_with_bonus": r.mean().item(),
-            "accuracy": r_base[final].mean().item(), "dsu_rate": mean(fired) or 0.0,
-            "P_full": mean(p_full), "P_partial": mean(p_part), "adv_abs": adv.abs().mean().item(),
-            "zero_var_groups": zero_variance_fraction(r.flatten(), groups), **row,
+    n_groups = len(groups.unique())
+    reward, n, bonus, right, n_final, adv_abs, n_adv, zero_var, n_groups = dist.total(   # over processes
+        r_base.sum(), r_base.numel(), r.sum(), r_base[final].sum(), r_base[final].numel(), adv.abs().sum(),
+        adv.numel(), zero_variance_fraction(r.flatten(), groups) * n_groups, n_groups)
+    return {"reward": reward / n, "reward_with_bonus": bonus / n, "accuracy": right / n_final,
+            "dsu_rate": dist.mean(fired) or 0.0, "P_full": dist.mean(p_full), "P_partial": dist.mean(p_part),
+            "adv_abs": adv_abs / n_adv, "zero_var_groups": zero_var / n_groups, **row,
             "gen_tokens_per_s": row["student_tokens"] / max(t_gen, 1e-9), "gen_seconds": round(t_gen, 2),
             "step_seconds": round(time.time() - t0, 2)}

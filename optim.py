@@ -22,7 +22,7 @@ import math
 
 import torch
 
-OPTIMIZERS = ("master", "bf16", "bf16-fused")
+OPTIMIZERS = ("master", "bf16", "bf16-fused", "adamw")   # adamw: torch's, over FSDP2-sharded fp32 weights
 
 
 def make_optimizer(model, lr, kind="master"):
@@ -32,6 +32,8 @@ def make_optimizer(model, lr, kind="master"):
         return MasterWeightAdamW(model.parameters(), lr=lr, weight_decay=0.0)
     if kind in ("bf16", "bf16-fused"):
         return BF16AdamW(model.parameters(), lr=lr, weight_decay=0.0, fused=kind == "bf16-fused")
+    if kind == "adamw":   # several processes (dist.py): fp32 master weights are the sharded parameters
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     raise ValueError(f"unknown optimizer {kind!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
@@ -45,7 +47,10 @@ def finish_step(opt, params, grad_clip, micro_steps=1):
     if getattr(opt, "fused", False):
         return opt.grad_norm() / micro_steps ** 0.5
     params = [p for p in params if p.grad is not None]
-    gnorm = torch.nn.utils.clip_grad_norm_(params, grad_clip or float("inf")).item() if params else 0.0
+    gnorm = torch.nn.utils.clip_grad_norm_(params, grad_clip or float("inf")) if params else 0.0
+    if hasattr(gnorm, "full_tensor"):   # sharded (FSDP2) gradients: the norm over every process
+        gnorm = gnorm.full_tensor()
+    gnorm = float(gnorm)
     if math.isfinite(gnorm):
         opt.step()
     else:

@@ -12,6 +12,8 @@ The run folder: config, state, metrics, checkpoints. Plumbing of train.py, not t
                                 RNG, step)
 
 A crash loses at most --save-minutes of work; `python train.py --resume RUN` continues it.
+Under torchrun (dist.py) rank 0 writes every file; a checkpoint gathers the sharded weights and
+optimizer state to it first (every process takes part), and holds each process's RNG state.
 """
 
 import argparse
@@ -24,6 +26,8 @@ import time
 from pathlib import Path
 
 import torch
+
+import dist
 
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb"}   # --report-to -> the package it needs
 
@@ -75,11 +79,15 @@ class Run:
 
     def finish(self, stage, result):
         self.state["done"][stage] = result
+        if not dist.is_main():   # every process keeps the state; rank 0 writes it
+            return
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.state, indent=2))
         os.replace(tmp, self.state_path)  # atomic: a crash leaves the old state, never half a file
 
     def log(self, row):
+        if not dist.is_main():
+            return
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.tracker is not None:
@@ -93,7 +101,7 @@ class Run:
     def trim_log(self, stage, from_step):
         """Drop log lines of `stage` (and its held-out evals) at or after `from_step`: they are redone."""
         path = self.path / "metrics.jsonl"
-        if path.exists():
+        if path.exists() and dist.is_main():
             rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
             keep = [r for r in rows
                     if not (r.get("stage") in (stage, stage + "_eval") and r["step"] >= from_step)]
@@ -104,10 +112,13 @@ class Run:
         the SHA-256 of every file, written to a temp folder, flushed to disk and renamed. A
         checkpoint ("ckpt") keeps its predecessor as "ckpt.prev" until the next one is complete,
         so a crash or a corrupted file costs at most one checkpoint interval more."""
+        whole = dist.full_state_dict(model) if dist.on() else None   # a collective: every process
+        if not dist.is_main():
+            return dist.barrier()   # ... then wait until rank 0 has written it
         target = self.path / stage / name
         tmp = target.with_name(name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=whole) if whole is not None else model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         if trainer_state is not None:
             torch.save(trainer_state, tmp / "trainer.pt")
@@ -119,11 +130,12 @@ class Run:
         os.replace(tmp, target)
         if name != "ckpt":
             shutil.rmtree(old, ignore_errors=True)
+        dist.barrier()
 
     def save_final(self, stage, model, tok):
         """<stage>/final, then the stage's checkpoints are no longer needed."""
         self.save(stage, "final", model, tok)
-        for name in ("ckpt", "ckpt.prev"):
+        for name in ("ckpt", "ckpt.prev") if dist.is_main() else ():
             shutil.rmtree(self.path / stage / name, ignore_errors=True)
 
     def checkpoint(self, stage):
@@ -219,7 +231,7 @@ def open_run(args, path):
     if not (path / "config.json").exists():
         (path / "config.json").write_text(json.dumps(vars(args), indent=2))
     run = Run(path)
-    if getattr(args, "report_to", "none") != "none":
+    if getattr(args, "report_to", "none") != "none" and dist.is_main():
         run.tracker = Tracker(args.report_to, path, vars(args))
     if args.resume:
         print(f"resuming {path}: done = {', '.join(run.state['done']) or 'nothing yet'}")
@@ -240,10 +252,11 @@ def due(args, step, total):
 
 def save_trainer(run, stage, model, tok, opt, next_step):
     _last_save[0] = time.time()
-    run.save(stage, "ckpt", model, tok, {"step": next_step, "optimizer": opt.state_dict(),
-                                         "torch_rng": torch.get_rng_state(),
-                                         "cuda_rng": (torch.cuda.get_rng_state_all()
-                                                      if torch.cuda.is_available() else None)})
+    rng = dist.gather({"torch_rng": torch.get_rng_state(),   # one per process (rank 0: [its own])
+                       "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None})
+    optimizer = dist.full_optimizer_state(model, opt) if dist.on() else opt.state_dict()
+    run.save(stage, "ckpt", model, tok, {"step": next_step, "optimizer": optimizer, **(rng[0] if rng else {}),
+                                         "rngs": rng})
 
 
 def resume_trainer(run, stage, model, opt):
@@ -257,11 +270,13 @@ def resume_trainer(run, stage, model, opt):
     # copied onto the device below
     state = torch.load(ckpt / "trainer.pt", weights_only=False, map_location="cpu")
     saved = AutoModelForCausalLM.from_pretrained(ckpt, dtype=next(model.parameters()).dtype)
-    model.load_state_dict(saved.state_dict())
-    opt.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    if state.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    dist.load_full_state_dict(model, saved.state_dict())
+    dist.load_full_optimizer_state(model, opt, state["optimizer"])
+    rngs = state.get("rngs") or [state]   # each process its own RNG (a checkpoint of one process: [its])
+    mine = rngs[dist.rank()] if len(rngs) == dist.world() else rngs[0]
+    torch.set_rng_state(mine["torch_rng"])
+    if mine.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state_all(mine["cuda_rng"])
     run.trim_log(stage, state["step"])
     print(f"{stage}: resumed at step {state['step']} from {ckpt}")
     return state["step"]
@@ -275,4 +290,4 @@ def load_weights(model, path):
         sys.exit(f"error: {path} is unusable ({problem}); start a new run "
                  f"(--sft-from can reuse another warm-up)")
     saved = AutoModelForCausalLM.from_pretrained(path, dtype=next(model.parameters()).dtype)
-    model.load_state_dict(saved.state_dict())
+    dist.load_full_state_dict(model, saved.state_dict())

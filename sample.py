@@ -31,6 +31,7 @@ import types
 from dataclasses import dataclass
 
 import torch
+from torch.distributed.fsdp import FSDPModule
 
 from models import load_student
 
@@ -563,14 +564,19 @@ def token_logprobs(model, ids, attn, loss_mask=None, temperature=1.0, vocab_limi
         temperature = t[:, None].expand(-1, want.shape[1])[want][:, None]
     else:
         temperature = 1.0 if temperature == 0 else temperature  # greedy rollouts score at T = 1
-    share = SHARE_PREFIX if share_prefix is None else share_prefix
+    sharded = isinstance(model, FSDPModule)   # several processes (dist.py)
+    share = (SHARE_PREFIX if share_prefix is None else share_prefix) and not sharded
     shared = _shared_prefix_hidden(model, ids, attn, want) if share else None
     if shared is not None:
         h, targets = shared
     else:
         position_ids = (attn.long().cumsum(-1) - 1).clamp(min=0)
-        hidden = model.get_decoder()(input_ids=ids, attention_mask=attn,
-                                     position_ids=position_ids).last_hidden_state  # (B, T, H)
+        if sharded:   # through the root module, whose hooks gather the embedding and head (one logit row)
+            hidden = model(input_ids=ids, attention_mask=attn, position_ids=position_ids, logits_to_keep=1,
+                           output_hidden_states=True).hidden_states[-1]  # (B, T, H), after the final norm
+        else:
+            hidden = model.get_decoder()(input_ids=ids, attention_mask=attn,
+                                         position_ids=position_ids).last_hidden_state  # (B, T, H)
         h = hidden[:, :-1][want]                       # (N, H): only the rows a loss needs
         targets = ids[:, 1:][want]                     # (N,)
     head = model.get_output_embeddings()

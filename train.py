@@ -47,6 +47,7 @@ from tqdm import tqdm
 import baselines
 import checks
 import data
+import dist
 import evaluate
 import exgrpo
 import optim
@@ -340,8 +341,44 @@ def length_grouped_batches(lengths, batch_size, seed, window=8):
     return batches
 
 
-def sft_stage(args, run, model, tok, train, dei, device):
-    # + the method's tasks
+def sft_step(args, model, tok, opt, tf, idx, tasks, weights):
+    """One SFT optimizer step on the teacher-forced rows tf[idx]: the token mean of the NLL of the
+    teacher's tokens over the batch (micro-batch exact; several processes: each its share of the
+    rows, normalized by every process's tokens). Returns (loss, tokens, gradient norm)."""
+    device = next(model.parameters()).device
+    mine = dist.share(idx)   # this process's rows of the batch (all of them, alone)
+    rows = [tf[j] for j in mine or idx[:1]]   # none left: one row, weight 0, for the collectives
+    batch = sample.pack([[]] * len(rows), [r[0] for r in rows], tok.pad_token_id, [r[1] for r in rows])
+    (n_tok,) = dist.total(batch.loss_mask.sum() if mine else 0)   # every process's tokens
+    n_tok = int(n_tok)
+    fused = getattr(opt, "fused", False)
+    starts = list(range(0, len(rows), args.sft_micro)) if mine else []
+    n_real = len(starts)   # several processes run as many micro-batches each (weight 0 beyond)
+    starts += [0] * (dist.most(n_real) - n_real)
+    loss_total = 0.0
+    for m, s in enumerate(starts):
+        sl = slice(s, s + args.sft_micro)
+        part = (x[sl].to(device) for x in (batch.ids, batch.attn, batch.loss_mask))   # (b, T) each
+        lp = sample.token_logprobs(model, *part, vocab_limit=sample.vocab_limit_of(model, tok),
+                                   share_prefix=not fused)
+        scale = baselines.sft_scale(opt, batch.loss_mask, tasks[mine or idx[:1]], weights, sl)   # (b,)
+        lp = lp * scale[:, None].to(device)
+        n_norm = int(batch.loss_mask[sl].sum()) if fused else n_tok   # fused: each micro-batch its own step
+        loss = exgrpo.aggregate(exgrpo.aux_sft_nll(lp), batch.loss_mask[sl].to(device), "token",
+                                num_tokens=n_norm)
+        if m >= n_real:
+            (loss * 0.0).backward()
+            continue
+        loss.backward()
+        # fused: each micro-batch was normalized on its own -> weight it by its token share
+        loss_total += loss.item() * (n_norm / max(n_tok, 1))
+    (loss_total,) = dist.total(loss_total)
+    return loss_total, n_tok, optim.finish_step(opt, model.parameters(), args.grad_clip)
+
+
+def sft_stage(args, run, model, tok, train, dei):
+    """Stage 2: --sft-epochs over the SFT data (sft_examples, or the method's tasks), length-grouped
+    batches, cosine learning rate; checkpointed, resumable; <run>/sft/final at the end."""
     turns, tasks, weights = baselines.sft_data(args, train, dei, sft_examples, correct_reasoning)
     tf = [sample.teacher_forced(tok, t) for t in turns]
     lengths = [len(ids) for ids, _ in tf]
@@ -350,37 +387,18 @@ def sft_stage(args, run, model, tok, train, dei, device):
     opt = optim.make_optimizer(model, args.sft_lr, args.optimizer)
     start = runs.resume_trainer(run, "sft", model, opt)
     model.train()
-    bar = tqdm(range(start, total), desc="SFT", initial=start, total=total)
+    bar = tqdm(range(start, total), desc="SFT", initial=start, total=total, disable=not dist.is_main())
     for step in bar:
         epoch, i = divmod(step, steps_per_epoch)
         batches = length_grouped_batches(lengths, args.sft_batch, args.seed * 1000 + epoch)  # same on resume
-        rows = [tf[j] for j in batches[i]]
         lr = optim.cosine_lr(step, total, args.sft_lr, args.sft_warmup)
         for group in opt.param_groups:
             group["lr"] = lr
         t0 = time.time()
-        batch = sample.pack([[]] * len(rows), [r[0] for r in rows], tok.pad_token_id, [r[1] for r in rows])
-        n_tok = int(batch.loss_mask.sum())
-        loss_total = 0.0
-        for s in range(0, len(rows), args.sft_micro):
-            sl = slice(s, s + args.sft_micro)
-            lp = sample.token_logprobs(model,
-                                       *(x[sl].to(device) for x in (batch.ids, batch.attn, batch.loss_mask)),
-                                       vocab_limit=sample.vocab_limit_of(model, tok),
-                                       share_prefix=not opt.fused)
-            lp = lp * baselines.sft_scale(opt, batch.loss_mask, tasks[batches[i]],
-                                          weights, sl)[:, None].to(device)
-            # fused: one step each
-            n_norm = int(batch.loss_mask[sl].sum()) if getattr(opt, "fused", False) else n_tok
-            loss = exgrpo.aggregate(exgrpo.aux_sft_nll(lp), batch.loss_mask[sl].to(device), "token",
-                                    num_tokens=n_norm)
-            loss.backward()
-            # fused: each micro-batch was normalized on its own -> weight it by its token share
-            loss_total += loss.item() * (n_norm / max(n_tok, 1))
-        gnorm = optim.finish_step(opt, model.parameters(), args.grad_clip)
-        run.log({"stage": "sft", "step": step, "loss": loss_total, "lr": lr, "grad_norm": gnorm,
+        loss, n_tok, gnorm = sft_step(args, model, tok, opt, tf, batches[i], tasks, weights)
+        run.log({"stage": "sft", "step": step, "loss": loss, "lr": lr, "grad_norm": gnorm,
                  "tokens": n_tok, "step_seconds": round(time.time() - t0, 3)})
-        bar.set_postfix(loss=f"{loss_total:.3f}")
+        bar.set_postfix(loss=f"{loss:.3f}")
         if runs.due(args, step, total):
             runs.save_trainer(run, "sft", model, tok, opt, step + 1)
     run.save_final("sft", model, tok)
@@ -404,7 +422,7 @@ def rl_stage(args, run, model, ref, tok, pool, evals):
         return accs
 
     bar = tqdm(range(start, args.rl_steps), desc="GRPO" if args.no_probes else baselines.LABELS[args.method],
-               initial=start, total=args.rl_steps)
+               initial=start, total=args.rl_steps, disable=not dist.is_main())
     for step in bar:
         if args.eval_every and step % args.eval_every == 0:
             held_out(step)
@@ -424,15 +442,19 @@ def rl_stage(args, run, model, ref, tok, pool, evals):
 
 
 def eval_all(args, run, stage, model, tok, evals, quiet=False):
-    res = {}
+    """Greedy accuracy on each evaluation split. Several processes: each answers its share of the
+    questions (its own predictions file), with the whole weights gathered; the counts add up."""
+    res, part = {}, f".rank{dist.rank()}" if dist.on() else ""
     for name, records in evals.items():
-        out = evaluate.evaluate(model, tok, records, max_new_tokens=args.eval_max_new_tokens,
-                                predictions_path=run.path / stage / f"predictions_{name}.jsonl",
-                                desc=f"{stage}/{name}",
-                                prompt=baselines.eval_prompt(args))
-        res[name] = out["accuracy"]
-        quiet or print(f"{stage:>10} {name:>10}: {100 * out['accuracy']:5.1f}% ± {100 * out['stderr']:.1f} "
-              f"({out['correct']}/{out['n']})")
+        with dist.gathered(model):
+            out = evaluate.evaluate(model, tok, dist.share(records), max_new_tokens=args.eval_max_new_tokens,
+                                    predictions_path=run.path / stage / f"predictions_{name}{part}.jsonl",
+                                    desc=f"{stage}/{name}", prompt=baselines.eval_prompt(args))
+        correct, n = (int(x) for x in dist.total(out["correct"], out["n"]))
+        res[name] = correct / n if n else 0.0
+        if not quiet and dist.is_main():
+            print(f"{stage:>10} {name:>10}: {100 * res[name]:5.1f}% ± "
+                  f"{100 * evaluate.std_error(res[name], n):.1f} ({correct}/{n})")
     return res
 
 
@@ -445,32 +467,83 @@ def dry_run(args):
     sys.exit(0)
 
 
-def main(argv=None):
-    args, path = runs.resolve_run(get_args(argv))
-    presets.start(args)   # the start-up block and the memory check (exits when the run will not fit)
-    if args.dry_run:      # ... and what stage 1 will ask the teacher, then stop
-        dry_run(args)
-    ei_done = ("ei" in json.loads((path / "state.json").read_text())["done"]
-               if (path / "state.json").exists() else False)
-    # a dead endpoint: seconds, not after a model load
-    if not ei_done and (problem := teachers.check_endpoint(args)):
-        sys.exit(f"error: {problem}")
+def on_rank0(fn):
+    """fn() on rank 0 alone (or the one process); when it exits, every process exits with it
+    (under torchrun the others would otherwise wait for it forever)."""
+    code = None
+    if dist.is_main():
+        try:
+            fn()
+        except SystemExit as e:
+            code = 0 if e.code is None else e.code
+            if not dist.on():
+                raise
+    code = dist.broadcast(code)
+    if code is not None:
+        sys.exit(code if dist.is_main() else int(code != 0))
+
+
+def start_up(argv):
+    """Flags, the run folder, the start-up block and memory check, the endpoint check: (args, path).
+    Under torchrun, rank 0 decides and every process follows."""
+    args = get_args(argv)
+    args, path = dist.broadcast(runs.resolve_run(args) if dist.is_main() else None) if dist.on() \
+        else runs.resolve_run(args)
+    if dist.on() and (problem := checks.several_processes(args)):   # on the run's own flags
+        on_rank0(lambda: sys.exit(f"train.py: error: {problem}"))
+
+    def checks_on_rank0():
+        presets.start(args)   # the start-up block and the memory check (exits when the run will not fit)
+        if args.dry_run:      # ... and what stage 1 will ask the teacher, then stop
+            dry_run(args)
+        state = path / "state.json"
+        ei_done = "ei" in json.loads(state.read_text())["done"] if state.exists() else False
+        if not ei_done and (problem := teachers.check_endpoint(args)):   # seconds, not after a model load
+            sys.exit(f"error: {problem}")
+    on_rank0(checks_on_rank0)
+    return args, path
+
+
+def load_models(args):
+    """(model, tok, the GKD teacher or None); several processes: the model sharded (dist.shard)."""
     torch.manual_seed(args.seed)
-    try:  # bad input fails here, before the run folder is touched
-        train, evals = load_data(args)
-        model, tok = models.load_student(args.student, args.dtype, args.device, seed=args.seed,
-                                         random_init=args.random_init)
-        # --method gkd: the teacher LM (same tokenizer), else None
-        lm_teacher = baselines.lm_teacher(args, tok)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+    model, tok = models.load_student(args.student, "fp32" if dist.on() else args.dtype, args.device,
+                                     seed=args.seed, random_init=args.random_init)
+    lm_teacher = baselines.lm_teacher(args, tok)   # --method gkd: the teacher LM (same tokenizer), else None
     if args.grad_checkpointing:   # training only: generation runs in eval() and keeps its KV cache
         model.activation_checkpointing_enable({"use_reentrant": False})
-    if args.optimizer == "bf16-fused":
+    return dist.shard(model), tok, lm_teacher
+
+
+def reference(args, ref_path):
+    """pi_ref: the warm-up (or, from a cold start, the untouched student), frozen; None at beta 0."""
+    if not args.beta:
+        return None
+    if args.no_sft:
+        ref, _ = models.load_student(args.student, "fp32" if dist.on() else args.dtype, args.device,
+                                     seed=args.seed, random_init=args.random_init)
+    else:
+        ref, _ = models.load_student(str(ref_path), "fp32" if dist.on() else args.dtype, args.device)
+    return dist.shard(ref.eval().requires_grad_(False))
+
+
+def main(argv=None):
+    dist.init()   # under torchrun: join the process group (one process: nothing)
+    args, path = start_up(argv)
+    try:  # bad input fails here, before the run folder is touched
+        train, evals = load_data(args)
+        model, tok, lm_teacher = load_models(args)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    if args.optimizer == "bf16-fused" and dist.is_main():
         optim.fused_notes(args)
-    run = runs.open_run(args, path)
+    run = runs.open_run(args, path) if dist.is_main() else None   # rank 0 writes the folder ...
+    dist.barrier()
+    run = run or runs.Run(path)                                     # ... the others read it
     device = next(model.parameters()).device
-    print(f"run folder {run.path}; student {args.student} on {device}; {len(train)} training questions")
+    if dist.is_main():
+        print(f"run folder {run.path}; student {args.student} on {device} x {dist.world()}; "
+              f"{len(train)} training questions")
     timing = run.state.setdefault("timing", {})
 
     def stage(name, fn):
@@ -486,10 +559,13 @@ def main(argv=None):
         stage("zero_shot", lambda: eval_all(args, run, "zero_shot", model, tok, evals))
     dei = None
     if args.teacher != "none":   # --teacher none: no EI, SFT on the dataset's own reasoning
-        try:
-            stage("ei", lambda: {"kept": len(build_dei(args, run, train))})
-        except Exception as e:  # a teacher that fails after its retries: the cache keeps what arrived
-            sys.exit(f"error in stage 1 (EI): {e}")
+        def ei():   # rank 0 alone; a teacher that fails after its retries stops the run (the cache keeps
+            try:    # what arrived)
+                stage("ei", lambda: {"kept": len(build_dei(args, run, train))})
+            except Exception as e:
+                sys.exit(f"error in stage 1 (EI): {e}")
+        on_rank0(ei)
+        run.state["done"]["ei"] = dist.broadcast(run.state["done"].get("ei"))
         dei = probes.load_dei(run.path / "dei.jsonl")
         if not dei:
             sys.exit("error: no question survived the EI filters (see dei.stats.json)")
@@ -497,29 +573,22 @@ def main(argv=None):
     if not args.no_sft:
         if not args.sft_from:
             if not run.finished("sft"):
-                stage("sft", lambda: sft_stage(args, run, model, tok, train, dei, device) or {"done": True})
+                stage("sft", lambda: sft_stage(args, run, model, tok, train, dei) or {"done": True})
         runs.load_weights(model, ref_path)
         if not args.sft_from:
             stage("eval_sft", lambda: eval_all(args, run, "sft", model, tok, evals))
     if not args.no_rl:
-        if args.beta and not args.no_sft:
-            ref, _ = models.load_student(str(ref_path), args.dtype, args.device)
-            ref.eval().requires_grad_(False)
-        elif args.beta:  # cold start: the reference is the untouched student
-            ref, _ = models.load_student(args.student, args.dtype, args.device, seed=args.seed,
-                                         random_init=args.random_init)
-            ref.eval().requires_grad_(False)
-        else:
-            ref = None
-        ref = lm_teacher if lm_teacher is not None else ref   # gkd: the teacher stands where pi_ref stood
+        ref = lm_teacher if lm_teacher is not None else reference(args, ref_path)   # gkd: the teacher
         pool = dei if dei is not None else train
         if not run.finished("rl"):
             stage("rl", lambda: rl_stage(args, run, model, ref, tok, pool, evals) or {"done": True})
         runs.load_weights(model, run.path / "rl" / "final")
         del ref
         stage("eval_rl", lambda: eval_all(args, run, "rl", model, tok, evals))
-    report(args, run, evals)
+    if dist.is_main():
+        report(args, run, evals)
     run.close()
+    dist.close()
 
 
 def report(args, run, evals):
@@ -548,4 +617,4 @@ def report(args, run, evals):
 
 
 if __name__ == "__main__":
-    main()
+    dist.run(main)   # under torchrun: an error on one process stops them all, in one line
