@@ -26,7 +26,7 @@ autograd, SDPA attention with a padding mask, so k and v are repeated to all hea
 on CPU against measured peaks: python bench/memory_table.py --validate.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from optim import SR_CHUNK
 from sample import LOGPROB_CHUNK
@@ -58,7 +58,9 @@ def param_count(c):
 class Setup:
     """One configuration of the training step."""
     dtype_bytes: int = 2          # 2 = bf16 weights (GPU default), 4 = fp32 (CPU default)
-    optimizer: str = "bf16"       # "master": optim.MasterWeightAdamW; "bf16": optim.BF16AdamW
+    optimizer: str = "bf16"       # "master": optim.MasterWeightAdamW; "bf16": optim.BF16AdamW;
+                                  # "fsdp": torch AdamW over FSDP2 shards (dist.py), `shards` processes
+    shards: int = 1               # processes (GPUs) the fsdp scheme shards weights, grads, moments over
     fused: bool = True            # optimizer step inside backward (BF16AdamW(fused=True))
     ckpt: bool = True             # gradient checkpointing (activation_checkpointing_enable)
     ref: bool = True              # a frozen reference model (beta > 0)
@@ -88,6 +90,8 @@ def estimate(c, s):
     P, V, H, L = param_count(c), c["vocab"], c["hidden"], c["layers"]
     wb = s.dtype_bytes
     largest = V * H                                     # the embedding is the largest tensor
+    if s.optimizer == "fsdp":
+        return estimate_fsdp(c, s)
     out = {"parameters": P * wb, "reference model": P * wb if s.ref else 0}
     if s.optimizer == "master":                         # fp32 m, v; fp32 master copy + its grads
         out["optimizer state (m, v)"] = 8 * P
@@ -147,6 +151,34 @@ def estimate(c, s):
     train = max(start, late, step)
     out["activations + logits (training)"] = acts + logits_saved + logits_bwd
     out["gradients"] = 0 if s.fused else grads_all
+    out["_persistent"], out["_generation"], out["_training"] = persistent, gen, train
+    out["_peak"] = persistent + max(gen, train)
+    return out
+
+
+def estimate_fsdp(c, s):
+    """The fsdp scheme per GPU (dist.py): fp32 weights, fp32 gradients and AdamW moments, each a
+    1/N shard; the reference a 1/N fp32 shard; compute in the model dtype (bf16 on GPUs).
+    Generation gathers the whole weights once (dist.gathered: P x model dtype on every GPU);
+    training gathers two decoder layers at a time (the one running, the one prefetched) and keeps
+    the root's embedding and head gathered. Activations, logits and the KV cache as in estimate().
+    Example: gemma-7b (8.54e9 parameters) on 8 GPUs: 16 bytes/param / 8 + 4 / 8 (reference)
+    = 21 GB persistent per GPU, before activations."""
+    P, V, H, N, wb = param_count(c), c["vocab"], c["hidden"], s.shards, s.dtype_bytes
+    one = replace(s, optimizer="bf16", fused=False, shards=1)
+    base = estimate(c, one)   # its activations, logits, KV cache and prefill are the same per process
+    layer_params = (P - V * H * (1 if c["tied"] else 2)) / c["layers"]
+    out = {"parameters": 4 * P / N, "reference model": 4 * P / N if s.ref else 0,
+           "optimizer state (m, v)": 8 * P / N, "master weights": 0, "gradients": 4 * P / N}
+    persistent = sum(out.values())
+    out["KV cache (generation)"] = base["KV cache (generation)"]
+    gen = base["_generation"] + P * wb                          # + the whole weights, gathered
+    root = V * H * (1 if c["tied"] else 2) * wb                 # embedding (and head), kept gathered
+    gathered = 2 * layer_params * wb + root + layer_params * 4  # two layers; one layer's fp32 grads
+    act = base["activations + logits (training)"]
+    step = 4 * P / N                                            # AdamW's foreach denominator on a shard
+    train = max(act + gathered + V * H * 4, step)               # + the head's fp32 gradient before its reduce
+    out["activations + logits (training)"] = act
     out["_persistent"], out["_generation"], out["_training"] = persistent, gen, train
     out["_peak"] = persistent + max(gen, train)
     return out

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 import data
+import dist
 import memory
 import models
 
@@ -126,7 +127,11 @@ def apply(ap, argv=None, read_data=False):
             if name in ("cpu", "gpu-7b"):   # ... the turn's not for tiny and micro (smoke tests, their own)
                 ap.set_defaults(max_new_tokens=turn,
                                 eval_max_new_tokens=max(turn, ap.get_default("eval_max_new_tokens")))
-    if name == "gpu-7b":
+    if name == "gpu-7b" and (getattr(pre, "gpus", 0) or dist.world()) > 1:   # several GPUs: FSDP2
+        n = getattr(pre, "gpus", 0) or dist.world()
+        ap.set_defaults(scheme=f"FSDP2 over {n} GPUs (sharded fp32 weights and AdamW, bf16 compute)",
+                        optimizer="master", grad_checkpointing=True, rl_micro=4, rollout_batch=0)
+    elif name == "gpu-7b":
         budget = device_budget(device_of(pre.device), name)[0]
         G = ap.parse_known_args(argv)[0].G
         for label, values in SCHEMES:
@@ -207,15 +212,33 @@ def estimate(a):
     dtype = a.dtype or ("bf16" if device_of(a.device).startswith("cuda") else "fp32")
     T, aux = dialogue_tokens(a), 0 if (a.no_aux or a.no_probes) else a.rl_questions
     rows = (1 if a.no_probes else 2) * a.G * a.rl_questions
-    rl = mem.Setup(dtype_bytes=4 if dtype == "fp32" else 2,
-                   optimizer="master" if a.optimizer == "master" else "bf16",
-                   fused=a.optimizer == "bf16-fused", ckpt=a.grad_checkpointing, ref=a.beta > 0,
+    n = gpus(a)
+    scheme = "fsdp" if n > 1 else "master" if a.optimizer == "master" else "bf16"
+    rl = mem.Setup(dtype_bytes=4 if dtype == "fp32" else 2, optimizer=scheme, shards=n,
+                   fused=a.optimizer == "bf16-fused" and n == 1, ckpt=a.grad_checkpointing, ref=a.beta > 0,
                    micro_seqs=a.rl_micro + aux, seq_len=T, gen_rows=rows, gen_batch=a.rollout_batch,
                    gen_prompt=T - a.max_new_tokens, gen_len=T)
     sft = replace(rl, ref=False, micro_seqs=a.sft_micro, seq_len=SFT_TOKENS, gen_rows=0)
     out = {"rl": mem.estimate(c, rl), "sft": mem.estimate(c, sft), "dialogue_tokens": T, "rows": rows}
     out["peak"] = max(0 if a.no_rl else out["rl"]["_peak"], 0 if a.no_sft else out["sft"]["_peak"])
     return out
+
+
+def gpus(a):
+    """The processes the memory model plans for: --gpus, else torchrun's world size (1 alone)."""
+    return getattr(a, "gpus", 0) or dist.world()
+
+
+def cards_for_plain(a, budget, choices=(1, 2, 4, 8)):
+    """The fewest GPUs of this budget on which the plain algorithm (fp32 weights and AdamW, one
+    optimizer step per batch, gradient clipping on: FSDP2 over N, or one GPU's master weights)
+    fits this run, or None beyond 8."""
+    for n in choices:
+        b = argparse.Namespace(**{**vars(a), "gpus": n, "optimizer": "master", "rollout_batch": 0})
+        est = estimate(b)
+        if est is not None and est["peak"] <= budget:
+            return n
+    return None
 
 
 def largest_fit(a, budget):
@@ -271,7 +294,15 @@ def block(a, device, words, budget, est):
                   f"weights {_gb(rl['parameters'])}, reference {_gb(rl['reference model'])}, optimizer "
                   f"{_gb(rl['optimizer state (m, v)'] + rl['master weights'])},",
                   f"         + max(generation {_gb(rl['_generation'])}, training {_gb(rl['_training'])}); "
-                  f"SFT step {_gb(sft['_peak'])}"]
+                  f"SFT step {_gb(sft['_peak'])}"
+                  + (f"; per GPU, {gpus(a)} GPUs (FSDP2)" if gpus(a) > 1 else "")]
+        if a.preset == "gpu-7b":
+            n = cards_for_plain(a, budget)
+            lines.append("plain    fp32 weights and AdamW, one step per batch, clipping on (FSDP2 past one "
+                         "GPU): " + (f"{n} GPU(s) like this one" if n else "more than 8 GPUs like this one"))
+        if a.optimizer == "bf16-fused" and gpus(a) == 1:
+            lines.append("update   CHANGED by the memory scheme: each micro-batch of rollouts is its own "
+                         "optimizer step, and --grad-clip is not applied (optim.fused_notes)")
     return "\n".join(lines + ["=" * 100])
 
 
@@ -322,6 +353,8 @@ def add_flags(ap):
     g = ap.add_argument_group("start-up (presets.py)")
     g.add_argument("--dry-run", action="store_true", help="print the plan and the memory estimate, then exit")
     g.add_argument("--force", action="store_true", help="start even if the memory model says it will not fit")
+    g.add_argument("--gpus", type=int, default=0,
+                   help="plan for N GPUs (FSDP2; default: torchrun's processes, else 1)")
     g.add_argument("--random-init", action="store_true",
                    help="the student's architecture with random weights, no download "
                         "(memory/throughput checks)")

@@ -356,3 +356,28 @@ def test_gpu_preset_on_real_data_shrinks_g_until_it_fits(shared_data):
     assert presets.estimate(type(a)(**{**vars(a), "G": a.G + 1, "rollout_batch": a.G + 1}))["peak"] > budget
     assert f"G 8 -> {a.G} to fit" in a.scheme and a.teacher == "openai"
     assert train.get_args(argv + ["--G", "8"]).G == 8   # a G on the command line is never changed
+
+# -----------------------------------------------------------------------------
+# several GPUs: the memory model per GPU, and how many cards the plain algorithm needs
+
+
+def test_fsdp_memory_per_gpu_by_hand():
+    """fp32 weights (4), gradients (4), AdamW m and v (8) and the fp32 reference (4): 20 bytes per
+    parameter, split over N GPUs; generation adds the whole bf16 weights (2 bytes per parameter)."""
+    c = models.architecture("gemma-7b")
+    P = MEM.param_count(c)
+    for n in (2, 4, 8):
+        e = MEM.estimate(c, MEM.Setup(optimizer="fsdp", shards=n))
+        assert e["_persistent"] == pytest.approx(20 * P / n)
+        one = MEM.estimate(c, MEM.Setup(optimizer="bf16", fused=False))
+        assert e["_generation"] == pytest.approx(one["_generation"] + 2 * P)
+    assert MEM.estimate(c, MEM.Setup(optimizer="fsdp", shards=8))["_peak"] < MEM.GPU_BYTES - MEM.GPU_RESERVE
+
+
+def test_dry_run_plans_for_several_gpus_and_says_what_the_plain_algorithm_needs():
+    one, four = _run("--student", "gemma-7b", "--dry-run"), _run("--student", "gemma-7b", "--gpus", "4", "--dry-run")
+    assert one.returncode == 0 and four.returncode == 0, four.stderr
+    assert "memory scheme: FSDP2 over 4 GPUs" in four.stdout and "per GPU, 4 GPUs (FSDP2)" in four.stdout
+    for p in (one, four):   # 20 bytes a parameter over 80 GB cards: 4 of them for gemma-7b's 8.5B
+        assert "clipping on (FSDP2 past one GPU): 4 GPU(s) like this one" in p.stdout
+    assert "update   CHANGED by the memory scheme" in one.stdout and "CHANGED" not in four.stdout
