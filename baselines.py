@@ -72,8 +72,7 @@ ANSWER_LINE = {"number": "The answer is {}.", "yesno": "The answer is {}.", "cho
 def add_flags(ap):
     g = ap.add_argument_group("method (baselines.py)")
     g.add_argument("--method", default="exgrpo", choices=METHODS,
-                   help="exgrpo | sft (= --no-rl) | step-by-step | revthink | gkd (on-policy distillation) | "
-                        "grpo (= --no-probes)")
+                   help="a baseline of the paper in place of ExGRPO (README: Flags, ablations and baselines)")
     g.add_argument("--rationale-weight", type=float, default=RATIONALE_WEIGHT, help="step-by-step: lambda")
     g.add_argument("--gkd-beta", type=float, default=GKD_BETA,
                    help="gkd: generalized JSD beta; 0 = forward KL(teacher||student), "

@@ -356,7 +356,6 @@ def add_flags(ap):
     g.add_argument("--gpus", type=int, default=0,
                    help="plan for N GPUs (FSDP2; default: torchrun's processes, else 1)")
     g.add_argument("--random-init", action="store_true",
-                   help="the student's architecture with random weights, no download "
-                        "(memory/throughput checks)")
+                   help="the student's architecture, random weights, no download")
     return ap
 

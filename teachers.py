@@ -465,9 +465,8 @@ def add_arguments(ap, teacher_help="oracle | hf:<path-or-id> | openai (with --te
     g.add_argument("--teacher", default=default, help=teacher_help)
     g.add_argument("--teacher-url", default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
     g.add_argument("--teacher-model", default=None, help="model name sent to the endpoint")
-    g.add_argument("--teacher-cache", default=None, metavar="DIR|FILE.jsonl|none",
-                   help=f"answer cache shared by every run and probes.py: a folder (one file per teacher; "
-                        f"default ${CACHE_ENV_VAR} or ~/.cache/exgrpo/teacher), one .jsonl file, or none")
+    g.add_argument("--teacher-cache", default=None, metavar="DIR|FILE|none",
+                   help=f"answer cache (default ${CACHE_ENV_VAR}, else ~/.cache/exgrpo/teacher)")
     g.add_argument("--teacher-max-tokens", type=int, default=TEACHER_MAX_TOKENS,
                    help="a teacher's answer budget")
     g.add_argument("--teacher-concurrency", type=int, default=CONCURRENCY, help="endpoint requests in flight")

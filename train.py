@@ -128,7 +128,7 @@ def parser():
     g.add_argument("--save-minutes", type=float, default=SAVE_MINUTES, help="checkpoint at least this often")
     g.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot evaluation")
     g.add_argument("--report-to", default="none", choices=["none", "tensorboard", "wandb"],
-                   help="also log metrics.jsonl's scalars there (optional packages; offline works)")
+                   help="mirror metrics.jsonl there (optional packages)")
     g = ap.add_argument_group("model and memory (the memory model: memory.py)")
     g.add_argument("--student", default=STUDENT,
                    help=f"an alias ({', '.join(models.STUDENTS)}), a folder or a hub id")
