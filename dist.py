@@ -24,10 +24,9 @@ from contextlib import contextmanager
 
 import torch
 import torch.distributed as tdist
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_optimizer_state_dict, set_model_state_dict,
-                                                     set_optimizer_state_dict)
-from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+
+# torch.distributed.fsdp and .checkpoint are imported where they are used: together they take
+# seconds to import, and a one-process run (or a bad flag) should not wait for them
 
 # -----------------------------------------------------------------------------
 # the process group
@@ -152,6 +151,11 @@ def broadcast(obj):
 # sharding and full state dicts
 
 
+def is_sharded(module):
+    """Is this module an FSDP2 unit (fully_shard)? Read off its class, without importing FSDP."""
+    return any(c.__name__ == "FSDPModule" for c in type(module).__mro__)
+
+
 def decoder_layers(model):
     """The decoder layers of a transformers causal LM (model.model.layers for Llama, Gemma, Qwen2)."""
     return list(getattr(getattr(model, "model", model), "layers", []))
@@ -161,6 +165,7 @@ def shard(model):
     """FSDP2 over the processes: each decoder layer its own unit, then the root. Gradients are
     summed, not averaged, over processes: each process's loss is already its share of the
     global loss (its tokens over the global token count)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     if not on():
         return model
     # on GPUs: fp32 parameters and AdamW moments (sharded), bf16 compute, gradients reduced in fp32
@@ -180,7 +185,7 @@ def gathered(model):
     """Whole parameters on every process inside the block, gathered once: generation and no-grad
     scoring then need no collective per forward, so processes may run different numbers of
     decode steps and micro-batches. (The memory of one whole copy of the weights per process.)"""
-    units = [m for m in model.modules() if isinstance(m, FSDPModule)] if model is not None else []
+    units = [m for m in model.modules() if is_sharded(m)] if model is not None else []
     for m in units:
         m.set_reshard_after_forward(False)
     for m in units:
@@ -196,6 +201,7 @@ def gathered(model):
 
 def full_state_dict(model):
     """Every parameter whole, on the CPU, on rank 0 (a collective: every process calls it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
     if not on():
         return model.state_dict()
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -203,6 +209,7 @@ def full_state_dict(model):
 
 def load_full_state_dict(model, state_dict):
     """Whole weights (every process holds them) into the sharded model."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     if not on():
         return model.load_state_dict(state_dict)
     set_model_state_dict(model, state_dict, options=StateDictOptions(full_state_dict=True))
@@ -210,6 +217,7 @@ def load_full_state_dict(model, state_dict):
 
 def full_optimizer_state(model, opt):
     """The optimizer state, whole, on the CPU of rank 0 (a collective)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
     if not on():
         return opt.state_dict()
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -219,6 +227,7 @@ def full_optimizer_state(model, opt):
 def load_full_optimizer_state(model, opt, state):
     """A whole optimizer state (every process read it from the checkpoint) back into the sharded
     optimizer (a collective)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
     if not on():
         return opt.load_state_dict(state)
     set_optimizer_state_dict(model, opt, state, options=StateDictOptions(full_state_dict=True))

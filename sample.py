@@ -31,8 +31,8 @@ import types
 from dataclasses import dataclass
 
 import torch
-from torch.distributed.fsdp import FSDPModule
 
+import dist
 from models import load_student
 
 # -----------------------------------------------------------------------------
@@ -564,7 +564,7 @@ def token_logprobs(model, ids, attn, loss_mask=None, temperature=1.0, vocab_limi
         temperature = t[:, None].expand(-1, want.shape[1])[want][:, None]
     else:
         temperature = 1.0 if temperature == 0 else temperature  # greedy rollouts score at T = 1
-    sharded = isinstance(model, FSDPModule)   # several processes (dist.py)
+    sharded = dist.is_sharded(model)   # several processes (dist.py)
     share = (SHARE_PREFIX if share_prefix is None else share_prefix) and not sharded
     shared = _shared_prefix_hidden(model, ids, attn, want) if share else None
     if shared is not None:
