@@ -256,9 +256,9 @@ def load_data(args):
     seed = args.seed if args.data_seed is None else args.data_seed
     if args.dataset == "synth":
         train = data.load("synth", "train", limit=args.train_n or None, seed=seed, level=args.level)
-    else:   # a real dataset: --train-n questions drawn with the seed (not the file's first ones)
+    else:   # a real dataset: the first --train-n of one seeded order (more questions: a superset)
         train = data.load(args.dataset, "train", data_dir=args.data_dir)
-        train = random.Random(seed).sample(train, args.train_n) if 0 < args.train_n < len(train) else train
+        train = random.Random(seed).sample(train, len(train))[:args.train_n or None]
     if args.data_fraction < 1:
         train = random.Random(seed).sample(train, max(1, int(len(train) * args.data_fraction)))
     if not train:

@@ -381,3 +381,12 @@ def test_dry_run_plans_for_several_gpus_and_says_what_the_plain_algorithm_needs(
     for p in (one, four):   # 20 bytes a parameter over 80 GB cards: 4 of them for gemma-7b's 8.5B
         assert "clipping on (FSDP2 past one GPU): 4 GPU(s) like this one" in p.stdout
     assert "update   CHANGED by the memory scheme" in one.stdout and "CHANGED" not in four.stdout
+
+
+def test_real_training_questions_are_a_seeded_draw_and_more_is_a_superset(shared_data):
+    ids = lambda *flags: [r["id"] for r in train.load_data(train.get_args(
+        ["--dataset", "strategyqa", "--data-dir", str(shared_data), "--teacher", "none", *flags]))[0]]
+    five, six = ids("--train-n", "5"), ids("--train-n", "6")
+    assert len(five) == 5 and six[:5] == five                     # --train-n 6 adds one question
+    assert five != ids("--train-n", "5", "--data-seed", "1")       # the seed picks them
+    assert five != [f"strategyqa-train-{i}" for i in range(5)]     # not the file's first five
