@@ -35,6 +35,7 @@ import probes
 import rewards
 import runs
 import sample
+import teachers
 import train
 from data import synth
 
@@ -998,15 +999,15 @@ def test_logprobs_of_a_batch_with_nothing_to_score_are_zeros(tiny):
 
 
 def test_a_step_of_only_non_finite_micro_batches_logs_zeros(tiny, tok):
-    """Catches: the KL, clip fraction and entropy of a step whose every micro-batch was skipped as
-    non-finite (P6) logged as anything but 0 (a default of 1 would read as a real KL): NaN
+    """Catches: the KL, clip fraction, entropy and gradient norm of a step whose every micro-batch was
+    skipped as non-finite (P6) logged as anything but 0 (a default of 1 would read as real): NaN
     advantages, rl_micro 4 -> 2 micro-batches, both skipped, no gradient."""
     roll = _hand_roll()
     tap = GradTap(tiny)
     row = exgrpo.policy_update(_cfg(rl_micro=4), tiny, None, tok, tap,
                                exgrpo.pack_rollouts(tok, roll, torch.full((6,), float("nan")), [], None))
     assert row["skipped_micro"] == 2
-    assert (row["kl"], row["clip_frac"], row["entropy"]) == (0.0, 0.0, 0.0)
+    assert (row["kl"], row["clip_frac"], row["entropy"], row["grad_norm"]) == (0.0, 0.0, 0.0, 0.0)
     assert all(not g.any() for g in tap.grads[0])
 
 # -----------------------------------------------------------------------------
@@ -1037,3 +1038,96 @@ def test_an_option_text_named_after_other_words_counts_and_a_shorter_one_inside_
     assert rewards.reward("So the answer is the ice cream.", "A", "choice", q) == 1.0
     assert rewards.reward("So the answer is the ice cream.", "B", "choice", q) == 0.0
     assert rewards.reward("The answer is the library.", "B", "choice", "Where are books kept? (A) bank (B) library") == 1.0
+
+# -----------------------------------------------------------------------------
+# optim.py: clipping, the skip count, stochastic rounding of exact values
+
+
+def test_finish_step_clips_to_grad_clip_and_counts_skipped_steps():
+    """Catches: finish_step not clipping (or its norm computed only when there is no gradient), the
+    norm of a step without gradients logged as anything but 0, and the count of skipped non-finite
+    steps not starting at 0. Gradient (3, 4), norm 5, --grad-clip 1: SGD lr 1 moves the weights by
+    (-0.6, -0.8) and the norm logged is 5; a NaN gradient is skipped and counted."""
+    model = _Weights([0.0, 0.0])
+    sgd = torch.optim.SGD(model.parameters(), lr=1.0)
+    model.w.grad = torch.tensor([3.0, 4.0])
+    assert optim.finish_step(sgd, model.parameters(), grad_clip=1.0) == pytest.approx(5.0)
+    assert model.w.tolist() == pytest.approx([-0.6, -0.8])
+    assert optim.finish_step(sgd, model.parameters(), grad_clip=1.0) == 0.0    # no gradient: nothing
+    for kind in ("master", "bf16"):
+        opt = optim.make_optimizer(model, 0.1, kind)
+        assert opt.skipped == 0
+        model.w.grad = torch.tensor([float("nan"), 1.0])
+        optim.finish_step(opt, model.parameters(), grad_clip=1.0)
+        assert opt.skipped == 1 and model.w.tolist() == pytest.approx([-0.6, -0.8]), kind
+
+
+def test_stochastic_rounding_never_moves_a_value_bf16_holds():
+    """Catches: rounding noise drawn outside [0, 2^16) (from -1, a value bf16 holds exactly moves one
+    step down once in 65537 draws). 4M exact bf16 values, rounded: all unchanged."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1 << 22, generator=g).bfloat16().float()
+    assert torch.equal(optim.stochastic_round_bf16(x, torch.Generator().manual_seed(1)).float(), x)
+
+# -----------------------------------------------------------------------------
+# teachers.py: the cache key, which every cache file on disk was written under
+
+
+def test_teacher_cache_key_is_pinned():
+    """Catches: any change to the cache key of a teacher answer (the JSON's key order, its escaping of
+    non-ASCII text): every answer cached on disk, by every earlier run and probes.py, would be asked
+    again. The key of this prompt is sha256 of
+        ["openai:fake", [{"content": "...", "role": "user"}], {"max_tokens": 1024, "temperature": 0.0}]
+    (keys sorted, UTF-8 kept), pinned; the order the dicts were built in does not matter."""
+    text = "Warum ist der Himmel blau? – 2 × 3 = 6"
+    want = "161de902a9b91f7ed484ca3a4bc096625b0d04f094303967803f537e3b3215aa"
+    assert teachers.cache_key("openai:fake", [{"role": "user", "content": text}],
+                              {"temperature": 0.0, "max_tokens": 1024}) == want
+    assert teachers.cache_key("openai:fake", [{"content": text, "role": "user"}],
+                              {"max_tokens": 1024, "temperature": 0.0}) == want
+
+
+def test_teacher_cache_reads_under_the_lock_and_is_readable_by_all(tmp_path):
+    """Catches: the cache file read without taking the lock that writers hold while they append (a
+    reader would take a line half written for a corrupt one and cut it off), and a file mode other
+    than rw-r--r-- (other users' runs share the cache). Another open file description holds the lock:
+    opening the cache waits for its release."""
+    import fcntl
+    import os
+    import threading
+    import time
+    path = tmp_path / "cache.jsonl"
+    path.write_text("")
+    fd = os.open(path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    opened = []
+    t = threading.Thread(target=lambda: opened.append(teachers.TeacherCache(path)))
+    t.start()
+    time.sleep(0.3)
+    assert not opened, "the cache was read while a writer held the lock"
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    t.join(10)
+    os.close(fd)
+    assert opened
+    opened[0].close()
+    new = tmp_path / "new.jsonl"
+    old = os.umask(0o022)
+    try:
+        teachers.TeacherCache(new).close()
+    finally:
+        os.umask(old)
+    assert new.stat().st_mode & 0o777 == 0o644
+
+
+def test_teacher_cache_appends_after_a_last_line_without_its_newline(tmp_path):
+    """Catches: a complete last record without its newline (a file written by hand, or a writer killed
+    between the record and its newline) not given one on open: the next answer would be glued onto
+    it, and both lost on the next read."""
+    path = tmp_path / "cache.jsonl"
+    path.write_text(json.dumps({"key": "k1", "answer": "a1"}))
+    cache = teachers.TeacherCache(path)
+    cache.put("k2", "t", [], "a2")
+    cache.close()
+    again = teachers.TeacherCache(path)
+    assert (again.get("k1"), again.get("k2")) == ("a1", "a2")
+    again.close()
