@@ -389,9 +389,15 @@ def baseline(targets, tests_of, log, deselected=None):
     tmp = Path(tempfile.mkdtemp(prefix="exgrpo-mutate-base-"))
     deselected = {} if deselected is None else deselected
     try:
-        repo, times = copy_tree(tmp), {}
+        repo, times, seen = copy_tree(tmp), {}, {}
         for f in targets:
             tests_of[f][:] = [t for t in tests_of[f] if t.startswith("-") or (repo / t.split("::")[0]).exists()]
+            if tuple(tests_of[f]) in seen:   # the same tests as another file's: run once
+                times[f], tests_of[f][:], failing = seen[tuple(tests_of[f])]
+                if failing:
+                    deselected[f] = failing
+                continue
+            asked = tuple(tests_of[f])
             outcome, by, dt = run_pytest(repo, tests_of[f], timeout=3600)
             if outcome != "survived":
                 outcome, by, _ = run_pytest(repo, tests_of[f], timeout=3600, first=False)
@@ -405,6 +411,7 @@ def baseline(targets, tests_of, log, deselected=None):
                 if outcome != "survived":
                     raise SystemExit(f"error: the tests of {f} still fail ({by})")
             times[f] = dt
+            seen[asked] = (dt, list(tests_of[f]), deselected.get(f))
             log(f"baseline {f}: {' '.join(tests_of[f])} pass in {dt:.1f} s")
         return times
     finally:
@@ -415,16 +422,21 @@ def baseline(targets, tests_of, log, deselected=None):
 
 
 def load_equivalent():
+    """{(file, line, mutated line): (kind, why)} of EQUIVALENT. kind "equivalent" (the default): the
+    mutant changes nothing a test could see; any other kind (e.g. "elsewhere": only tests outside
+    the harness's set reach it) stays a survivor, with its why."""
     if not EQUIVALENT.exists():
         return {}
-    return {(e["file"], e["before"].strip(), e["after"].strip()): e["why"] for e in json.loads(EQUIVALENT.read_text())}
+    return {(e["file"], e["before"].strip(), e["after"].strip()): (e.get("kind", "equivalent"), e["why"])
+            for e in json.loads(EQUIVALENT.read_text())}
 
 
 def mark_equivalent(mutants):
     eq = load_equivalent()
     for m in mutants:
         if m.outcome == "survived" and m.key in eq:
-            m.outcome, m.by = "equivalent", eq[m.key]
+            kind, why = eq[m.key]
+            m.outcome, m.by = ("equivalent", why) if kind == "equivalent" else ("survived", f"{kind}: {why}")
 
 
 def rate(ms, outcomes=("killed", "timeout")):
@@ -476,12 +488,13 @@ def report(meta, mutants, out):
     lines += [f"| **all** | | | | {n} | {k0} ({pct(k0, n)}) | {k} | "
               f"{sum(m.outcome == 'survived' for m in mutants)} | {eq} | **{pct(k, n)}** | **{pct(k, n - eq)}** |", ""]
     left = [m for m in mutants if m.outcome in ("survived", "equivalent")]
-    lines += ["## Survivors", "", "Each is either equivalent or harmless (why: `bench/results/mutation-equivalent.json`, "
-              "matched on the line's text) or a test is missing." if left else "None.", ""]
+    lines += ["## Survivors", "", "Each is equivalent (it changes nothing a test could see), reached only by tests outside "
+              "the harness's set, or a test is missing; the reasons: `bench/results/mutation-equivalent.json`, matched "
+              "on the line's text." if left else "None.", ""]
     if left:
         lines += ["| file:line | mutation | the line | mutated | why |", "|---|---|---|---|---|"]
         lines += [f"| {m.file}:{m.line} | {m.op} | {_cell(m.before)} | {_cell(m.after)} | "
-                  f"{m.by.replace('|', '/') if m.outcome == 'equivalent' else '**no test catches it**'} |" for m in left]
+                  f"{m.outcome}: {m.by.replace('|', '/') if m.by else '**no test catches it**'} |" for m in left]
         lines.append("")
     fixed = [m for m in mutants if m.history and first(m) == "survived" and m.outcome in ("killed", "timeout")]
     if fixed:
@@ -512,7 +525,8 @@ def main(argv=None):
                     help="FILE or FILE:func,Class,Class.method (default: the method's files, issue #33)")
     ap.add_argument("--max", type=int, default=60, help="mutants sampled per file (0: all)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tests", nargs="+", default=None, help="pytest arguments for every file (default: TESTS)")
+    ap.add_argument("--tests", nargs="+", default=None,
+                    help="pytest arguments for every file (default: TESTS; with --retest: the first run's)")
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds per mutant (default: 3x the unmutated tests' time, at least 60)")
     ap.add_argument("--jobs", type=int, default=1, help="mutants run side by side, each in its own copy")
@@ -530,8 +544,14 @@ def main(argv=None):
     if args.retest:
         saved = json.loads(Path(args.retest).read_text())
         meta, mutants = saved["meta"], [Mutant(**m) for m in saved["mutants"]]
-        again = [m for m in mutants if m.outcome in ("survived", "equivalent")]
-        tests_of = {f: list(info["tests_asked"]) for f, info in meta["files"].items()}
+        for m in mutants:   # equivalents listed since are not run again
+            if m.outcome == "equivalent":
+                m.outcome = "survived"
+        mark_equivalent(mutants)
+        again = [m for m in mutants if m.outcome == "survived"]
+        # the tests the first run used (default), or --tests: e.g. only the files with the new tests
+        # (the others let every one of these through already)
+        tests_of = {f: list(args.tests or info["tests_asked"]) for f, info in meta["files"].items()}
         deselected = {}
         times = baseline(sorted({m.file for m in again}), tests_of, log, deselected)
         meta["deselected_retest"] = deselected
@@ -565,17 +585,18 @@ def main(argv=None):
         for m in mutants:
             print(f"{m.file}:{m.line} {m.op:16s} {m.after.strip()}")
         return 0
+    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit, dirty = git("rev-parse", "--short", "HEAD"), bool(git("status", "--porcelain", "--", *files))
     tests_of = {f: info["tests"] for f, info in files.items()}
     deselected = {}
     times = baseline(list(files), tests_of, log, deselected)
     timeout = {f: args.timeout or max(60.0, 3 * t) for f, t in times.items()}
     run_all(mutants, tests_of, timeout, args.jobs, log)
     mark_equivalent(mutants)
-    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     today = datetime.date.today().isoformat()
     out = Path(args.out or ROOT / "bench" / "results" / f"mutation-{today}.md")
     meta = {"date": today, "command": "python bench/mutate.py " + " ".join(map(shlex.quote, argv or sys.argv[1:])),
-            "commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", *files)),
+            "commit": commit, "dirty": dirty,
             "seed": args.seed, "max": args.max, "jobs": args.jobs, "tests_from": args.tests_from, "minutes": (time.time() - t0) / 60,
             "files": files, "baseline_seconds": times, "deselected": deselected}
     report(meta, mutants, out)

@@ -12,19 +12,32 @@ hand in test_exgrpo.py; here it is whether the right numbers reach them.
   - Scenario B has k' in [1, k-1] probes; the constant aggregation's budget is (k + 1) turns;
   - a resume restores the NEWEST checkpoint's optimizer, fp32 master weights and model, into a
     model that was elsewhere; the fp32 master state round-trips exactly;
-  - the SFT learning rate follows a cosine, mid-points included.
+  - the SFT learning rate follows a cosine, mid-points included;
+  - resume compared state by state, for every optimizer scheme (optim.OPTIMIZERS): train.py's own
+    rl_stage and sft_stage, their run folder as a kill leaves it (ckpt and ckpt.prev on disk, a
+    metrics line past the checkpoint), resumed into a model from elsewhere, end in the uninterrupted
+    run's weights, master weights, moments, step counts, learning rate, torch RNG and metrics
+    (the slowest tests, last in the file);
+  - the rest: the single-line bugs bench/mutate.py found surviving in exgrpo.py, sample.py's scoring,
+    rewards.py, runs.py, optim.py and the teacher cache (bench/results/mutation-*.md), one test each
+    or a few, every docstring naming the bug it catches.
 
 Rollouts are the tiny random Llama's own (conftest.py), with their answer TEXTS replaced by a
 script (`scripted`), so that rewards, and everything computed from them, are known in advance.
 """
 import argparse
 import copy
+import fcntl
 import io
 import json
 import math
+import os
 import random
 import shutil
+import threading
+import time
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -480,166 +493,6 @@ def test_cosine_lr_mid_points_by_hand(step, expected):
     assert optim.cosine_lr(step, 10, 1.0, warmup=2) == pytest.approx(expected, abs=1e-6)
 
 # -----------------------------------------------------------------------------
-# resume, compared state by state (issue #33, item 2): train.py's own stages, killed right after a
-# checkpoint and resumed into a model from elsewhere, against the same stage run without a stop
-
-_REAL_MAKE_OPTIMIZER, _REAL_LOG, _REAL_EXGRPO_STEP = optim.make_optimizer, runs.Run.log, exgrpo.exgrpo_step
-_TIMING = ("step_seconds", "gen_seconds", "gen_tokens_per_s")
-
-
-def _parity_reward(text, gold, answer_type, question):
-    """A reward that depends on what was sampled (so on the RNG): 1 for an odd-length answer."""
-    return float(len(text) % 2)
-
-
-def _stage(monkeypatch, which, args, path, model, kill_copy=None, torch_seed=0, **data):
-    """Run train.sft_stage / train.rl_stage on `model` in the run folder `path`, as train.main would
-    (torch seeded first). kill_copy = (n, folder): right after step n is logged, the run folder is
-    copied to `folder`: what a kill at that moment leaves on disk, the checkpoints written so far and
-    a metrics.jsonl with a line the resume must drop and redo (the run itself goes on, so that one
-    run gives both the uninterrupted result and the killed folder).
-    Returns (the stage's optimizer, the steps it ran, the Run)."""
-    opts, ran = [], []
-
-    def make(*a, **kw):
-        opts.append(_REAL_MAKE_OPTIMIZER(*a, **kw))
-        return opts[-1]
-
-    def log(run, row):
-        _REAL_LOG(run, row)
-        if kill_copy and row.get("stage") == which and row["step"] == kill_copy[0]:
-            shutil.copytree(run.path, kill_copy[1])
-
-    def rl_step(cfg, model, ref, tok, opt, questions, step):
-        ran.append(step)
-        return _REAL_EXGRPO_STEP(cfg, model, ref, tok, opt, questions, step, reward_fn=_parity_reward)
-
-    real_finish = optim.finish_step
-
-    def finish(opt, params, grad_clip, micro_steps=1):   # SFT: one call per step
-        ran.append(len(ran))
-        return real_finish(opt, params, grad_clip, micro_steps)
-
-    monkeypatch.setattr(optim, "make_optimizer", make)
-    monkeypatch.setattr(runs.Run, "log", log)
-    monkeypatch.setattr(exgrpo, "exgrpo_step", rl_step)
-    monkeypatch.setattr(optim, "finish_step", finish if which == "sft" else real_finish)
-    torch.manual_seed(torch_seed)
-    path.mkdir(exist_ok=True)   # runs.open_run's part
-    run = runs.Run(path)
-    try:
-        if which == "sft":
-            train.sft_stage(args, run, model, data["tok"], data["train"], data["dei"])
-        else:
-            train.rl_stage(args, run, model, data["ref"], data["tok"], data["pool"], {})
-    finally:
-        monkeypatch.setattr(optim, "finish_step", real_finish)
-        if opts and hasattr(opts[-1], "remove_hooks"):   # rl_stage leaves a fused optimizer hooked
-            opts[-1].remove_hooks()
-    return opts[-1], ran, run
-
-
-def _opt_state(opt):
-    """Everything an optimizer carries into the next step, as tensors and numbers."""
-    lr = [g["lr"] for g in opt.param_groups]
-    if isinstance(opt, (optim.MasterWeightAdamW, torch.optim.Optimizer)):
-        inner = opt.opt if isinstance(opt, optim.MasterWeightAdamW) else opt
-        st = list(inner.state_dict()["state"].values())
-        return {"lr": lr, "master": [m.detach() for m in getattr(opt, "master", [])],
-                "step": [float(s["step"]) for s in st], "m": [s["exp_avg"] for s in st],
-                "v": [s["exp_avg_sq"] for s in st]}
-    return {"lr": lr, "step": list(opt.steps), "m": list(opt.m), "v": list(opt.v), "seed": opt.seed}
-
-
-def _params(opt):
-    return getattr(opt, "params", None) or [p for g in opt.param_groups for p in g["params"]]
-
-
-def _assert_same_state(a, b, what):
-    """Two optimizers, and the models they step, in the same state bit for bit."""
-    sa, sb = _opt_state(a), _opt_state(b)
-    assert sa.keys() == sb.keys() and sa["step"] and sa["m"]
-    for key in sa:
-        x, y = sa[key], sb[key]
-        if x and torch.is_tensor(x[0]):
-            assert len(x) == len(y) and all(torch.equal(s, t) for s, t in zip(x, y)), f"{what}: optimizer {key}"
-        else:
-            assert x == y, f"{what}: optimizer {key}: {x} != {y}"
-    pa, pb = _params(a), _params(b)
-    assert pa and len(pa) == len(pb)
-    for p, q in zip(pa, pb):
-        assert torch.equal(p.detach(), q.detach()), f"{what}: model weights"
-
-
-def _metrics(run):
-    """metrics.jsonl without its wall-clock fields."""
-    rows = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in _TIMING} for r in rows]
-
-
-def _resume_cfg(kind, **kw):
-    return _cfg(optimizer=kind, save_every=1, save_minutes=0.0, seed=0, method="exgrpo", grad_clip=1.0, **kw)
-
-
-@pytest.mark.parametrize("kind", optim.OPTIMIZERS)
-def test_rl_resume_equals_the_uninterrupted_run_state_by_state(tmp_path, monkeypatch, tiny, tok, probe_q, kind):
-    """Catches, for each optimizer scheme: the weights, fp32 master weights, Adam moments, step
-    counts or torch RNG not restored on resume (or any of them taken from ckpt.prev while the newest
-    checkpoint is sound), the resumed run redoing or skipping steps, and a metrics.jsonl that does not
-    read as one run. train.rl_stage, 3 steps, a checkpoint after every step but the last, a bf16
-    student, KL and aux on, rewards that follow the sampled texts. The run folder as a kill right after
-    step 2 was logged leaves it (ckpt = before step 2, ckpt.prev = before step 1, step 2's metrics
-    line), resumed with another torch seed into a model from elsewhere, must drop that line, run
-    exactly step 2 again and end where the uninterrupted run ends."""
-    base = tiny.to(torch.bfloat16)
-    ref = _nudged(base, seed=1).eval().requires_grad_(False)
-    args = _resume_cfg(kind, beta=0.04, no_aux=False, rl_lr=1e-3, eval_every=0, eval_every_n=0, rl_steps=3,
-                       rl_questions=2, max_new_tokens=4)
-    common = dict(tok=tok, ref=ref, pool=[probe_q, PLAIN_Q])
-    killed = tmp_path / "killed"
-    whole, ran, run_a = _stage(monkeypatch, "rl", args, tmp_path / "a", copy.deepcopy(base),
-                               kill_copy=(2, killed), **common)
-    rng_whole = torch.get_rng_state()
-    assert ran == [0, 1, 2]
-    assert (killed / "rl" / "ckpt").is_dir() and (killed / "rl" / "ckpt.prev").is_dir()
-    assert [r["step"] for r in _metrics(runs.Run(killed))] == [0, 1, 2]   # step 2 logged, not checkpointed
-    resumed, ran, run_b = _stage(monkeypatch, "rl", args, killed, _nudged(base, seed=7), torch_seed=99, **common)
-    assert ran == [2], "the resume must start at the newest checkpoint's step"
-    assert torch.equal(torch.get_rng_state(), rng_whole), "torch RNG not restored"
-    _assert_same_state(resumed, whole, kind)
-    assert whole.param_groups[0]["lr"] == resumed.param_groups[0]["lr"] == 1e-3
-    assert _metrics(run_b) == _metrics(run_a)
-    assert [r["step"] for r in _metrics(run_b)] == [0, 1, 2]
-
-
-@pytest.mark.parametrize("kind", optim.OPTIMIZERS)
-def test_sft_resume_equals_the_uninterrupted_run_state_by_state(tmp_path, monkeypatch, tiny, tok, probe_q, kind):
-    """Catches, for each optimizer scheme: an SFT resume that restores the weights but not the
-    optimizer (moments, steps, master weights), takes the previous checkpoint, restarts the epoch's
-    batches or the learning-rate schedule, or keeps the metrics lines of the steps it redoes.
-    train.sft_stage, 4 examples, batches of 2 in micro-batches of 1, 2 epochs (4 steps), warm-up 1, a
-    checkpoint after every step but the last: the folder a kill right after step 3 was logged leaves,
-    resumed into a model from elsewhere, runs step 3 alone again and ends in the uninterrupted run's
-    state, with one line per step and the same loss and learning rate logged at each (the cosine by
-    hand: 1, 1, 0.775, 0.325 x 1e-3)."""
-    base = tiny.to(torch.bfloat16)
-    args = _resume_cfg(kind, sft_probes=2, sft_dialogues=1, sft_batch=2, sft_micro=1, sft_epochs=2, sft_lr=1e-3,
-                       sft_warmup=1)
-    common = dict(tok=tok, train=[probe_q], dei=[probe_q])
-    killed = tmp_path / "killed"
-    whole, ran, run_a = _stage(monkeypatch, "sft", args, tmp_path / "a", copy.deepcopy(base),
-                               kill_copy=(3, killed), **common)
-    assert len(ran) == 4
-    assert (killed / "sft" / "ckpt").is_dir() and (killed / "sft" / "ckpt.prev").is_dir()
-    assert [r["step"] for r in _metrics(runs.Run(killed))] == [0, 1, 2, 3]
-    resumed, ran, run_b = _stage(monkeypatch, "sft", args, killed, _nudged(base, seed=7), torch_seed=99, **common)
-    assert len(ran) == 1, "the resume must start at the newest checkpoint's step"
-    _assert_same_state(resumed, whole, kind)
-    lrs = [r["lr"] for r in _metrics(run_a)]
-    assert lrs == pytest.approx([1e-3, 1e-3, 1e-3 * (0.1 + 0.45 * 1.5), 1e-3 * 0.325])
-    assert _metrics(run_b) == _metrics(run_a)
-    assert resumed.param_groups[0]["lr"] == whole.param_groups[0]["lr"] == pytest.approx(3.25e-4)
-# -----------------------------------------------------------------------------
 # the run folder: a new run, a resumed one, a finished one (runs.resolve_run, open_run, finish)
 
 
@@ -1092,10 +945,6 @@ def test_teacher_cache_reads_under_the_lock_and_is_readable_by_all(tmp_path):
     reader would take a line half written for a corrupt one and cut it off), and a file mode other
     than rw-r--r-- (other users' runs share the cache). Another open file description holds the lock:
     opening the cache waits for its release."""
-    import fcntl
-    import os
-    import threading
-    import time
     path = tmp_path / "cache.jsonl"
     path.write_text("")
     fd = os.open(path, os.O_RDWR)
@@ -1122,7 +971,7 @@ def test_teacher_cache_reads_under_the_lock_and_is_readable_by_all(tmp_path):
 def test_teacher_cache_appends_after_a_last_line_without_its_newline(tmp_path):
     """Catches: a complete last record without its newline (a file written by hand, or a writer killed
     between the record and its newline) not given one on open: the next answer would be glued onto
-    it, and both lost on the next read."""
+    it, and both lost on the next read; and close() not closing the file."""
     path = tmp_path / "cache.jsonl"
     path.write_text(json.dumps({"key": "k1", "answer": "a1"}))
     cache = teachers.TeacherCache(path)
@@ -1130,4 +979,179 @@ def test_teacher_cache_appends_after_a_last_line_without_its_newline(tmp_path):
     cache.close()
     again = teachers.TeacherCache(path)
     assert (again.get("k1"), again.get("k2")) == ("a1", "a2")
+    fd = again.fd
     again.close()
+    with pytest.raises(OSError):   # closed (a run opens one cache per teacher: no file left open)
+        os.fstat(fd)
+    again.close()                  # twice is fine
+
+
+def test_teacher_cache_file_names_are_pinned():
+    """Catches: a change to the name of a teacher's cache file (the first 80 characters of its id,
+    made file-safe, then 8 hex of the id's sha256): a run would no longer find the answers cached
+    by earlier runs. A .jsonl path is the file itself."""
+    long_id = "openai:" + "m" * 100
+    assert teachers.cache_file("/c", long_id).name == "openai_" + "m" * 73 + "-dc4beab4.jsonl"
+    assert teachers.cache_file("/c", "hf:org/model") == Path("/c/hf_org_model-3d587ff3.jsonl")
+    assert teachers.cache_file("/c/x.jsonl", "hf:org/model") == Path("/c/x.jsonl")
+
+# -----------------------------------------------------------------------------
+# resume, compared state by state (issue #33, item 2): train.py's own stages, killed right after a
+# checkpoint and resumed into a model from elsewhere, against the same stage run without a stop
+
+_REAL_MAKE_OPTIMIZER, _REAL_LOG, _REAL_EXGRPO_STEP = optim.make_optimizer, runs.Run.log, exgrpo.exgrpo_step
+_TIMING = ("step_seconds", "gen_seconds", "gen_tokens_per_s")
+
+
+def _parity_reward(text, gold, answer_type, question):
+    """A reward that depends on what was sampled (so on the RNG): 1 for an odd-length answer."""
+    return float(len(text) % 2)
+
+
+def _stage(monkeypatch, which, args, path, model, kill_copy=None, torch_seed=0, **data):
+    """Run train.sft_stage / train.rl_stage on `model` in the run folder `path`, as train.main would
+    (torch seeded first). kill_copy = (n, folder): right after step n is logged, the run folder is
+    copied to `folder`: what a kill at that moment leaves on disk, the checkpoints written so far and
+    a metrics.jsonl with a line the resume must drop and redo (the run itself goes on, so that one
+    run gives both the uninterrupted result and the killed folder).
+    Returns (the stage's optimizer, the steps it ran, the Run)."""
+    opts, ran = [], []
+
+    def make(*a, **kw):
+        opts.append(_REAL_MAKE_OPTIMIZER(*a, **kw))
+        return opts[-1]
+
+    def log(run, row):
+        _REAL_LOG(run, row)
+        if kill_copy and row.get("stage") == which and row["step"] == kill_copy[0]:
+            shutil.copytree(run.path, kill_copy[1])
+
+    def rl_step(cfg, model, ref, tok, opt, questions, step):
+        ran.append(step)
+        return _REAL_EXGRPO_STEP(cfg, model, ref, tok, opt, questions, step, reward_fn=_parity_reward)
+
+    real_finish = optim.finish_step
+
+    def finish(opt, params, grad_clip, micro_steps=1):   # SFT: one call per step
+        ran.append(len(ran))
+        return real_finish(opt, params, grad_clip, micro_steps)
+
+    monkeypatch.setattr(optim, "make_optimizer", make)
+    monkeypatch.setattr(runs.Run, "log", log)
+    monkeypatch.setattr(exgrpo, "exgrpo_step", rl_step)
+    monkeypatch.setattr(optim, "finish_step", finish if which == "sft" else real_finish)
+    torch.manual_seed(torch_seed)
+    path.mkdir(exist_ok=True)   # runs.open_run's part
+    run = runs.Run(path)
+    try:
+        if which == "sft":
+            train.sft_stage(args, run, model, data["tok"], data["train"], data["dei"])
+        else:
+            train.rl_stage(args, run, model, data["ref"], data["tok"], data["pool"], {})
+    finally:
+        monkeypatch.setattr(optim, "finish_step", real_finish)
+        if opts and hasattr(opts[-1], "remove_hooks"):   # rl_stage leaves a fused optimizer hooked
+            opts[-1].remove_hooks()
+    return opts[-1], ran, run
+
+
+def _opt_state(opt):
+    """Everything an optimizer carries into the next step, as tensors and numbers."""
+    lr = [g["lr"] for g in opt.param_groups]
+    if isinstance(opt, (optim.MasterWeightAdamW, torch.optim.Optimizer)):
+        inner = opt.opt if isinstance(opt, optim.MasterWeightAdamW) else opt
+        st = list(inner.state_dict()["state"].values())
+        return {"lr": lr, "master": [m.detach() for m in getattr(opt, "master", [])],
+                "step": [float(s["step"]) for s in st], "m": [s["exp_avg"] for s in st],
+                "v": [s["exp_avg_sq"] for s in st]}
+    return {"lr": lr, "step": list(opt.steps), "m": list(opt.m), "v": list(opt.v), "seed": opt.seed}
+
+
+def _params(opt):
+    return getattr(opt, "params", None) or [p for g in opt.param_groups for p in g["params"]]
+
+
+def _assert_same_state(a, b, what):
+    """Two optimizers, and the models they step, in the same state bit for bit."""
+    sa, sb = _opt_state(a), _opt_state(b)
+    assert sa.keys() == sb.keys() and sa["step"] and sa["m"]
+    for key in sa:
+        x, y = sa[key], sb[key]
+        if x and torch.is_tensor(x[0]):
+            assert len(x) == len(y) and all(torch.equal(s, t) for s, t in zip(x, y)), f"{what}: optimizer {key}"
+        else:
+            assert x == y, f"{what}: optimizer {key}: {x} != {y}"
+    pa, pb = _params(a), _params(b)
+    assert pa and len(pa) == len(pb)
+    for p, q in zip(pa, pb):
+        assert torch.equal(p.detach(), q.detach()), f"{what}: model weights"
+
+
+def _metrics(run):
+    """metrics.jsonl without its wall-clock fields."""
+    rows = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in _TIMING} for r in rows]
+
+
+def _resume_cfg(kind, **kw):
+    return _cfg(optimizer=kind, save_every=1, save_minutes=0.0, seed=0, method="exgrpo", grad_clip=1.0, **kw)
+
+
+@pytest.mark.parametrize("kind", optim.OPTIMIZERS)
+def test_rl_resume_equals_the_uninterrupted_run_state_by_state(tmp_path, monkeypatch, tiny, tok, probe_q, kind):
+    """Catches, for each optimizer scheme: the weights, fp32 master weights, Adam moments, step
+    counts or torch RNG not restored on resume (or any of them taken from ckpt.prev while the newest
+    checkpoint is sound), the resumed run redoing or skipping steps, and a metrics.jsonl that does not
+    read as one run. train.rl_stage, 3 steps, a checkpoint after every step but the last, a bf16
+    student, KL and aux on, rewards that follow the sampled texts. The run folder as a kill right after
+    step 2 was logged leaves it (ckpt = before step 2, ckpt.prev = before step 1, step 2's metrics
+    line), resumed with another torch seed into a model from elsewhere, must drop that line, run
+    exactly step 2 again and end where the uninterrupted run ends."""
+    base = tiny.to(torch.bfloat16)
+    ref = _nudged(base, seed=1).eval().requires_grad_(False)
+    args = _resume_cfg(kind, beta=0.04, no_aux=False, rl_lr=1e-3, eval_every=0, eval_every_n=0, rl_steps=3,
+                       rl_questions=2, max_new_tokens=4)
+    common = dict(tok=tok, ref=ref, pool=[probe_q, PLAIN_Q])
+    killed = tmp_path / "killed"
+    whole, ran, run_a = _stage(monkeypatch, "rl", args, tmp_path / "a", copy.deepcopy(base),
+                               kill_copy=(2, killed), **common)
+    rng_whole = torch.get_rng_state()
+    assert ran == [0, 1, 2]
+    assert (killed / "rl" / "ckpt").is_dir() and (killed / "rl" / "ckpt.prev").is_dir()
+    assert [r["step"] for r in _metrics(runs.Run(killed))] == [0, 1, 2]   # step 2 logged, not checkpointed
+    resumed, ran, run_b = _stage(monkeypatch, "rl", args, killed, _nudged(base, seed=7), torch_seed=99, **common)
+    assert ran == [2], "the resume must start at the newest checkpoint's step"
+    assert torch.equal(torch.get_rng_state(), rng_whole), "torch RNG not restored"
+    _assert_same_state(resumed, whole, kind)
+    assert whole.param_groups[0]["lr"] == resumed.param_groups[0]["lr"] == 1e-3
+    assert _metrics(run_b) == _metrics(run_a)
+    assert [r["step"] for r in _metrics(run_b)] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("kind", optim.OPTIMIZERS)
+def test_sft_resume_equals_the_uninterrupted_run_state_by_state(tmp_path, monkeypatch, tiny, tok, probe_q, kind):
+    """Catches, for each optimizer scheme: an SFT resume that restores the weights but not the
+    optimizer (moments, steps, master weights), takes the previous checkpoint, restarts the epoch's
+    batches or the learning-rate schedule, or keeps the metrics lines of the steps it redoes.
+    train.sft_stage, 4 examples, batches of 2 in micro-batches of 1, 2 epochs (4 steps), warm-up 1, a
+    checkpoint after every step but the last: the folder a kill right after step 3 was logged leaves,
+    resumed into a model from elsewhere, runs step 3 alone again and ends in the uninterrupted run's
+    state, with one line per step and the same loss and learning rate logged at each (the cosine by
+    hand: 1, 1, 0.775, 0.325 x 1e-3)."""
+    base = tiny.to(torch.bfloat16)
+    args = _resume_cfg(kind, sft_probes=2, sft_dialogues=1, sft_batch=2, sft_micro=1, sft_epochs=2, sft_lr=1e-3,
+                       sft_warmup=1)
+    common = dict(tok=tok, train=[probe_q], dei=[probe_q])
+    killed = tmp_path / "killed"
+    whole, ran, run_a = _stage(monkeypatch, "sft", args, tmp_path / "a", copy.deepcopy(base),
+                               kill_copy=(3, killed), **common)
+    assert len(ran) == 4
+    assert (killed / "sft" / "ckpt").is_dir() and (killed / "sft" / "ckpt.prev").is_dir()
+    assert [r["step"] for r in _metrics(runs.Run(killed))] == [0, 1, 2, 3]
+    resumed, ran, run_b = _stage(monkeypatch, "sft", args, killed, _nudged(base, seed=7), torch_seed=99, **common)
+    assert len(ran) == 1, "the resume must start at the newest checkpoint's step"
+    _assert_same_state(resumed, whole, kind)
+    lrs = [r["lr"] for r in _metrics(run_a)]
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-3 * (0.1 + 0.45 * 1.5), 1e-3 * 0.325])
+    assert _metrics(run_b) == _metrics(run_a)
+    assert resumed.param_groups[0]["lr"] == whole.param_groups[0]["lr"] == pytest.approx(3.25e-4)
