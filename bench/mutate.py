@@ -5,13 +5,15 @@ through (a "survivor") is a bug nothing would tell you about: write the test tha
 why it changes nothing (bench/results/mutation-equivalent.json). Run it before a change to the
 algorithm, and after: the kill rate must not drop.
 
-    # the sample the committed report was made from (about an hour on 2 busy cores)
-    nice -n 19 python bench/mutate.py --max 60 --seed 0 --out bench/results/mutation-DATE.md
+    # the files of issue #33, 45 mutants each, with the tests of a commit (before new tests):
+    # how bench/results/mutation-2026-12-07.md began (80 min on 2 busy cores)
+    nice -n 19 python bench/mutate.py --max 45 --seed 0 --tests-from HEAD --out bench/results/mutation-DATE.md
+    # after writing tests: only that report's survivors, again, against the files of the new tests
+    # (its JSON keeps both results; the report shows the kill rate before and after)
+    nice -n 19 python bench/mutate.py --retest bench/results/mutation-DATE.json --tests tests/test_wiring.py
     # one file, or some functions of one file; --list shows the mutants and runs nothing
     python bench/mutate.py --files exgrpo.py --max 20
     python bench/mutate.py --files "sample.py:token_logprobs,completion_mask" --list
-    # after writing tests: only the survivors of a report, again (its JSON keeps both results)
-    nice -n 19 python bench/mutate.py --retest bench/results/mutation-DATE.json
 
 What it does: parse each target with `ast`, list every single-line mutation of the chosen functions
 (below), sample --max of them per file with --seed, copy the working tree to a temporary folder
@@ -478,8 +480,8 @@ def report(meta, mutants, out):
         sv = sum(m.outcome == "survived" for m in ms)
         info = meta["files"][f]
         names = lambda ts: " ".join(t for t in ts if t.endswith(".py"))
-        tests = names(info["tests"]) + (f" (re-test: {names(info['tests_retest'])})" if "tests_retest" in info
-                                        and names(info["tests_retest"]) != names(info["tests"]) else "")
+        again = list(dict.fromkeys(names(ts) for ts in info.get("tests_retests", [])))
+        tests = names(info["tests"]) + (f" (re-tests: {'; '.join(again)})" if again else "")
         lines.append(f"| {f} | {info['functions'] or 'all'} | {tests} | {info['found']} | {len(ms)} | "
                      f"{k0} ({pct(k0, n)}) | {k} | {sv} | {eq} | {pct(k, n)} | {pct(k, n - eq)} |")
     k, n = rate(mutants)
@@ -556,7 +558,7 @@ def main(argv=None):
         times = baseline(sorted({m.file for m in again}), tests_of, log, deselected)
         meta["deselected_retest"] = deselected
         for f in times:
-            meta["files"][f]["tests_retest"] = tests_of[f]
+            meta["files"][f].setdefault("tests_retests", []).append(tests_of[f])
         timeout = {f: args.timeout or max(60.0, 3 * t) for f, t in times.items()}
         for m in again:
             m.history.append({"outcome": m.outcome, "by": m.by})
@@ -564,7 +566,8 @@ def main(argv=None):
         mark_equivalent(mutants)
         meta.setdefault("retests", []).append(f"{datetime.date.today()}, `python bench/mutate.py "
                                               f"{' '.join(map(shlex.quote, argv or sys.argv[1:]))}`, "
-                                              f"{len(again)} mutants, {(time.time() - t0) / 60:.0f} min")
+                                              f"{len(again)} mutant{'s' * (len(again) != 1)}, "
+                                              f"{(time.time() - t0) / 60:.0f} min")
         report(meta, mutants, Path(args.retest).with_suffix(".md"))
         log(f"report: {Path(args.retest).with_suffix('.md')}")
         return 0

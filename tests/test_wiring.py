@@ -560,10 +560,10 @@ def test_load_weights_copies_a_final_folder_and_refuses_a_damaged_one(tmp_path, 
         runs.load_weights(other, tmp_path / "sft" / "final")
 
 
-def test_cuda_rng_is_saved_and_restored_when_cuda_is_there(tmp_path, tiny, tok, monkeypatch):
+def test_cuda_rng_is_saved_and_restored_when_cuda_is_there(tmp_path, tiny, tok, monkeypatch, capsys):
     """Catches: the CUDA generators' state not saved in trainer.pt, or not restored on resume (a
-    resumed GPU run would then sample other rollouts), and a CPU run asking CUDA for it. CUDA is
-    faked: its state is a list of byte tensors."""
+    resumed GPU run would then sample other rollouts), a CPU run asking CUDA for it, and the resume
+    not saying where it resumed from. CUDA is faked: its state is a list of byte tensors."""
     state = [torch.arange(8, dtype=torch.uint8)]
     restored = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -574,11 +574,34 @@ def test_cuda_rng_is_saved_and_restored_when_cuda_is_there(tmp_path, tiny, tok, 
     runs.save_trainer(run, "rl", tiny, tok, opt, 1)
     assert runs.resume_trainer(run, "rl", tiny, opt) == 1
     assert len(restored) == 1 and torch.equal(restored[0][0], state[0])
+    assert f"rl: resumed at step 1 from {tmp_path / 'rl' / 'ckpt'}" in capsys.readouterr().out
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("asked CUDA on a CPU run"))
     runs.save_trainer(run, "rl", tiny, tok, opt, 2)
     assert torch.load(tmp_path / "rl" / "ckpt" / "trainer.pt", weights_only=False)["cuda_rng"] is None
     assert runs.resume_trainer(run, "rl", tiny, opt) == 2 and len(restored) == 1
+
+
+def test_each_process_resumes_with_its_own_rng_state(tmp_path, tiny, tok, monkeypatch):
+    """Catches: on a resume under torchrun, every process taking rank 0's torch RNG state instead of
+    its own (they would all sample the same rollouts from then on), the checkpoint's per-process
+    states ignored. Simulated in one process: the checkpoint holds two processes' states (dist.gather
+    faked), then resumed as rank 1 of 2, torch's RNG is rank 1's; as rank 0 of 2, rank 0's."""
+    opt = optim.make_optimizer(tiny, 1e-3, "master")
+    run = runs.Run(tmp_path)
+    torch.manual_seed(1)
+    rank1 = torch.get_rng_state()
+    torch.manual_seed(0)
+    rank0 = torch.get_rng_state()
+    monkeypatch.setattr(runs.dist, "gather", lambda obj: [obj, {"torch_rng": rank1, "cuda_rng": None}])
+    runs.save_trainer(run, "rl", tiny, tok, opt, 1)
+    monkeypatch.setattr(runs.dist, "world", lambda: 2)
+    for rank, want in ((1, rank1), (0, rank0)):
+        monkeypatch.setattr(runs.dist, "rank", lambda: rank)
+        torch.manual_seed(5)
+        assert runs.resume_trainer(run, "rl", tiny, opt) == 1
+        assert torch.equal(torch.get_rng_state(), want), f"rank {rank}"
+
 
 # -----------------------------------------------------------------------------
 # the optimizers: AdamW's formula, whatever the scheme
