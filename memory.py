@@ -21,6 +21,22 @@ What one ExGRPO step (exgrpo.exgrpo_step) holds on the GPU:
   peak = persistent + max(generation, training); reference log-probs are computed under
   no_grad, once per rollout batch, and never add more than a training micro-batch.
 
+What grows with Q questions a step (presets.questions_that_fit sizes Q with it), per process:
+  generation   nothing while rollouts are generated gen_batch rows at a time (gen_batch = 0,
+               all 2 G Q rows at once: the KV cache grows by 2 G T kv_per_token a question)
+  training     the aux batch: one teacher-forced dialogue per question, all on micro-batch 0
+               (exgrpo.policy_update), budgeted like a rollout (T tokens, all loss positions);
+               with checkpointing each adds about
+                   T (L H wb + 4 H + 12 + 2 H wb + T wb + 4 V) bytes
+               its layer inputs, the final norm's, its padding mask and its fp32 logits.
+               Example, gemma-7b (L 28, H 3072, V 256000, bf16) at the preset's T = 1440:
+               1440 x (172,032 + 24,588 + 2,880 + 1,024,000) = 1440 x 1,223,500 = 1.76 GB
+  held         the reference and old log-probs of all 2 G Q rollouts, fp32, for the whole
+               update: 2 x 2 G Q T x 4 bytes (Q = 32: 2 x 512 x 1440 x 4 = 5.9 MB)
+  (host)       the packed rollouts (ids, mask, loss mask: int64 on the CPU, one micro-batch
+               moved at a time): not GPU memory
+So with gen_batch > 0 and aux off (--no-aux, --no-probes) the peak grows only by `held`.
+
 Every coefficient below is read off the code (HF Llama/Gemma/Qwen2 layers under torch
 autograd, SDPA attention with a padding mask, so k and v are repeated to all heads) and checked
 on CPU against measured peaks: python bench/memory_table.py --validate.
@@ -148,7 +164,11 @@ def estimate(c, s):
     start = acts + logits_saved + logits_bwd + head_grad
     grads_late = grads_all if not s.fused else (head_grad if c["tied"] else 0) + H * c["intermediate"] * wb
     late = (acts + recompute if s.ckpt else layer + fixed) + grads_late
-    train = max(start, late, step)
+    # the reference and old log-probs of every rollout of the step, fp32, held through the update
+    # (policy_update: old only when frozen; counted always, an upper bound)
+    held = ((1 if s.ref else 0) + 1) * s.gen_rows * s.seq_len * 4
+    train = max(start, late, step) + held
+    out["held log-probs (training)"] = held
     out["activations + logits (training)"] = acts + logits_saved + logits_bwd
     out["gradients"] = 0 if s.fused else grads_all
     out["_persistent"], out["_generation"], out["_training"] = persistent, gen, train
@@ -177,8 +197,9 @@ def estimate_fsdp(c, s):
     gathered = 2 * layer_params * wb + root + layer_params * 4  # two layers; one layer's fp32 grads
     act = base["activations + logits (training)"]
     step = 4 * P / N                                            # AdamW's foreach denominator on a shard
-    train = max(act + gathered + V * H * 4, step)               # + the head's fp32 gradient before its reduce
-    out["activations + logits (training)"] = act
+    held = base["held log-probs (training)"]
+    train = max(act + gathered + V * H * 4, step) + held        # + the head's fp32 gradient before its reduce
+    out["activations + logits (training)"], out["held log-probs (training)"] = act, held
     out["_persistent"], out["_generation"], out["_training"] = persistent, gen, train
     out["_peak"] = persistent + max(gen, train)
     return out

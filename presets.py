@@ -40,6 +40,9 @@ ROOT = Path(__file__).resolve().parent
 # presets
 
 GPU_PARAMS = 2e9         # a student this large (by its architecture) gets the gpu-7b preset
+RL_QUESTIONS_CAP = 32    # the most questions a step the gpu-7b preset rolls out, memory allowing: on the
+                         # synthetic world (the micro preset) 1-8 questions a step were too noisy to
+                         # learn, 32 learned
 PRESETS = {
     "cpu": {},
     "tiny": dict(train_n=16, eval_n=8, eval_max_new_tokens=16, sft_batch=8, rl_steps=2,
@@ -50,6 +53,7 @@ PRESETS = {
     "micro": dict(level=1, train_n=4000, eval_n=500, sft_epochs=3, sft_batch=32, sft_micro=32, sft_lr=2e-3,
                   sft_warmup=20, rl_steps=300, rl_questions=32, G=8, k=3, max_new_tokens=64, rl_lr=1e-4,
                   rl_micro=32, eval_every=25, eval_every_n=200),
+    # rl_questions=1 is the floor: questions_that_fit sizes it (up to RL_QUESTIONS_CAP) to the device
     "gpu-7b": dict(level=3, train_n=2000, eval_n=200, eval_max_new_tokens=256, dtype="bf16",
                    sft_epochs=3, sft_batch=32, sft_micro=8, sft_lr=1e-5, sft_warmup=20,
                    rl_steps=300, rl_questions=1, G=8, k=5, max_new_tokens=128, rl_lr=1e-6,
@@ -68,6 +72,8 @@ SCHEMES = [
 ]
 SCHEME_MARGIN = 0.95     # a preset's scheme leaves 5% for allocator fragmentation (the start-up check
                          # uses 100%)
+SMALL_BYTES = 50e6       # more questions a step that add at most this to the peak are free (the held
+                         # log-probs of 32 questions: 5.9 MB)
 USER_TURN_TOKENS = 112   # one user turn with the template's glue (synthetic level 3: mean 100, max 142)
 SFT_TOKENS = 384         # the longest SFT example budgeted (question + teacher answer: about 200)
 CPU_RESERVE = 2e9        # Python, torch and transformers themselves, on a CPU run
@@ -118,7 +124,8 @@ def apply(ap, argv=None, read_data=False):
     LAYOUT[:] = [(g.title, [a.dest for a in g._group_actions if a.dest != "help"]) for g in ap._action_groups]
     GIVEN.clear()
     GIVEN.update(given(ap, argv))
-    ap.set_defaults(preset=name, preset_why=why, scheme=None, budget_why=None, **PRESETS[name])
+    ap.set_defaults(preset=name, preset_why=why, scheme=None, budget_why=None, questions_why=None,
+                    **PRESETS[name])
     if read_data and pre.dataset != "synth":
         budgets = data_budgets(pre.student, pre.dataset, pre.data_dir)
         if budgets is not None:   # the teacher's budget for every preset (it keys the shared cache) ...
@@ -136,7 +143,7 @@ def apply(ap, argv=None, read_data=False):
         G = ap.parse_known_args(argv)[0].G
         for label, values in SCHEMES:
             ap.set_defaults(scheme=label, **{k: G if v == "G" else v for k, v in values.items()})
-            est = estimate(ap.parse_known_args(argv)[0])
+            est = estimate(bounded(ap.parse_known_args(argv)[0]))
             if est is None or est["peak"] <= SCHEME_MARGIN * budget:
                 break
         a = ap.parse_known_args(argv)[0]
@@ -149,6 +156,14 @@ def apply(ap, argv=None, read_data=False):
             if fits:
                 ap.set_defaults(G=fits[0], rollout_batch=fits[0] if a.rollout_batch else 0,
                                 scheme=f"{a.scheme}, G {a.G} -> {fits[0]} to fit")
+    if name == "gpu-7b":   # questions a step: the flag, else as many as fit (up to RL_QUESTIONS_CAP)
+        a = ap.parse_known_args(argv)[0]
+        if "rl_questions" in GIVEN:
+            q, why = a.rl_questions, "--rl-questions, written on the command line"
+        else:
+            q, why = questions_that_fit(a, device_budget(device_of(pre.device), name)[0])
+        a.rl_questions = q
+        ap.set_defaults(rl_questions=q, questions_why=why, rollout_batch=bounded(a).rollout_batch)
     return name
 
 
@@ -198,6 +213,61 @@ def device_budget(device, preset):
     return ram - CPU_RESERVE, ram, f"{ram / 1e9:.1f} GB of RAM"
 
 
+def per_process(a):
+    """Questions the busiest process rolls out: dist.share deals them round-robin, rank 0 first.
+    Example: 32 questions over 3 GPUs -> 11, 11, 10: 11."""
+    return -(-a.rl_questions // gpus(a))
+
+
+def group_rows(a):
+    """Rollouts of one question: G per scenario, Scenario A and B (one plain dialogue, --no-probes)."""
+    return (1 if a.no_probes else 2) * a.G
+
+
+def bounded(a):
+    """a, with a scheme's --rollout-batch 0 (all of a step's rows in one generate) replaced by one
+    question's group (2 G rows) when a process rolls out more than one question, unless the flag was
+    written: so that more questions cost generate() calls, not KV cache (exgrpo.rollout_and_score)."""
+    if a.rollout_batch or "rollout_batch" in GIVEN or per_process(a) <= 1:
+        return a
+    return argparse.Namespace(**{**vars(a), "rollout_batch": group_rows(a)})
+
+
+def questions_that_fit(a, budget, cap=RL_QUESTIONS_CAP):
+    """(questions a step, why): the most, up to cap and at least one a process, whose peak (memory.py,
+    per GPU, rollouts generated as bounded() says) stays within SCHEME_MARGIN of budget, or does not
+    grow past the floor's by more than SMALL_BYTES; else the floor (the leanest scheme on 80 GB). What
+    grows with questions is in memory.py's docstring ("What grows with Q"): the aux batch, one teacher
+    dialogue a question on the first micro-batch; the rollouts are generated and updated in batches.
+    Example: gemma-7b on 80 GB (bf16 AdamW fused, rollouts by G): 75.3 GB at 1 question, +1.76 GB
+    each (training), already over 95% of 78.5 GB: 1. On 4 GPUs (FSDP2): 73.8 GB per GPU at 1 to 8
+    questions a GPU (generation, with the gathered weights, stays above training): the cap, 32."""
+    n, limit = gpus(a), SCHEME_MARGIN * budget
+    at = lambda q: bounded(argparse.Namespace(**{**vars(a), "rl_questions": q}))
+    est = lambda q: estimate(at(q))
+    floor, cap = n, max(cap, n)
+    lo, hi = est(floor), est(cap)
+    flat = hi["peak"] - lo["peak"] <= SMALL_BYTES
+    q = cap if flat else next((q for q in range(cap, floor, -1) if est(q)["peak"] <= limit), floor)
+    b, rl = at(q), lo["rl"]
+    how = (f"rollouts generated {b.rollout_batch or group_rows(b) * per_process(b)} at a time, "
+           f"updated {a.rl_micro} at a time")
+    grow = f"training {_gb(rl['_training'])} -> {_gb(hi['rl']['_training'])} from {floor} to {cap} questions"
+    aux = ("" if a.no_aux or a.no_probes else
+           ", the aux batch (a teacher dialogue a question on micro-batch 0)")
+    if flat:
+        top = ("the SFT step" if lo["sft"]["_peak"] >= lo["rl"]["_peak"] else
+               "generation" if rl["_generation"] >= rl["_training"] else "training")
+        return q, (f"memory: the cap, {cap}: the peak stays {_gb(hi['peak'])} ({top}); {grow}{aux}; {how}")
+    margin = f"{_gb(limit)} ({SCHEME_MARGIN:.0%} of {_gb(budget)})"
+    if q == cap:
+        return q, f"memory: the cap, {cap}: {_gb(hi['peak'])} <= {margin}; {grow}{aux}; {how}"
+    nxt = (per_process(b) + 1) * n
+    over = f"{floor} already needs {_gb(lo['peak'])} and " if q == floor and lo["peak"] > limit else ""
+    return q, (f"memory: {over}{nxt} would need {_gb(est(nxt)['peak'])}, > {margin}; "
+               f"{grow}{aux}; {how}; {RL_QUESTIONS_CAP} learned on the synthetic world")
+
+
 def dialogue_tokens(a):
     """Tokens of one rolled-out dialogue at its longest: every turn uses --max-new-tokens."""
     return (1 if a.no_probes else a.k + 1) * (USER_TURN_TOKENS + a.max_new_tokens)
@@ -210,8 +280,9 @@ def estimate(a):
         return None
     mem = memory
     dtype = a.dtype or ("bf16" if device_of(a.device).startswith("cuda") else "fp32")
-    T, aux = dialogue_tokens(a), 0 if (a.no_aux or a.no_probes) else a.rl_questions
-    rows = (1 if a.no_probes else 2) * a.G * a.rl_questions
+    # per process (the busiest): its questions' rollouts, and their aux dialogues
+    T, aux = dialogue_tokens(a), 0 if (a.no_aux or a.no_probes) else per_process(a)
+    rows = group_rows(a) * per_process(a)
     n = gpus(a)
     scheme = "fsdp" if n > 1 else "master" if a.optimizer == "master" else "bf16"
     rl = mem.Setup(dtype_bytes=4 if dtype == "fp32" else 2, optimizer=scheme, shards=n,
@@ -234,7 +305,8 @@ def cards_for_plain(a, budget, choices=(1, 2, 4, 8)):
     optimizer step per batch, gradient clipping on: FSDP2 over N, or one GPU's master weights)
     fits this run, or None beyond 8."""
     for n in choices:
-        b = argparse.Namespace(**{**vars(a), "gpus": n, "optimizer": "master", "rollout_batch": 0})
+        b = argparse.Namespace(**{**vars(a), "gpus": n, "optimizer": "master",   # one group at a time
+                                  "rollout_batch": group_rows(a)})
         est = estimate(b)
         if est is not None and est["peak"] <= budget:
             return n
@@ -242,9 +314,10 @@ def cards_for_plain(a, budget, choices=(1, 2, 4, 8)):
 
 
 def largest_fit(a, budget):
-    """What fits, one knob changed: the largest G, --max-new-tokens (by 16) and --sft-micro."""
+    """What fits, one knob changed: the largest G, --max-new-tokens (by 16), --sft-micro, --rl-questions."""
     found = []
     for flag, key, values in (("--G", "G", range(a.G - 1, 1, -1)),
+                              ("--rl-questions", "rl_questions", range(a.rl_questions - 1, gpus(a) - 1, -1)),
                               ("--max-new-tokens", "max_new_tokens", range(a.max_new_tokens - 16, 15, -16)),
                               ("--sft-micro", "sft_micro", range(a.sft_micro - 1, 0, -1))):
         for v in values:
@@ -282,6 +355,9 @@ def block(a, device, words, budget, est):
             line += ("  " if line else "") + it
         text += [line] if line else []
         lines += [f"{title}:"] + [f"    {t}" for t in text] if text else []
+    if getattr(a, "questions_why", None):
+        lines.append(f"rl       {a.rl_questions} question{'s' * (a.rl_questions != 1)} a step x G {a.G} "
+                     f"({group_rows(a) * a.rl_questions} rollouts; {a.questions_why})")
     lines.append("plan     " + " -> ".join(plan(a)))
     if est is None:
         lines.append(f"memory   no estimate: no architecture known for {a.student} (models.architecture)")

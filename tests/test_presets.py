@@ -390,3 +390,102 @@ def test_real_training_questions_are_a_seeded_draw_and_more_is_a_superset(shared
     assert len(five) == 5 and six[:5] == five                     # --train-n 6 adds one question
     assert five != ids("--train-n", "5", "--data-seed", "1")       # the seed picks them
     assert five != [f"strategyqa-train-{i}" for i in range(5)]     # not the file's first five
+
+# -----------------------------------------------------------------------------
+# questions a step: the gpu-7b preset sizes them with the memory model (presets.questions_that_fit)
+
+H200 = 149.3e9   # what torch reports for a 141 GB H200 (about 139 GiB)
+
+
+def _on(monkeypatch, total):
+    monkeypatch.setattr(presets, "device_budget", lambda device, preset: (total - MEM.GPU_RESERVE, total, "x"))
+
+
+def test_what_grows_with_questions_by_hand():
+    """memory.py's "What grows with Q", each equation by hand on gemma-7b (L 28, H 3072, V 256000,
+    bf16, dialogues of T = 1440 tokens)."""
+    c = models.architecture("gemma-7b")
+    T = 1440
+    # held: reference + old log-probs of 2 G Q = 512 rollouts, fp32: 2 x 512 x 1440 x 4
+    e = MEM.estimate(c, MEM.Setup(seq_len=T, gen_rows=512, gen_batch=16))
+    assert e["held log-probs (training)"] == 2 * 512 * 1440 * 4 == 5_898_240
+    assert MEM.estimate(c, MEM.Setup(seq_len=T, gen_rows=512, ref=False))["held log-probs (training)"] == 2_949_120
+    # one aux dialogue more on micro-batch 0: T (L H wb + 4 H + 12 + 2 H wb + T wb + 4 V)
+    #   = 1440 x (172,032 + 24,588 + 2,880 + 1,024,000) = 1440 x 1,223,500 = 1.76184e9 bytes
+    train = lambda q: MEM.estimate(c, MEM.Setup(seq_len=T, micro_seqs=1 + q, gen_rows=16, gen_batch=8,
+                                                gen_prompt=T - 128, gen_len=T))["_training"]
+    assert (train(32) - train(1)) / 31 == pytest.approx(1440 * 1_223_500, rel=0.01)   # logit chunks: < 1%
+    # generation by G: the KV cache of 8 rows whatever the questions; all at once (gen_batch 0): 2 G Q rows
+    kv = lambda rows, b: MEM.estimate(c, MEM.Setup(seq_len=T, gen_rows=rows, gen_batch=b, gen_len=T))[
+        "KV cache (generation)"]
+    assert kv(16, 8) == kv(512, 8) == 8 * 1440 * (2 * 28 * 16 * 256 * 2)     # 8 x 1440 x 458,752 = 5.28 GB
+    assert kv(512, 0) == 512 * 1440 * 458_752
+
+
+def test_questions_per_process_and_group_rows_by_hand():
+    a = train.get_args(["--student", "gemma-7b"])
+    b = type(a)(**{**vars(a), "rl_questions": 32, "gpus": 3, "rollout_batch": 0})
+    assert presets.per_process(b) == 11                    # 32 dealt over 3: 11, 11, 10
+    assert presets.group_rows(b) == 16                     # 2 scenarios x G 8
+    assert presets.estimate(b)["rows"] == 11 * 16          # the memory model plans the busiest GPU
+    assert presets.bounded(b).rollout_batch == 16          # more than one question a GPU: a group at a time
+    assert presets.group_rows(type(b)(**{**vars(b), "no_probes": True})) == 8
+
+
+def test_gpu_preset_rolls_out_the_cap_where_memory_allows(monkeypatch):
+    """A 141 GB H200: bf16 AdamW, 32 questions a step, generated one question's 16 rollouts at a time;
+    80 GB: the leanest scheme is already over 95% of the card at 1 question and each more adds its aux
+    dialogue (+1.76 GB): 1; without the aux batch nothing grows and it takes the cap."""
+    _on(monkeypatch, H200)
+    a = train.get_args(["--student", "gemma-7b"])
+    assert (a.rl_questions, a.rollout_batch, a.optimizer) == (presets.RL_QUESTIONS_CAP, 16, "bf16") == (32, 16, "bf16")
+    assert presets.estimate(a)["peak"] <= presets.SCHEME_MARGIN * (H200 - MEM.GPU_RESERVE)
+    assert a.questions_why.startswith("memory: the cap, 32")
+    _on(monkeypatch, MEM.GPU_BYTES)
+    a = train.get_args(["--student", "gemma-7b"])
+    assert (a.rl_questions, a.rollout_batch) == (1, 8)
+    assert "1 already needs 75.3 GB and 2 would need 77.0 GB, > 74.6 GB (95% of 78.5 GB)" in a.questions_why
+    no_aux = train.get_args(["--student", "gemma-7b", "--no-aux"])
+    assert no_aux.rl_questions == 32 and "the peak stays 75.3 GB (generation)" in no_aux.questions_why
+    assert presets.estimate(no_aux)["peak"] - presets.estimate(a)["peak"] < presets.SMALL_BYTES
+
+
+def test_a_smaller_card_gets_fewer_questions_the_most_that_fit(monkeypatch):
+    _on(monkeypatch, 120e9)
+    a = train.get_args(["--student", "gemma-7b"])
+    limit = presets.SCHEME_MARGIN * (120e9 - MEM.GPU_RESERVE)
+    peak = lambda q: presets.estimate(presets.bounded(type(a)(**{**vars(a), "rl_questions": q})))["peak"]
+    assert 1 < a.rl_questions < 32 and peak(a.rl_questions) <= limit < peak(a.rl_questions + 1)
+    assert f"{a.rl_questions + 1} would need" in a.questions_why
+
+
+def test_rl_questions_on_the_command_line_wins(monkeypatch):
+    _on(monkeypatch, H200)
+    a = train.get_args(["--student", "gemma-7b", "--rl-questions", "5"])
+    assert a.rl_questions == 5 and "written on the command line" in a.questions_why
+    assert train.get_args(["--student", "gemma-7b", "--rl-questions", "1"]).rl_questions == 1   # = the floor
+    b = train.get_args(["--student", "gemma-7b", "--rollout-batch", "0"])   # all rows at once: KV grows
+    assert b.rollout_batch == 0 and b.rl_questions < 32
+    _on(monkeypatch, MEM.GPU_BYTES)
+    with pytest.raises(SystemExit) as e:   # 5 does not fit 80 GB: the error names the questions that do
+        train.main(["--student", "gemma-7b", "--rl-questions", "5", "--dry-run"])
+    assert "--rl-questions 3" in str(e.value.code)
+
+
+def test_several_gpus_size_questions_per_gpu(monkeypatch):
+    """FSDP2 over 4 cards of 80 GB: 73.8 GB per GPU from 1 to 8 questions a GPU (generation, with the
+    gathered weights, stays above training): the cap, 8 a GPU; over 2 cards nothing fits: one a GPU."""
+    _on(monkeypatch, MEM.GPU_BYTES)
+    a = train.get_args(["--student", "gemma-7b", "--gpus", "4"])
+    assert (a.rl_questions, a.rollout_batch, presets.per_process(a)) == (32, 16, 8)
+    assert "the peak stays 73.8 GB (generation)" in a.questions_why
+    assert train.get_args(["--student", "gemma-7b", "--gpus", "2"]).rl_questions == 2
+
+
+@no_gpu
+def test_dry_run_prints_the_questions_a_step_and_why():
+    p = _run("--student", "gemma-7b", "--dry-run")
+    assert p.returncode == 0, p.stderr
+    assert ("rl       1 question a step x G 8 (16 rollouts; memory: 1 already needs 75.3 GB and 2 would need "
+            "77.0 GB, > 74.6 GB (95% of 78.5 GB); training 6.8 GB -> 61.4 GB from 1 to 32 questions, the aux "
+            "batch") in p.stdout
