@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
+import decode
 import dist
 from models import load_student
 
@@ -223,22 +224,10 @@ def _stash(cache, attn, js, into):
         real = attn[j].bool()
         into[row] = ([layer.row(j, real) for layer in cache.layers], int(real.sum()))
 def _pick(logits, temperature):
-    """(next id, its log-prob) per row of logits (n, V): argmax at T = 0, else one draw from
-    softmax(logits / T) by inverse CDF, one uniform number per row. (torch.multinomial draws
-    one exponential per vocabulary entry: 30 ms a step for 16 rows of SmolLM2's 49k here.)
-    The log-prob is z[id] - logsumexp(z) with z = logits / T in fp32, the value token_logprobs
-    computes (greedy ids are scored at T = 1, as token_logprobs does)."""
-    z = logits.float() if temperature in (0, 1) else logits.float() / temperature
-    if temperature == 0:
-        ids, norm = z.argmax(-1), torch.logsumexp(z, -1)
-    else:
-        top = z.amax(-1, keepdim=True)
-        # fp64: an fp32 sum of 49k terms blurs the tail
-        cdf = (z - top).exp_().cumsum(-1, dtype=torch.float64)
-        u = torch.rand(cdf.shape[0], 1, dtype=cdf.dtype, device=cdf.device) * cdf[:, -1:]
-        ids = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)
-        norm = top.squeeze(1) + cdf[:, -1].log().float()
-    return ids, z.gather(-1, ids[:, None]).squeeze(1) - norm
+    """(next id, its log-prob) per row of logits (n, V): decode.pick, the one implementation of the
+    sampling math (argmax at T = 0, else inverse CDF with one uniform number per row; the log-prob
+    is the value token_logprobs computes, greedy ids scored at T = 1)."""
+    return decode.pick(logits, temperature)
 
 
 def _skinny_linear(self, x):
@@ -277,7 +266,7 @@ def _skinny_linears(fn):
 @torch.no_grad()
 @_skinny_linears
 def sample_ids(model, rows, max_new_tokens, temperature, eos, pad_id, vocab_limit=None, past=None,
-               keep=False):
+               keep=False, static=None, compile=None):
     """The KV-cached batched sampler behind generate() and rollout_dialogues().
 
     rows: list of prompt id lists. Returns (completions, logprobs): per row the sampled ids,
@@ -292,6 +281,9 @@ def sample_ids(model, rows, max_new_tokens, temperature, eos, pad_id, vocab_limi
     when the model has layers _new_cache does not own). Passed back as `past` with rows that
     extend the same rows (the next turn of a dialogue), only the ids it does not hold are
     prefilled: a dialogue's history is computed once, not once per turn.
+    static=True: after the same prefill, decode.run's static-shape step decodes (finished rows masked,
+    not removed; compiled when `compile`, None = decode.COMPILE for the device), keep/past included;
+    where it declines (decode.usable) this loop runs. None: decode.STATIC for the device.
     The caller puts the model in eval() (P8)."""
     device = next(model.parameters()).device
     if past is None:
@@ -319,6 +311,12 @@ def sample_ids(model, rows, max_new_tokens, temperature, eos, pad_id, vocab_limi
         cache.batch_select_indices(expand)
         logits, attn, pos = logits[expand], attn[expand], pos[expand]
     pos = pos[:, -1:]
+    if decode.STATIC.get(device.type, False) if static is None else static:
+        done = decode.run(model, cache, logits, attn, pos, max_new_tokens, temperature, eos, pad_id,
+                          vocab_limit, keep=keep and cache.reusable, compile=compile)
+        if done is not None:
+            comps, logps, kept = done
+            return (comps, logps) + ((Past.of(kept) if kept is not None else None,) if keep else ())
     eos = torch.tensor(list(eos), device=device)
     out_ids = torch.full((len(rows), max_new_tokens), pad_id, dtype=torch.long, device=device)
     out_lp = torch.zeros((len(rows), max_new_tokens), dtype=torch.float32, device=device)

@@ -5,6 +5,9 @@ The GPU check (first run 2026-11-27 on an H200: bench/results/gpu/README.md; abo
     python bench/gpu_check.py --student qwen2.5-7b
     python bench/gpu_check.py --device cpu --student tiny --G 2 --k 2 --max-new-tokens 4 --steps 1 \
         --skip-pipeline --out-dir /tmp/x              # its CPU-runnable parts (tests/test_presets.py)
+    python bench/gpu_check.py --skip-pipeline --skip-step --decode     # (d) only: issue #31, about 5 minutes
+    python bench/gpu_check.py --device cpu --student tiny --G 2 --k 2 --max-new-tokens 4 --skip-pipeline \
+        --skip-step --decode --out-dir /tmp/x        # (d)'s CPU self-check
 
 On the lent machine (device tool): carry .cache/smollm2-135m-tokenizer (the token ids of
 --random-init and of tiny), and run `PYTHONUNBUFFERED=1 python bench/gpu_check.py --out-dir $OUT`.
@@ -18,6 +21,11 @@ On the lent machine (device tool): carry .cache/smollm2-135m-tokenizer (the toke
     case the memory model budgets. Recorded: peak memory (torch.cuda.max_memory_allocated) in
     generation and in training, generation and training tokens/s, model FLOPs utilization
 (c) the memory model's prediction (presets.estimate -> memory.py) beside the measurement
+(d) --decode (issue #31): the --random-init student's rollouts of one ExGRPO step's dialogues at the
+    preset (--rl-questions questions x 2 scenarios x G, k probes, --max-new-tokens a turn,
+    temperature 1) with today's lean sampler and with decode.py's static step compiled (CUDA graphs),
+    A B A B (--decode-reps): student tokens/s each, the compile time (decode.STATS, paid in a
+    warm-up rollout first), and torch.profiler's ten costliest ops of one static rollout
 
 MFU counts model FLOPs only (attention's T^2 term and checkpointing's recompute left out):
 generation 2 P per dialogue token, training 8 P per token (policy forward + backward 6 P, the
@@ -28,6 +36,7 @@ gpu_check-<date>-<device>-<student>.{json,md}, or --out-dir ($OUT when set).
 import argparse
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -37,11 +46,13 @@ import traceback
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import data  # noqa: E402
+import decode  # noqa: E402
 import exgrpo  # noqa: E402
 import optim  # noqa: E402
 import presets  # noqa: E402
@@ -206,6 +217,54 @@ def one_step(args, device, steps, trace_memory=False):
     return out
 
 
+def decode_check(args, device, reps):
+    """(d): the preset's dialogues rolled out by the lean sampler and by the compiled static step."""
+    model, tok = models.load_student(args.student, args.dtype, device, seed=0, random_init=True)
+    model.eval()
+    records = data.load("synth", "train", limit=args.rl_questions, level=args.level)
+    dei, _ = probes.build_dei(records, "oracle", progress=False)
+    dialogues, _, _ = exgrpo.build_scenarios(dei, args.k, None, random.Random(0))
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    dev = torch.device(device).type
+
+    def rollout(static):
+        decode.STATIC[dev], decode.COMPILE[dev] = static, static
+        torch.manual_seed(0)
+        sync()
+        t0 = time.time()
+        roll = sample.rollout_dialogues(model, tok, dialogues, n=args.G, max_new_tokens=args.max_new_tokens,
+                                        temperature=1.0, batch_size=args.rollout_batch or len(dialogues) * args.G)
+        sync()
+        return time.time() - t0, sum(map(sum, roll.student_mask))
+
+    saved = dict(decode.STATIC), dict(decode.COMPILE)
+    out = {"dialogues": len(dialogues), "G": args.G, "max_new_tokens": args.max_new_tokens}
+    try:
+        first_s, _ = rollout(True)                      # the warm-up: compiles every shape bucket it meets
+        out.update(first_rollout_seconds=round(first_s, 1), compile=dict(decode.STATS))
+        print(json.dumps({"decode_warmup": out}), flush=True)
+        runs = {"lean": [], "static-compile": []}
+        for _ in range(reps):
+            for name, static in (("lean", False), ("static-compile", True)):
+                runs[name].append(rollout(static))
+                print(json.dumps({"decode": name, "seconds": round(runs[name][-1][0], 2),
+                                  "student_tokens": runs[name][-1][1]}), flush=True)
+        for name, r in runs.items():
+            sec, tokens = min(r)
+            out[name] = {"seconds": round(sec, 2), "student_tokens": tokens, "tokens_per_s": round(tokens / sec, 1)}
+        out["speedup"] = round(out["static-compile"]["tokens_per_s"] / out["lean"]["tokens_per_s"], 2)
+        out["compile"] = dict(decode.STATS)
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev == "cuda" else [])
+        with profile(activities=acts) as prof:
+            rollout(True)
+        key = "self_cuda_time_total" if dev == "cuda" else "self_cpu_time_total"
+        out["profile_top10"] = prof.key_averages().table(sort_by=key, row_limit=10)
+    finally:
+        decode.STATIC.update(saved[0])
+        decode.COMPILE.update(saved[1])
+    return out
+
+
 def predicted(args):
     """(c): the memory model for the same configuration, in bytes."""
     est = presets.estimate(args)
@@ -238,6 +297,15 @@ def report(res):
              f"MFU generation {s.get('mfu_generation')}, training {s.get('mfu_training')}"]
     if s.get("error"):
         lines += ["", f"(b) stopped: {s['error']}"]
+    d = res.get("decode")
+    if d and d.get("error"):
+        lines += ["", f"(d) stopped: {d['error']}"]
+    elif d:
+        lines += ["", f"(d) decode, {d['dialogues']} dialogues x G = {d['G']}, <= {d['max_new_tokens']} tokens a turn: "
+                  f"lean {d['lean']['tokens_per_s']} student tokens/s ({d['lean']['seconds']} s), static compiled "
+                  f"{d['static-compile']['tokens_per_s']} ({d['static-compile']['seconds']} s), x{d['speedup']}; "
+                  f"compile {d['compile']['compile_s']:.0f} s in {d['compile']['compiles']} shapes "
+                  f"(first rollout {d['first_rollout_seconds']} s)", "", "```", d["profile_top10"], "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -260,6 +328,8 @@ def main(argv=None):
     ap.add_argument("--skip-pipeline", action="store_true")
     ap.add_argument("--skip-step", action="store_true", help="(a) and (c) only")
     ap.add_argument("--trace-memory", action="store_true", help="(b): per-backward peaks, live gradients")
+    ap.add_argument("--decode", action="store_true", help="(d): lean vs static compiled rollouts (issue #31)")
+    ap.add_argument("--decode-reps", type=int, default=1, help="(d): A B repetitions")
     ap.add_argument("--tag", default="", help="appended to the file names (runs of one day side by side)")
     ap.add_argument("--memory-cap", type=float, default=0, help="GB (1e9 bytes) the allocator may use: a smaller "
                     "card on this one (80 = an 80 GB H100 on an H200); CUDA only")
@@ -290,10 +360,17 @@ def main(argv=None):
             peak = torch.cuda.max_memory_allocated() if own.device.startswith("cuda") else None
             res["step"] = {"error": f"{type(e).__name__}: {str(e)[:400]}", "peak_bytes": peak}
             print(traceback.format_exc(), flush=True)
+    if own.decode:
+        try:
+            res["decode"] = decode_check(args, own.device, own.decode_reps)
+        except Exception as e:
+            res["decode"] = {"error": f"{type(e).__name__}: {str(e)[:400]}"}
+            print(traceback.format_exc(), flush=True)
     text = save(res, folder, slug)
     print(text, flush=True)
     return res
 
 
 if __name__ == "__main__":
-    sys.exit(1 if (main().get("step") or {}).get("error") else 0)   # a failed step is a failed check
+    res = main()   # a failed step or decode section is a failed check
+    sys.exit(1 if (res.get("step") or {}).get("error") or (res.get("decode") or {}).get("error") else 0)

@@ -17,8 +17,12 @@ every row decodes the full budget):
     hf          transformers generate with its default dynamic cache
     hf-static   generate with cache_implementation="static"
     hf-compile  generate with the static cache and its decoding forward torch.compile'd
+    static      sample.sample_ids(static=True, compile=False): decode.py's static-shape step, eager
+    static-compile  the same step torch.compile'd (inductor on the CPU); its compile is paid in the
+                warm-up and reported (decode.STATS)
 A decode step = the median time between two forward calls of the model while it decodes
-(a pre-hook timestamps each call): one forward + picking the token, without the prefill.
+(a pre-hook timestamps each call; for the static backends decode.TRACE timestamps each step
+instead, outside the compiled region): one forward + picking the token, without the prefill.
 Every backend runs once per repetition, in turn (A B A B), so all see the same machine load;
 the best repetition's median is reported (on a shared machine the others measure the neighbours).
 Roofline per step: max(bytes read / bandwidth, FLOPs / FLOP/s), with bytes = every weight
@@ -49,7 +53,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
-import models
+import decode  # noqa: E402
+import models  # noqa: E402
 import sample  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -137,6 +142,12 @@ BACKEND_FNS = {
     "lean": lambda m, tok, rows, new: sample.sample_ids(m, rows, new, 1.0, eos=[], pad_id=tok.pad_token_id,
                                                          vocab_limit=sample.vocab_limit_of(m, tok)),
     "lean-linear": lambda m, tok, rows, new: lean_with_plain_linears(m, tok, rows, new),
+    "static": lambda m, tok, rows, new: sample.sample_ids(m, rows, new, 1.0, eos=[], pad_id=tok.pad_token_id,
+                                                           vocab_limit=sample.vocab_limit_of(m, tok), static=True,
+                                                           compile=False),
+    "static-compile": lambda m, tok, rows, new: sample.sample_ids(m, rows, new, 1.0, eos=[], pad_id=tok.pad_token_id,
+                                                                   vocab_limit=sample.vocab_limit_of(m, tok),
+                                                                   static=True, compile=True),
     "hf": lambda m, tok, rows, new: hf_runner(m, tok, rows, new),
     "hf-static": lambda m, tok, rows, new: hf_runner(m, tok, rows, new, cache_implementation="static"),
     "hf-compile": lambda m, tok, rows, new: hf_runner(m, tok, rows, new, cache_implementation="static",
@@ -160,7 +171,7 @@ def bench_student(name, args, limits, out):
         return
     model.eval()
     calls = []    # perf_counter at every forward call: one per decode step, in every backend
-    model.register_forward_pre_hook(lambda *a: calls.append(time.perf_counter()))
+    hook = lambda *a: calls.append(time.perf_counter())
     prompt = sample.chat_ids(tok, [{"role": "user", "content": PROMPT}])
     params = sum(p.numel() for p in model.parameters())
     out(f"\n### {name}: {params / 1e6:.1f}M parameters, {args.dtype}, prompt {len(prompt)} tokens, "
@@ -169,13 +180,25 @@ def bench_student(name, args, limits, out):
     out("|---:|---|---:|---:|---:|---:|")
     for B in args.batches:
         rows = [prompt] * B
-        for fn in (BACKEND_FNS[b] for b in args.backends):   # warm-up (and compile) outside the timing
-            fn(model, tok, rows, 2)
+        compiled = {}
+        for b in args.backends:   # warm-up (and compile) outside the timing
+            s0, t0 = decode.STATS["compile_s"], time.perf_counter()
+            BACKEND_FNS[b](model, tok, rows, 3)
+            if decode.STATS["compile_s"] > s0:
+                compiled[b] = (decode.STATS["compile_s"] - s0, time.perf_counter() - t0)
         steps = {b: [] for b in args.backends}
         for _ in range(args.reps):
             for b in args.backends:
                 calls.clear()
-                BACKEND_FNS[b](model, tok, rows, args.new_tokens)
+                if b.startswith("static"):   # timestamps from the token loop (a hook would be compiled in)
+                    decode.TRACE = calls
+                    BACKEND_FNS[b](model, tok, rows, args.new_tokens)
+                    decode.TRACE = None
+                    calls.insert(0, None)    # no prefill call in the trace: line it up with the hooks' list
+                else:
+                    handle = model.register_forward_pre_hook(hook)
+                    BACKEND_FNS[b](model, tok, rows, args.new_tokens)
+                    handle.remove()
                 gaps = [t1 - t0 for t0, t1 in zip(calls[1:], calls[2:])]   # calls[0] is the prefill
                 steps[b].append(statistics.median(gaps))
         if args.profile:   # where a lean generation's time goes: matmuls vs everything else
@@ -190,6 +213,9 @@ def bench_student(name, args, limits, out):
         for b in args.backends:
             s = min(steps[b])
             out(f"| {B} | {b} | {s * 1e3:.1f} | {B / s:,.0f} | {roof * 1e3:.1f} ({bound}) | {s / roof:.1f}x |")
+        for b, (c, first) in compiled.items():
+            out(f"\n{b}: compiled at batch {B} in {c:.1f} s (first call {first:.1f} s, paid once per model and "
+                f"shape bucket; decode.STATS {decode.STATS})")
 
 
 def bench_dialogues(name, args, out):

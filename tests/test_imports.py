@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # floor -> the product modules on it; a module imports only modules on lower floors
 FLOORS = {
-    0: ["rewards", "optim", "models", "dist"],          # pure functions, plumbing with no project import
+    0: ["rewards", "optim", "models", "dist", "decode"],  # pure functions, plumbing with no project import
     1: ["data", "data.synth", "data.oracle", "data.real", "data.download", "sample", "runs"],
     2: ["memory", "report", "teachers"],                 # the memory model, tables, teacher clients
     3: ["presets", "checks"],                            # presets and flag validation
