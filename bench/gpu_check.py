@@ -341,6 +341,8 @@ def main(argv=None):
             ap.error("--memory-cap needs a CUDA --device")
         total = torch.cuda.get_device_properties(own.device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, own.memory_cap * 1e9 / total), own.device)
+    if not any(r.split("=")[0] == "--rl-questions" for r in rest):   # one question a step unless asked:
+        rest = ["--rl-questions", "1", *rest]   # the preset may take 32 on a big card, past the check's minutes
     args = train.get_args(["--student", own.student, "--random-init", "--device", own.device, *rest])
     name = torch.cuda.get_device_name(own.device) if own.device.startswith("cuda") else "cpu"
     res = {"date": time.strftime("%Y-%m-%d"), "device_name": name,
