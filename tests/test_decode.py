@@ -41,7 +41,8 @@ def test_static_greedy_equals_transformers_generate_on_tiny(tiny, tok):
 
 def test_compiled_step_equals_the_eager_one_and_compiles_once(tiny, tok):
     """The one compiled test: greedy ids equal generate's and the eager step's, log-probs equal
-    token_logprobs' (T = 1 for greedy), and a second call of the same shape does not compile again."""
+    token_logprobs' (T = 1 for greedy), a second call of the same shape does not compile again, and
+    sampled ids equal the eager step's under one seed."""
     prompts = _prompts(tok)
     eos = sample.eos_ids(tok)
     before = dict(decode.STATS)
@@ -58,6 +59,15 @@ def test_compiled_step_equals_the_eager_one_and_compiles_once(tiny, tok):
     again, _ = _static(tiny, prompts[::-1], 10, 0, eos, tok.pad_token_id, compile=True)   # same buckets
     assert decode.STATS["compiles"] == before["compiles"] + 1
     assert again == ours[::-1]
+    # P18: sampled at T = 1, the compiled step draws the eager step's tokens from the same seed (its
+    # uniforms come from outside the graph; an RNG call inside it would draw other numbers)
+    draws = []
+    for compile in (True, False):
+        torch.manual_seed(3)
+        draws.append(_static(tiny, prompts, 10, 1.0, eos, tok.pad_token_id, compile=compile))
+    assert draws[0][0] == draws[1][0]
+    for a, b in zip(draws[0][1], draws[1][1]):
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=0, atol=1e-4)
 
 
 def test_static_greedy_equals_transformers_generate_on_smollm2():
