@@ -27,9 +27,11 @@ Writes <out>/ablation.md and <out>/ablation.json:
     (each seed's mean difference: the one a "beats SFT" claim must clear) and over the questions.
 Columns: test_id and test_ood greedy, and "test_id, T=1", the share of --samples answers per
 question sampled at T = 1 that are right (pass@1, what the RL reward measures). --eval-n N
-scores every final model again on the first N fixed questions (cached in its run folder):
+scores every final model again on the first N fixed questions (cached in its run folder), and
+--ei-n N adds the EI-Test column (the oracle's probes of the first N test_id questions, the column
+bench/methods.py shows):
 
-    python bench/ablation.py --out runs/ablation2 --table-only --seeds 0,1,2,3,4 --eval-n 2000
+    python bench/ablation.py --out runs/ablation2 --table-only --seeds 0,1,2,3,4 --eval-n 2000 --ei-n 200
 """
 
 import argparse
@@ -56,6 +58,7 @@ FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 SPLITS = ("test_id", "test_ood")
 SAMPLED = "test_id, T=1"   # the extra column: share of SAMPLES answers at T = 1 that are right (pass@1)
 SAMPLES = 8                # answers per test_id question for it (--samples; 0 = no column)
+EI = "EI-Test"             # the oracle's probes of the first --ei-n test_id questions, greedy (--ei-n; 0 = none)
 RESCORE_BATCH = 256        # rows per generate call when scoring again (a small student is per-step bound)
 
 
@@ -124,6 +127,34 @@ def rescore(path, stage, split, samples=0, n=0):
     return json.loads(cache.read_text())
 
 
+def ei_scores(path, stage, n=0, model_name=None, label_prefix=False):
+    """{probe id: 0/1} of path/<stage>/final (or of the student alias `model_name`) on the EI-Test:
+    the oracle's probes of the first n (0: the run's --eval-n) test_id questions at the run's level,
+    asked as plain questions, greedy; cached in the run per n. None on a real --dataset (no oracle)."""
+    cfg = json.loads((path / "config.json").read_text())
+    if cfg["dataset"] != "synth":
+        return None
+    n = n or cfg["eval_n"]
+    cache = path / stage / f"ei_test_{n}.json"
+    if not cache.exists():
+        sys.path.insert(0, str(ROOT))
+        import baselines
+        import evaluate
+        import models
+        import probes
+        recs = evaluate.load_ei_test("synth", "test_id", limit=n, level=cfg["level"])
+        prefix = baselines.LABEL_PREFIX if label_prefix else ""   # step-by-step asks with its label prefix
+        prompt = lambda r: [{"role": "user", "content": prefix + probes.format_question(r["question"], r["answer_type"])}]
+        model, tok = models.load_student(model_name or str(path / stage / "final"), seed=cfg["seed"])
+        preds = path / stage / f"ei_test_{n}.jsonl"
+        preds.unlink(missing_ok=True)
+        evaluate.evaluate(model, tok, recs, max_new_tokens=cfg["eval_max_new_tokens"], desc=f"EI-Test {path.name}",
+                          predictions_path=preds, prompt=prompt, batch_size=RESCORE_BATCH)
+        right = {r["id"]: float(bool(r["correct"])) for r in map(json.loads, preds.open())}
+        cache.write_text(json.dumps({r["id"]: right[r["id"]] for r in recs}))
+    return json.loads(cache.read_text())
+
+
 def mean_se(xs):
     m = sum(xs) / len(xs)
     se = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) if len(xs) > 1 else 0.0
@@ -138,7 +169,7 @@ def summarize(runs, reference):
         paired_se_seeds  over the seeds, of each seed's mean paired difference: seed-to-seed
                          noise too (what "the variant beats SFT" must clear; 0 with one seed)"""
     row = {}
-    for s in SPLITS + (SAMPLED,):
+    for s in SPLITS + (SAMPLED, EI):
         have = [r for r in runs if s in r]
         if not have:
             continue
@@ -156,7 +187,7 @@ def summarize(runs, reference):
     return row
 
 
-def table(out, seeds, fractions, samples=SAMPLES, eval_n=0):
+def table(out, seeds, fractions, samples=SAMPLES, eval_n=0, ei_n=0):
     out = Path(out)
     sft = out / "sft"
     rows = {}
@@ -167,7 +198,8 @@ def table(out, seeds, fractions, samples=SAMPLES, eval_n=0):
         res = {s: rescore(path, stage, s, n=eval_n) for s in SPLITS} if eval_n else per_question(path, stage)
         if samples:
             res[SAMPLED] = rescore(path, stage, "test_id", samples, eval_n)
-        return res
+        ei = ei_scores(path, stage, ei_n) if ei_n else None
+        return {**res, **({EI: ei} if ei is not None else {})}
 
     ref = results(sft, "sft") if (sft / "results.json").exists() else None
     if ref:
@@ -187,7 +219,7 @@ def table(out, seeds, fractions, samples=SAMPLES, eval_n=0):
     cell = lambda c: (f"{100 * c['mean']:.1f} ± {100 * c['se_seeds']:.1f} (run se {100 * c['se_binomial']:.1f})"
                       + (f" | {100 * c['paired_diff']:+.1f} ± {100 * c['paired_se_seeds']:.1f} seeds, "
                          f"± {100 * c['paired_se']:.1f} questions" if "paired_diff" in c else " | –"))
-    cols = SPLITS + ((SAMPLED,) if samples else ())
+    cols = SPLITS + ((SAMPLED,) if samples else ()) + ((EI,) if any(EI in r for r in rows.values()) else ())
     lines = ["| variant | seeds | " + " | ".join(f"{c} (%) | Δ vs SFT, paired" for c in cols) + " |",
              "|---|---|" + "---|---|" * len(cols)]
     for name, r in rows.items():
@@ -197,7 +229,9 @@ def table(out, seeds, fractions, samples=SAMPLES, eval_n=0):
                                "Δ: per-question difference to SFT only on the same questions, mean, with its s.e. over the seeds "
                                "(each seed's mean difference) and over the questions (seeds averaged first); "
                                "test_id and test_ood: greedy; " + (f"{SAMPLED}: the share of {samples} answers "
-                               "per question sampled at T = 1 that are right (pass@1)\n" if samples else "\n"))
+                               "per question sampled at T = 1 that are right (pass@1); " if samples else "")
+                          + (f"{EI}: the oracle's probes of the first {ei_n} test_id questions, greedy" if ei_n else "")
+                          + "\n")
     (out / "ablation.md").write_text(text)
     (out / "ablation.json").write_text(json.dumps(rows, indent=2))
     return text
@@ -221,6 +255,8 @@ def main():
                     "the sampled column (0 = no column)")
     ap.add_argument("--eval-n", type=int, default=0, help="score every final model again on the first N "
                     "questions of each split (cached; 0 = the runs' own predictions)")
+    ap.add_argument("--ei-n", type=int, default=0, help="the EI-Test column: the oracle's probes of the first "
+                    "N test_id questions (cached; 0 = no column)")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s]
     chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -254,7 +290,7 @@ def main():
                 if done.exception() is not None:
                     pool.shutdown(cancel_futures=True)
                     raise done.exception()
-    print(table(out, seeds, fractions, args.samples, args.eval_n))
+    print(table(out, seeds, fractions, args.samples, args.eval_n, args.ei_n))
     print(f"wall time {time.time() - t0:.0f}s; runs under {out}/")
 
 

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from baselines import LABELS  # noqa: E402
-from bench.ablation import launch, mean_se, per_question, summarize  # noqa: E402
+from bench.ablation import ei_scores, launch, mean_se, per_question, summarize  # noqa: E402
 
 # -----------------------------------------------------------------------------
 # defaults
@@ -115,28 +115,10 @@ def accuracies(path, stage):
 
 
 def ei_test(run, stage, model_name, label_prefix=False, n=None):
-    """EI-Test accuracy of run/<stage>/final (or of the student alias `model_name`): the oracle's
-    probes of the first n (default: the run's eval_n) test_id questions at the run's level, greedy;
-    cached in the run, per n."""
-    cache = run / stage / "ei_test.json"
-    cfg = json.loads((run / "config.json").read_text())
-    n = n or cfg["eval_n"]
-    if cache.exists() and json.loads(cache.read_text()).get("questions", cfg["eval_n"]) == n:
-        return json.loads(cache.read_text())["accuracy"]
-    import baselines
-    import evaluate
-    import probes
-    import models
-    if cfg["dataset"] != "synth":
-        return None
-    recs = evaluate.load_ei_test("synth", "test_id", limit=n, level=cfg["level"])
-    prefix = baselines.LABEL_PREFIX if label_prefix else ""
-    prompt = lambda r: [{"role": "user", "content": prefix + probes.format_question(r["question"], r["answer_type"])}]
-    model, tok = models.load_student(model_name or str(run / stage / "final"), seed=cfg["seed"])
-    res = evaluate.evaluate(model, tok, recs, max_new_tokens=cfg["eval_max_new_tokens"], desc=f"EI-Test {run.name}",
-                            predictions_path=run / stage / "ei_test" / "predictions.jsonl", prompt=prompt)
-    cache.write_text(json.dumps({"accuracy": res["accuracy"], "n": res["n"], "questions": n}))
-    return res["accuracy"]
+    """EI-Test accuracy of run/<stage>/final (bench/ablation.py's ei_scores, averaged); None off
+    the synthetic world."""
+    scores = ei_scores(run, stage, n or 0, model_name, label_prefix)
+    return None if scores is None else sum(scores.values()) / max(1, len(scores))
 
 
 def collect(out, seeds, student, ei_n=None):

@@ -62,6 +62,43 @@ def test_table_has_the_sampled_column_paired_with_sft(tmp_path):
     assert "62.5 ± 0.0" in text and "+25.0 ± 0.0 seeds, ± 0.0 questions" in text
 
 
+def test_table_has_the_ei_test_column_paired_with_sft(tmp_path, monkeypatch):
+    """--ei-n: the EI-Test column from each run's cached probe scores, paired with SFT on the same
+    probes. By hand: SFT right on probes (p0, p1, p2, p3) = (1, 0, 0, 1), the variant's seeds
+    (1, 1, 0, 1) and (1, 1, 1, 1): means 0.75 and 1.0 -> 0.875 ± 0.125; per probe (seeds averaged)
+    minus SFT: 0, 1, 0.5, 0 -> +0.375; per seed: +0.25 and +0.5 -> s.e. 0.125. A run without a
+    cache is scored once (the scorer's n is --ei-n), and no column without --ei-n."""
+    asked = []
+
+    def fake(path, stage, ei):
+        (path / stage).mkdir(parents=True)
+        (path / "results.json").write_text("{}")
+        (path / "config.json").write_text(json.dumps({"eval_n": 2, "level": 1, "dataset": "synth", "seed": 0,
+                                                      "eval_max_new_tokens": 8}))
+        (path / stage / "predictions_test_id.jsonl").write_text(json.dumps({"id": "q0", "correct": True}) + "\n")
+        if ei is not None:
+            (path / stage / "ei_test_4.json").write_text(json.dumps({f"p{i}": float(x) for i, x in enumerate(ei)}))
+    fake(tmp_path / "sft", "sft", [1, 0, 0, 1])
+    fake(tmp_path / "seed0" / ablation.slug("SFT + GRPO"), "rl", [1, 1, 0, 1])
+    fake(tmp_path / "seed1" / ablation.slug("SFT + GRPO"), "rl", None)     # not scored yet
+    real = ablation.ei_scores
+
+    def scorer(path, stage, n=0, *a):   # the model's part: only where no cache is (seed 1, all right)
+        if not (path / stage / f"ei_test_{n}.json").exists():
+            asked.append((path.parent.name, n))
+            (path / stage / f"ei_test_{n}.json").write_text(json.dumps({f"p{i}": 1.0 for i in range(4)}))
+        return real(path, stage, n)
+    monkeypatch.setattr(ablation, "ei_scores", scorer)
+    assert ablation.EI not in ablation.table(tmp_path, [0, 1], [], samples=0)   # no --ei-n: no column, nothing scored
+    assert asked == []
+    text = ablation.table(tmp_path, [0, 1], [], samples=0, ei_n=4)
+    assert asked == [("seed1", 4)]
+    cell = json.loads((tmp_path / "ablation.json").read_text())["SFT + GRPO"][ablation.EI]
+    assert cell["mean"] == pytest.approx(0.875) and cell["se_seeds"] == pytest.approx(0.125)
+    assert cell["paired_diff"] == pytest.approx(0.375) and cell["paired_se_seeds"] == pytest.approx(0.125)
+    assert f"{ablation.EI} (%)" in text.splitlines()[0]
+
+
 def test_rescore_scores_a_final_model_once_and_caches_it(tmp_path):
     """Greedy 0/1 and sampled shares (multiples of 1/samples) on the first n fixed questions,
     keyed by question id; the second call reads the cache instead of generating."""

@@ -346,17 +346,23 @@ def test_ei_test_cache_is_kept_per_number_of_questions(tmp_path, monkeypatch):
     (run / "sft").mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"eval_n": 500, "dataset": "synth", "level": 1, "seed": 0,
                                                  "eval_max_new_tokens": 8}))
-    (run / "sft" / "ei_test.json").write_text(json.dumps({"accuracy": 0.25, "n": 4400, "questions": 500}))
+    (run / "sft" / "ei_test_500.json").write_text(json.dumps({"a": 1.0, "b": 0.0, "c": 0.0, "d": 0.0}))
     assert methods.ei_test(run, "sft", None) == 0.25            # default n = the run's eval_n: cached
     asked = []
     import evaluate
     import models
-    monkeypatch.setattr(evaluate, "load_ei_test", lambda *a, limit, **k: asked.append(limit) or [])
+    recs = [{"id": "x"}, {"id": "y"}]
+    monkeypatch.setattr(evaluate, "load_ei_test", lambda *a, limit, **k: asked.append(limit) or recs)
     monkeypatch.setattr(models, "load_student", lambda *a, **k: (None, None))
-    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: {"accuracy": 0.5, "n": 0})
+
+    def scored(model, tok, records, predictions_path, **k):   # x right, y wrong
+        predictions_path.write_text("".join(json.dumps({"id": r["id"], "correct": r["id"] == "x"}) + "\n"
+                                            for r in records))
+    monkeypatch.setattr(evaluate, "evaluate", scored)
     assert methods.ei_test(run, "sft", None, n=100) == 0.5       # another n: scored again
     assert asked == [100]
-    assert json.loads((run / "sft" / "ei_test.json").read_text())["questions"] == 100
+    assert json.loads((run / "sft" / "ei_test_100.json").read_text()) == {"x": 1.0, "y": 0.0}
+    assert methods.ei_test(run, "sft", None) == 0.25            # the first n's cache is kept
 
 
 def test_methods_table_pairs_each_row_with_sft_on_the_shared_questions(tmp_path):
@@ -370,7 +376,7 @@ def test_methods_table_pairs_each_row_with_sft_on_the_shared_questions(tmp_path)
     def run(path, stage, right, extra_stages=()):
         for st in (stage,) + tuple(extra_stages):
             (path / st).mkdir(parents=True)
-            (path / st / "ei_test.json").write_text(json.dumps({"accuracy": 0.5, "n": 9, "questions": 4}))
+            (path / st / "ei_test_4.json").write_text(json.dumps({"p0": 1.0, "p1": 0.0}))
         (path / "config.json").write_text(cfg)
         (path / "results.json").write_text("{}")
         (path / stage / "predictions_test_id.jsonl").write_text(
