@@ -13,6 +13,8 @@ Variants (each a train.py flag, docs/design.md; the paper's Qwen ablation in bra
     SFT + ExGRPO + aux               --no-dsu                                    [81.23]
     SFT + ExGRPO + aux + DSU         the full method                             [82.54]
     RL from cold start               --no-sft: the full method without warm-up
+    SFT + GKD (reference)            --method gkd --gkd-teacher ...: on-policy distillation, only when
+                                     named in --variants (a reference row, not the paper's ablation)
 and the sample-efficiency runs: the whole pipeline (SFT + ExGRPO) on 10/25/50/100% of the
 training questions (--data-fraction), against SFT on 100%.
 
@@ -54,6 +56,10 @@ VARIANTS = {  # name -> train.py flags of the RL run
     "SFT + ExGRPO + aux + DSU": [],
     "RL from cold start": ["--no-sft"],
 }
+GKD = "SFT + GKD (reference)"   # on-policy distillation from the same warm-up: a reference row, not the
+                                # paper's ablation; needs --gkd-teacher (bench/methods.py --build-teacher)
+VARIANTS[GKD] = ["--method", "gkd"]
+DEFAULT_VARIANTS = [v for v in VARIANTS if v != GKD]
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 SPLITS = ("test_id", "test_ood")
 SAMPLED = "test_id, T=1"   # the extra column: share of SAMPLES answers at T = 1 that are right (pass@1)
@@ -246,7 +252,10 @@ def main():
     ap.add_argument("--common", default="--student micro", help="train.py flags of every run")
     ap.add_argument("--sft", default="", help="train.py flags of the warm-up (and of the fraction runs' SFT)")
     ap.add_argument("--rl", default="", help="train.py flags of every RL stage")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset ('' = none)")
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated subset ('' = none); "
+                    f"'{GKD}' also takes --gkd-teacher")
+    ap.add_argument("--gkd-teacher", default=None, metavar="hf:FOLDER", help=f"the teacher LM of '{GKD}' "
+                    "(python bench/methods.py --build-teacher --out runs/methods builds one: runs/methods/teacher/sft/final)")
     ap.add_argument("--fractions", default=",".join(map(str, FRACTIONS)), help="data fractions ('' = none)")
     ap.add_argument("--fraction-seeds", default="0", help="seeds of the sample-efficiency runs")
     ap.add_argument("--table-only", action="store_true")
@@ -262,6 +271,9 @@ def main():
     chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
     if [v for v in chosen if v not in VARIANTS]:
         sys.exit(f"error: unknown variant(s) {[v for v in chosen if v not in VARIANTS]}; choose from {list(VARIANTS)}")
+    if GKD in chosen and not args.table_only and not args.gkd_teacher:
+        sys.exit(f"error: '{GKD}' needs --gkd-teacher hf:<folder> (bench/methods.py --build-teacher builds one)")
+    gkd = ["--gkd-teacher", args.gkd_teacher] if args.gkd_teacher else []
     fractions = [float(f) for f in args.fractions.split(",") if f]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -274,7 +286,7 @@ def main():
         runs = [(out / f"seed{seed}" / f"fraction_{f}",
                  common + sft_flags + rl_flags + ["--data-fraction", str(f), "--seed", str(seed), "--no-zero-shot"])
                 for seed in [int(s) for s in args.fraction_seeds.split(",") if s] for f in fractions]
-        runs += [(out / f"seed{seed}" / slug(name), common + rl_flags + VARIANTS[name] +
+        runs += [(out / f"seed{seed}" / slug(name), common + rl_flags + VARIANTS[name] + (gkd if name == GKD else []) +
                   ([] if "--no-sft" in VARIANTS[name] else warm) + ["--seed", str(seed), "--data-seed", "0", "--no-zero-shot"])
                  for seed in seeds for name in chosen]
         # longest first: the fraction runs (their own SFT, then RL), the dialogue runs, and last the

@@ -180,3 +180,24 @@ def test_launch_writes_its_log_beside_a_run_folder_that_does_not_exist_yet(tmp_p
     assert (tmp_path / "seed0" / "sft___grpo.log").exists()
     cmd, kw = calls[0]
     assert cmd[1:] == ["train.py", "--no-probes", "--out", str(run)] and kw["env"]["OMP_NUM_THREADS"] == "1"
+
+
+def test_the_gkd_row_needs_its_teacher_and_gets_it(tmp_path, monkeypatch):
+    """'SFT + GKD (reference)': not in the default variants; named without --gkd-teacher, a one-line
+    error before anything runs; with it, the run gets --method gkd, the teacher and the warm-up."""
+    launched = {}
+    monkeypatch.setattr(ablation, "launch", lambda path, flags, log, threads=None: launched.setdefault(
+        path.relative_to(tmp_path).as_posix(), flags) and path)
+    monkeypatch.setattr(ablation, "table", lambda *a: "")
+    assert ablation.GKD not in ablation.DEFAULT_VARIANTS
+    argv = ["ablation.py", "--out", str(tmp_path), "--seeds", "0", "--fractions", "", "--variants", ablation.GKD]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit, match="--gkd-teacher"):
+        ablation.main()
+    assert launched == {}
+    monkeypatch.setattr(sys, "argv", argv + ["--gkd-teacher", "hf:runs/methods/teacher/sft/final"])
+    ablation.main()
+    flags = launched["seed0/sft___gkd__reference"]
+    assert flags[flags.index("--method") + 1] == "gkd"
+    assert flags[flags.index("--gkd-teacher") + 1] == "hf:runs/methods/teacher/sft/final"
+    assert flags[flags.index("--sft-from") + 1] == str(tmp_path / "sft" / "sft" / "final")
