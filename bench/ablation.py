@@ -22,7 +22,7 @@ Every RL variant starts from the same warm-up (train.py --sft-from) and trains o
 questions (--data-seed 0); the seed varies the RL stage only (probe draws, rollouts); the evaluation questions are fixed (data/synth.py EVAL_SEED), so every row is scored on
 the same questions and rows can be compared question by question (paired). Each run is a
 subprocess with its own folder under --out; a finished run is skipped, a killed one resumed.
-Writes <out>/ablation.md and <out>/ablation.json:
+Writes <out>/ablation.md and <out>/ablation.json (the rows, and the flags given):
     mean ± s.e. over seeds; the mean binomial s.e. of one run; and for each variant, the paired
     difference to "SFT only" on the shared questions: mean over questions of (accuracy of the
     variant, averaged over its seeds) - (accuracy of SFT only), with its s.e. over the seeds
@@ -193,7 +193,9 @@ def summarize(runs, reference):
     return row
 
 
-def table(out, seeds, fractions, samples=SAMPLES, eval_n=0, ei_n=0):
+def table(out, seeds, fractions, samples=SAMPLES, eval_n=0, ei_n=0, flags=None):
+    """The table of the finished runs under `out`: ablation.md, and ablation.json = {"flags": the
+    common, warm-up and RL flags it was given (what reproduces it), "rows": {row: {column: cell}}}."""
     out = Path(out)
     sft = out / "sft"
     rows = {}
@@ -239,7 +241,7 @@ def table(out, seeds, fractions, samples=SAMPLES, eval_n=0, ei_n=0):
                           + (f"{EI}: the oracle's probes of the first {ei_n} test_id questions, greedy" if ei_n else "")
                           + "\n")
     (out / "ablation.md").write_text(text)
-    (out / "ablation.json").write_text(json.dumps(rows, indent=2))
+    (out / "ablation.json").write_text(json.dumps({"flags": flags or {}, "rows": rows}, indent=2))
     return text
 
 # -----------------------------------------------------------------------------
@@ -302,7 +304,8 @@ def main():
                 if done.exception() is not None:
                     pool.shutdown(cancel_futures=True)
                     raise done.exception()
-    print(table(out, seeds, fractions, args.samples, args.eval_n, args.ei_n))
+    print(table(out, seeds, fractions, args.samples, args.eval_n, args.ei_n,
+                {"common": args.common, "sft": args.sft, "rl": args.rl}))
     print(f"wall time {time.time() - t0:.0f}s; runs under {out}/")
 
 

@@ -48,7 +48,7 @@ def test_table_has_the_sampled_column_paired_with_sft(tmp_path):
     fake(tmp_path / "seed0" / "fraction_0.1", "rl", [0, 0], [0.25, 0.0])   # scored like a variant
     fake(tmp_path / "seed0" / "fraction_0.1", "sft", [0, 1], [0.0, 0.5])   # the fraction's own warm-up
     text = ablation.table(tmp_path, [0], [0.1])
-    rows = json.loads((tmp_path / "ablation.json").read_text())
+    rows = json.loads((tmp_path / "ablation.json").read_text())["rows"]
     frac = rows["SFT + ExGRPO on 10% of the data"]
     assert frac["test_id"]["paired_diff"] == pytest.approx(-0.5)
     assert frac[ablation.SAMPLED]["paired_diff"] == pytest.approx(-0.25)   # (-0.25 - 0.25) / 2
@@ -91,9 +91,11 @@ def test_table_has_the_ei_test_column_paired_with_sft(tmp_path, monkeypatch):
     monkeypatch.setattr(ablation, "ei_scores", scorer)
     assert ablation.EI not in ablation.table(tmp_path, [0, 1], [], samples=0)   # no --ei-n: no column, nothing scored
     assert asked == []
-    text = ablation.table(tmp_path, [0, 1], [], samples=0, ei_n=4)
+    text = ablation.table(tmp_path, [0, 1], [], samples=0, ei_n=4, flags={"rl": "--rl-steps 3"})
     assert asked == [("seed1", 4)]
-    cell = json.loads((tmp_path / "ablation.json").read_text())["SFT + GRPO"][ablation.EI]
+    saved = json.loads((tmp_path / "ablation.json").read_text())
+    assert saved["flags"] == {"rl": "--rl-steps 3"}            # what reproduces the table travels with it
+    cell = saved["rows"]["SFT + GRPO"][ablation.EI]
     assert cell["mean"] == pytest.approx(0.875) and cell["se_seeds"] == pytest.approx(0.125)
     assert cell["paired_diff"] == pytest.approx(0.375) and cell["paired_se_seeds"] == pytest.approx(0.125)
     assert f"{ablation.EI} (%)" in text.splitlines()[0]
