@@ -26,7 +26,7 @@ ms per decode step, lean sampler -> static compiled): micro 4.3 -> 0.6 at batch 
 11.4 -> 1.5 at 16, 17.8 -> 12.1 at 64, compile 31-38 s a shape; SmolLM2-135M 61 -> 58 at batch 1,
 219 -> 189 at 4, 308 -> 464 at 16, 771 -> 1519 at 64 (eager static: 67, 236, 448, 881), compile
 112-154 s a shape. So on the CPU both flags default off: SmolLM2 does not win, and micro's gain pays
-for its compiles only in long runs (turn STATIC and COMPILE on for "cpu" there). On CUDA they are on:
+for its compiles only in long runs (train.py --decode compiled there). On CUDA they are on:
 the win there is CUDA graphs and no host sync (bench/gpu_check.py --decode measures it).
 """
 
@@ -45,6 +45,16 @@ STOP_EVERY = 8          # K: tokens between the host's checks that every row has
 MIN_SLOTS = 64          # the smallest cache length bucket
 STATS = {"compiles": 0, "compile_s": 0.0, "calls": 0}   # compile time paid in this process (first calls)
 TRACE = None            # a list: run() appends time.perf_counter() before every step (bench/rollout.py)
+
+MODES = {"lean": (False, False), "static": (True, False), "compiled": (True, True)}   # --decode: (STATIC, COMPILE)
+
+
+def set_mode(device_type, mode):
+    """train.py --decode: 'auto' keeps the measured defaults above; 'lean' (the sampler that removes
+    finished rows), 'static' (this step, eager) or 'compiled' (this step, torch.compile) for
+    `device_type` in this process."""
+    if mode != "auto":
+        STATIC[device_type], COMPILE[device_type] = MODES[mode]
 
 # -----------------------------------------------------------------------------
 # sampling: the one implementation (sample._pick calls it)

@@ -47,6 +47,7 @@ from tqdm import tqdm
 import baselines
 import checks
 import data
+import decode
 import dist
 import evaluate
 import exgrpo
@@ -141,6 +142,8 @@ def parser():
                    help="recompute each layer's activations in backward")
     g.add_argument("--rollout-batch", type=int, default=0,
                    help="rows per generate() call in rollouts (0 = all)")
+    g.add_argument("--decode", default="auto", choices=["auto"] + list(decode.MODES),
+                   help="auto: compiled on CUDA, lean on CPU")
     g = ap.add_argument_group("data")
     g.add_argument("--dataset", default=DATASET, help=f"one of {', '.join(data.DATASETS)}")
     g.add_argument("--data-dir", default=None, metavar="DIR",
@@ -541,6 +544,7 @@ def main(argv=None):
     dist.barrier()
     run = run or runs.Run(path)                                     # ... the others read it
     device = next(model.parameters()).device
+    decode.set_mode(device.type, args.decode)
     if dist.is_main():
         print(f"run folder {run.path}; student {args.student} on {device} x {dist.world()}; "
               f"{len(train)} training questions")

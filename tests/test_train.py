@@ -193,3 +193,18 @@ def test_sft_dialogues_are_stage_3_dialogues_answered_by_the_teacher(capsys):
         assert len({u for u, _ in turns[:-1]}) == len(turns) - 1    # drawn without replacement
     assert len(train.sft_examples(argparse.Namespace(seed=0, sft_probes=0, sft_dialogues=0, k=3), recs, dei)) \
         == len(dei)
+
+
+def test_decode_flag_picks_the_decode_loop(tmp_path, monkeypatch):
+    """--decode: the default (auto) keeps the lean sampler on the CPU, no static decode call;
+    --decode static sends the rollouts through decode.py's static step (eagerly, no compile)."""
+    import decode
+    monkeypatch.setitem(decode.STATIC, "cpu", False)      # restored after the test, whatever the run set
+    monkeypatch.setitem(decode.COMPILE, "cpu", False)
+    quick = TINY + ["--rl-steps", "1", "--no-zero-shot", "--sft-epochs", "1", "--eval-n", "1"]
+    calls = decode.STATS["calls"]
+    train.main(quick + ["--out", str(tmp_path / "auto")])
+    assert decode.STATS["calls"] == calls and decode.STATIC["cpu"] is False
+    train.main(quick + ["--decode", "static", "--out", str(tmp_path / "static")])
+    assert decode.STATS["calls"] > calls
+    assert (decode.STATIC["cpu"], decode.COMPILE["cpu"]) == (True, False)
