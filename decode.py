@@ -47,13 +47,17 @@ STATS = {"compiles": 0, "compile_s": 0.0, "calls": 0}   # compile time paid in t
 TRACE = None            # a list: run() appends time.perf_counter() before every step (bench/rollout.py)
 
 MODES = {"lean": (False, False), "static": (True, False), "compiled": (True, True)}   # --decode: (STATIC, COMPILE)
+DEFAULTS = (dict(STATIC), dict(COMPILE))   # what --decode auto restores
 
 
 def set_mode(device_type, mode):
-    """train.py --decode: 'auto' keeps the measured defaults above; 'lean' (the sampler that removes
-    finished rows), 'static' (this step, eager) or 'compiled' (this step, torch.compile) for
+    """train.py --decode: 'auto' the measured defaults above (DEFAULTS); 'lean' (the sampler that
+    removes finished rows), 'static' (this step, eager) or 'compiled' (this step, torch.compile) for
     `device_type` in this process."""
-    if mode != "auto":
+    if mode == "auto":
+        STATIC[device_type] = DEFAULTS[0].get(device_type, False)
+        COMPILE[device_type] = DEFAULTS[1].get(device_type, False)
+    else:
         STATIC[device_type], COMPILE[device_type] = MODES[mode]
 
 # -----------------------------------------------------------------------------

@@ -194,8 +194,9 @@ def summarize(runs, reference):
 
 
 def table(out, seeds, fractions, samples=SAMPLES, eval_n=0, ei_n=0, flags=None):
-    """The table of the finished runs under `out`: ablation.md, and ablation.json = {"flags": the
-    common, warm-up and RL flags it was given (what reproduces it), "rows": {row: {column: cell}}}."""
+    """The table of the finished runs under `out`: ablation.md, and ablation.json = {"flags": this
+    command's arguments (the common, warm-up and RL flags of the runs among them; each run's own
+    are in its config.json), "rows": {row: {column: cell}}}."""
     out = Path(out)
     sft = out / "sft"
     rows = {}
@@ -304,8 +305,7 @@ def main():
                 if done.exception() is not None:
                     pool.shutdown(cancel_futures=True)
                     raise done.exception()
-    print(table(out, seeds, fractions, args.samples, args.eval_n, args.ei_n,
-                {"common": args.common, "sft": args.sft, "rl": args.rl}))
+    print(table(out, seeds, fractions, args.samples, args.eval_n, args.ei_n, vars(args)))
     print(f"wall time {time.time() - t0:.0f}s; runs under {out}/")
 
 

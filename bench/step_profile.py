@@ -6,7 +6,7 @@ Where one RL step's time goes: a few exgrpo_step calls on a warm-up's own D_EI, 
     python bench/step_profile.py --run runs/eq/sft -- --student micro --level 1 --rl-questions 32 \
         --G 8 --k 3 --max-new-tokens 64 --rl-micro 32
     python bench/step_profile.py --run runs/eq/sft --steps 3 --ops 15 -- ...   # more steps, more ops
-    python bench/step_profile.py --run runs/eq/sft --decode static-compile -- ...  # decode.py's sampler
+    python bench/step_profile.py --run runs/eq/sft --decode compiled -- ...  # decode.py's sampler
 
 Everything after `--` is train.py's flags (the RL ones matter: questions a step, G, k, micro-batch);
 the student's weights come from <run>/sft/final and the questions from <run>/dei.jsonl, drawn as
@@ -91,13 +91,12 @@ def main():
     ap.add_argument("--steps", type=int, default=2, help="steps timed after one warm-up step")
     ap.add_argument("--ops", type=int, default=12, help="top ops by self CPU time (0 = no torch profile)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--decode", choices=["lean", "static", "static-compile"], default=None,
-                    help="the sampler on the CPU (decode.py's flags; default: theirs)")
+    ap.add_argument("--decode", choices=["auto"] + list(decode.MODES), default="auto",
+                    help="the decode loop on the CPU, as train.py --decode")
     ap.add_argument("train_flags", nargs=argparse.REMAINDER, help="-- then train.py's flags")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    if a.decode:
-        decode.STATIC["cpu"], decode.COMPILE["cpu"] = a.decode != "lean", a.decode == "static-compile"
+    decode.set_mode("cpu", a.decode)
     flags = [f for f in a.train_flags if f != "--"]
     args = train.get_args(flags + ["--sft-from", str(Path(a.run) / "sft" / "final"), "--no-zero-shot"])
     model, tok = models.load_student(str(Path(a.run) / "sft" / "final"))

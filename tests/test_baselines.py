@@ -14,6 +14,7 @@ import torch
 import baselines
 import data
 import exgrpo
+import probes
 import models
 import sample
 import train
@@ -351,11 +352,14 @@ def test_ei_test_cache_is_kept_per_number_of_questions(tmp_path, monkeypatch):
     asked = []
     import evaluate
     import models
-    recs = [{"id": "x"}, {"id": "y"}]
+    recs = [{"id": "x", "question": "2 + 2?", "answer_type": "number"},
+            {"id": "y", "question": "3 + 3?", "answer_type": "number"}]
+    asked_with = []
     monkeypatch.setattr(evaluate, "load_ei_test", lambda *a, limit, **k: asked.append(limit) or recs)
     monkeypatch.setattr(models, "load_student", lambda *a, **k: (None, None))
 
-    def scored(model, tok, records, predictions_path, **k):   # x right, y wrong
+    def scored(model, tok, records, predictions_path, prompt, **k):   # x right, y wrong
+        asked_with.append(prompt(records[0])[0]["content"])
         predictions_path.write_text("".join(json.dumps({"id": r["id"], "correct": r["id"] == "x"}) + "\n"
                                             for r in records))
     monkeypatch.setattr(evaluate, "evaluate", scored)
@@ -363,6 +367,9 @@ def test_ei_test_cache_is_kept_per_number_of_questions(tmp_path, monkeypatch):
     assert asked == [100]
     assert json.loads((run / "sft" / "ei_test_100.json").read_text()) == {"x": 1.0, "y": 0.0}
     assert methods.ei_test(run, "sft", None) == 0.25            # the first n's cache is kept
+    assert asked_with == ["2 + 2?\n" + probes.format_instruction("number")]   # the probe as a plain question
+    methods.ei_test(run, "sft", None, label_prefix=True, n=7)   # step-by-step asks with its label prefix
+    assert asked_with[-1] == baselines.LABEL_PREFIX + asked_with[0]
 
 
 def test_methods_table_pairs_each_row_with_sft_on_the_shared_questions(tmp_path):

@@ -3,7 +3,7 @@ eager and compiled. CPU, offline.
 
     HF_HUB_OFFLINE=1 python -m pytest -q tests/test_decode.py
 
-One test compiles (tiny, greedy: about 30-60 s of inductor on a 2-core machine); the rest run the
+One test compiles (tiny, greedy and T = 1: about 30-90 s of inductor on a 2-core machine); the rest run the
 step eagerly, which is the same code the compiler traces.
 """
 import importlib.util
@@ -61,11 +61,12 @@ def test_compiled_step_equals_the_eager_one_and_compiles_once(tiny, tok):
     assert again == ours[::-1]
     # P18: sampled at T = 1, the compiled step draws the eager step's tokens from the same seed (its
     # uniforms come from outside the graph; an RNG call inside it would draw other numbers)
-    draws = []
+    draws, stats = [], dict(decode.STATS)
     for compile in (True, False):
         torch.manual_seed(3)
         draws.append(_static(tiny, prompts, 10, 1.0, eos, tok.pad_token_id, compile=compile))
-    assert draws[0][0] == draws[1][0]
+    assert decode.STATS["compiles"] == stats["compiles"] + 1 and decode.STATS["calls"] == stats["calls"] + 2
+    assert draws[0][0] == draws[1][0]                # (both through the static step: one compile, two calls)
     for a, b in zip(draws[0][1], draws[1][1]):
         torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=0, atol=1e-4)
 

@@ -196,15 +196,26 @@ def test_sft_dialogues_are_stage_3_dialogues_answered_by_the_teacher(capsys):
 
 
 def test_decode_flag_picks_the_decode_loop(tmp_path, monkeypatch):
-    """--decode: the default (auto) keeps the lean sampler on the CPU, no static decode call;
-    --decode static sends the rollouts through decode.py's static step (eagerly, no compile)."""
+    """--decode: the default (auto) is decode.py's measured default, the lean sampler on the CPU,
+    even after something in the process turned the static step on; --decode static sends the RL
+    rollouts through decode.py's static step (eagerly, no compile)."""
     import decode
-    monkeypatch.setitem(decode.STATIC, "cpu", False)      # restored after the test, whatever the run set
+    import exgrpo
+    assert decode.DEFAULTS[0]["cpu"] is False and decode.DEFAULTS[1]["cpu"] is False
+    monkeypatch.setitem(decode.STATIC, "cpu", True)       # set by an earlier run; restored after the test
     monkeypatch.setitem(decode.COMPILE, "cpu", False)
+    in_rl = []                                            # static decode calls made inside an RL step
+    step = exgrpo.exgrpo_step
+
+    def counted(*a, **k):
+        before = decode.STATS["calls"]
+        out = step(*a, **k)
+        in_rl.append(decode.STATS["calls"] - before)
+        return out
+    monkeypatch.setattr(exgrpo, "exgrpo_step", counted)
     quick = TINY + ["--rl-steps", "1", "--no-zero-shot", "--sft-epochs", "1", "--eval-n", "1"]
-    calls = decode.STATS["calls"]
     train.main(quick + ["--out", str(tmp_path / "auto")])
-    assert decode.STATS["calls"] == calls and decode.STATIC["cpu"] is False
+    assert in_rl == [0] and decode.STATIC["cpu"] is False
     train.main(quick + ["--decode", "static", "--out", str(tmp_path / "static")])
-    assert decode.STATS["calls"] > calls
+    assert in_rl[1] > 0
     assert (decode.STATIC["cpu"], decode.COMPILE["cpu"]) == (True, False)
