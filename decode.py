@@ -46,7 +46,8 @@ MIN_SLOTS = 64          # the smallest cache length bucket
 STATS = {"compiles": 0, "compile_s": 0.0, "calls": 0}   # compile time paid in this process (first calls)
 TRACE = None            # a list: run() appends time.perf_counter() before every step (bench/rollout.py)
 
-MODES = {"lean": (False, False), "static": (True, False), "compiled": (True, True)}   # --decode: (STATIC, COMPILE)
+# train.py --decode: (STATIC, COMPILE) of each mode
+MODES = {"lean": (False, False), "static": (True, False), "compiled": (True, True)}
 DEFAULTS = (dict(STATIC), dict(COMPILE))   # what --decode auto restores
 
 
