@@ -32,6 +32,7 @@ from transformers import DynamicCache  # noqa: E402
 import decode  # noqa: E402
 import models  # noqa: E402
 import sample  # noqa: E402
+from tee import Tee  # noqa: E402
 
 # -----------------------------------------------------------------------------
 # defaults
@@ -111,12 +112,7 @@ def main():
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    lines = []
-
-    def out(s):
-        print(s, flush=True)
-        lines.append(s)
-
+    out = Tee()
     out(f"# bench/decode_profile.py {' '.join(sys.argv[1:])}\n\ntorch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
     sample._pick = labelled("pick", sample._pick)
@@ -137,8 +133,7 @@ def main():
         args.student_name = name
         for B in args.batches:
             profile_one(model, tok, B, args, out)
-    if args.out:
-        Path(args.out).write_text("\n".join(lines) + "\n")
+    out.save(args.out)
 
 
 class _null:

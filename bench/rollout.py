@@ -56,6 +56,7 @@ import torch  # noqa: E402
 import decode  # noqa: E402
 import models  # noqa: E402
 import sample  # noqa: E402
+from tee import Tee  # noqa: E402
 
 # -----------------------------------------------------------------------------
 # defaults
@@ -267,12 +268,7 @@ def main():
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    lines = []
-
-    def out(s):
-        print(s, flush=True)
-        lines.append(s)
-
+    out = Tee()
     uptime = lambda: subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     torch.manual_seed(0)
     dtype = models.default_device_dtype("cpu", args.dtype)[1]
@@ -288,9 +284,7 @@ def main():
         (bench_dialogues(name, args, out) if args.dialogues else bench_student(name, args, limits, out))
     limits = machine_limits(dtype)
     out(f"\nload at end: {uptime()}; bandwidth {limits[0] / 1e9:.1f} GB/s, {limits[1] / 1e9:.0f} GFLOP/s")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text("\n".join(lines) + "\n")
+    out.save(args.out)
 
 
 if __name__ == "__main__":
