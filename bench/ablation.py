@@ -48,6 +48,18 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import torch  # noqa: E402
+
+import baselines  # noqa: E402
+import data  # noqa: E402
+import evaluate  # noqa: E402
+import models  # noqa: E402
+import probes  # noqa: E402
+
+# -----------------------------------------------------------------------------
+# defaults
+
 SFT_ONLY = "SFT only"
 VARIANTS = {  # name -> train.py flags of the RL run
     "SFT + GRPO": ["--no-probes"],
@@ -113,11 +125,6 @@ def rescore(path, stage, split, samples=0, n=0):
     n = n or cfg["eval_n"]
     cache = path / stage / (f"sampled_{split}_{samples}_{n}.json" if samples else f"greedy_{split}_{n}.json")
     if not cache.exists():
-        sys.path.insert(0, str(ROOT))
-        import torch
-        import data
-        import evaluate
-        import models
         model, tok = models.load_student(str(path / stage / "final"))
         records = data.load("synth", split, limit=n, level=cfg["level"])
         kw = dict(max_new_tokens=cfg["eval_max_new_tokens"], desc=f"{path.name} {split}", batch_size=RESCORE_BATCH)
@@ -143,11 +150,6 @@ def ei_scores(path, stage, n=0, model_name=None, label_prefix=False):
     n = n or cfg["eval_n"]
     cache = path / stage / f"ei_test_{n}.json"
     if not cache.exists():
-        sys.path.insert(0, str(ROOT))
-        import baselines
-        import evaluate
-        import models
-        import probes
         recs = evaluate.load_ei_test("synth", "test_id", limit=n, level=cfg["level"])
         prefix = baselines.LABEL_PREFIX if label_prefix else ""   # step-by-step asks with its label prefix
         prompt = lambda r: [{"role": "user", "content": prefix + probes.format_question(r["question"], r["answer_type"])}]

@@ -25,7 +25,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))   # the project root, when run as a script
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, GemmaConfig, LlamaConfig, Qwen2Config  # noqa: E402
+
+import exgrpo  # noqa: E402
 import models  # noqa: E402
+import optim  # noqa: E402
+import sample  # noqa: E402
 from memory import (DIALOGUE_TOKENS, G, GPU_BYTES, GPU_RESERVE, Setup,  # noqa: E402
                     estimate)
 
@@ -35,8 +41,6 @@ CONFIGS = {name: models.architecture(name) for name in ("gemma-7b", "qwen2.5-7b"
 
 def build_meta_model(name):
     """The real transformers architecture of a config, on the meta device (no memory, no weights)."""
-    import torch
-    from transformers import AutoModelForCausalLM, GemmaConfig, LlamaConfig, Qwen2Config
     c = CONFIGS[name]
     cls = {"gemma": GemmaConfig, "qwen2": Qwen2Config, "llama": LlamaConfig}[c["arch"]]
     cfg = cls(vocab_size=c["vocab"], hidden_size=c["hidden"], num_hidden_layers=c["layers"],
@@ -118,11 +122,6 @@ def _status(field):
 def _phase(spec, tok, mini=False):
     """Build one VALIDATION configuration and return the function that runs its phase once.
     mini=True: the same code path on a 2-layer model with a 256-token vocabulary (for the baseline)."""
-    import torch
-    import exgrpo
-    import optim
-    import models
-    import sample
     name, dtype, opt_name, fused, ckpt, rows, T, prompt, phase = spec
 
     def load():
@@ -176,8 +175,6 @@ def measure(spec):
     "After imports" includes what the phase imports lazily (transformers' generation and
     masking modules, kernels): the same phase first runs on a mini model, which is dropped."""
     import gc
-    import torch
-    sys.path.insert(0, str(ROOT))
     torch.manual_seed(0)
     tok = models.smollm2_tokenizer()
     run = _phase(spec, tok, mini=True)

@@ -35,7 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import presets  # noqa: E402
 from baselines import LABELS  # noqa: E402
+from models import micro_model, micro_tokenizer  # noqa: E402
 from bench.ablation import ei_scores, launch, mean_se, per_question, summarize  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -64,7 +66,6 @@ PAIRED_COLUMN = "Δ test_id vs SFT, paired"
 def teacher_args(common):
     """train.py flags of the teacher: the micro preset's data and SFT settings (a folder student
     gets no preset), then the --common flags (its student excepted), then TEACHER_FLAGS."""
-    import presets
     keep = ("level", "train_n", "eval_n", "sft_epochs", "sft_batch", "sft_micro", "sft_lr", "sft_warmup")
     flags = [x for k in keep for x in (f"--{k.replace('_', '-')}", str(presets.PRESETS["micro"][k]))]
     rest = list(common)
@@ -77,7 +78,6 @@ def teacher_args(common):
 def build_teacher(out, common, extra, log):
     """GKD's teacher, once: a random TEACHER_CONFIG model with micro's tokenizer saved to
     <out>/teacher-init, then train.py --method sft on it. Returns the hf: spec of its SFT model."""
-    from models import micro_model, micro_tokenizer
     init = out / "teacher-init"
     if not (init / "config.json").exists():
         tok = micro_tokenizer()

@@ -42,6 +42,7 @@ A B A B, and counts the ids each way feeds through the model.
 
 import argparse
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -54,8 +55,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import decode  # noqa: E402
+import exgrpo  # noqa: E402
 import models  # noqa: E402
+import probes  # noqa: E402
 import sample  # noqa: E402
+from data import synth  # noqa: E402
 from tee import Tee  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -221,10 +225,6 @@ def bench_student(name, args, limits, out):
 
 def bench_dialogues(name, args, out):
     """One ExGRPO rollout, reuse_cache on and off, same seed (the same dialogues come out)."""
-    import random
-    import exgrpo
-    import probes
-    from data import synth
     model, tok = load(name, args.dtype)
     if model is None:
         out(f"\n{name}: not installed here, skipped")
