@@ -45,7 +45,7 @@ ADV_EPS = 1e-4
 CLIP_EPS = 0.2        # PPO clip range: ratio in [1 - eps, 1 + eps]
 BETA = 0.04           # weight of KL(pi_theta || pi_ref)
 AUX_WEIGHT = 0.1      # lambda, weight of the auxiliary SFT loss on the teacher's probe answers
-KL_EXP_MAX = 20.0     # log-ratio clamp, upper side only: exp() stays finite (P6), the pull stays on
+KL_EXP_MAX = 20.0     # log-ratio clamp, upper side only: one token cannot swamp the batch (P6)
 AGG_MODES = ("token", "sequence", "constant")
 
 # -----------------------------------------------------------------------------
@@ -64,7 +64,8 @@ def build_scenarios(questions, k, k_partial=None, rng=None, use_probes=True, aux
         dialogues: list of user-message lists, e.g. [[p1, p2, Q], [p1, Q], ...]
         meta:      one (question index, "full" | "partial" | "plain") per dialogue
         aux:       per question with probes, the teacher's answers to the same k probes,
-                   [(probe, teacher answer), ...] (only answers the checker marked correct)
+                   [(probe, teacher answer), ...] (not the answers the checker marked wrong;
+                   a probe with no check, as in an older dei.jsonl, counts as right)
     keep: the indices of the questions to build (several processes, each its own); the others'
     probes are drawn all the same, so that every question gets the draws of a one-process run."""
     rng = rng or random.Random(0)
@@ -213,8 +214,10 @@ def kl_k3(logp, logp_ref):
     """Per-token KL(pi_theta || pi_ref) by Schulman's k3 estimator (unbiased, always >= 0):
         x = logp_ref - logp;  KL_t = exp(x) - x - 1
 
-    x is clamped above at KL_EXP_MAX only, where exp() would blow up; below, exp(x) -> 0 and
-    KL_t = -x - 1 keeps pulling the policy back (its gradient is 1, never switched off).
+    x is clamped above at KL_EXP_MAX only: a token the policy made e^20 times less likely than
+    the reference would otherwise add exp(x) (up to e^88 before fp32 overflows) and swamp the
+    batch; past the cap that token's KL gradient is 0, a trade for a bounded loss. Below, exp(x)
+    -> 0 and KL_t = -x - 1 keeps pulling the policy back (its gradient is 1, never switched off).
     (B, T) -> (B, T). Example: logp = log 0.5, logp_ref = log 0.25
         x = -0.6931 -> 0.5 + 0.6931 - 1 = 0.1931.  Identical policies -> exactly 0 (P6)."""
     x = (logp_ref - logp).clamp(max=KL_EXP_MAX)
@@ -266,8 +269,10 @@ def exgrpo_loss(logp, logp_old, logp_ref, adv, mask, clip_eps=CLIP_EPS, beta=BET
     adv: (B,). aux_logp, aux_mask: (B', T') teacher-forced log-probs of the teacher's answers
     (optional). norm: the full batch's normalizers for `aggregate` (num_tokens, num_seqs,
     token_budget, aux_tokens) when this is one micro-batch of a larger batch.
-    Returns (loss, stats); stats are detached token SUMS (kl, clip, neg_logp) and the parts
-    of the loss, so a caller can add them up over micro-batches."""
+    Returns (loss, stats), all detached floats a caller adds up over micro-batches: kl,
+    clip_frac and entropy (= -log pi) are token SUMS over the mask (the caller divides by the
+    batch's tokens); loss and pg_loss are this micro-batch's share of the batch's loss (already
+    divided by the normalizers); aux_nll is the aux loss's token mean."""
     norm = norm or {}
     pg, clipped = clipped_surrogate(logp, logp_old, adv, clip_eps)
     kl = kl_k3(logp, logp_ref)
@@ -328,8 +333,9 @@ def micro_batches(lengths, G, size, in_order=False):
     Rollouts of similar length go together and each micro-batch is cut to its own longest row: a
     dialogue batch mixes 2- and 4-turn rollouts, and padding them all to the longest doubled the
     work. A dialogue's G rollouts stay together (sorted by their longest), so that token_logprobs
-    runs their shared first turn once. in_order: rollout order (a fused optimizer steps on each
-    micro-batch, and whole groups must step together).
+    runs their shared first turn once. in_order: rollout order, for a fused optimizer, which
+    steps on each micro-batch: a micro-batch of a multiple of G rollouts then holds whole groups,
+    and the order of the steps does not depend on the rollouts' lengths.
     Example: lengths [5, 9, 3, 4], G 2, size 2 -> [tensor([1, 0]), tensor([3, 2])]"""
     n = len(lengths)
     longest = [max(lengths[i - i % G:i - i % G + G]) for i in range(n)]   # of the rollout's dialogue
@@ -371,12 +377,13 @@ def policy_update(cfg, model, ref, tok, opt, rb):
     frozen_old = cfg.ppo_epochs > 1 or (fused and len(micro) > 1)   # pi_old must not move under us
     # a shared prompt is scored in two passes, and a fused optimizer steps inside the one backward
     share_prefix = sample.SHARE_PREFIX and not fused
-    lp_of = lambda m, mi, idx: score(m, rb, idx, cfg.temperature, limit, share_prefix, mi == 0, device)
+    lp_of = lambda m, mi, idx: score(m, rb, idx, cfg.temperature, limit, share_prefix,
+                                     with_aux=(mi == 0), device=device)   # the aux rows ride on micro-batch 0
     with torch.no_grad():   # scored exactly as below, so that the ratio is 1 and the KL 0 at the start
         ref_lp = [lp_of(ref, mi, idx)[0] for mi, idx in enumerate(micro)] if use_ref else None  # [(b, T_idx)]
         old_lp = [lp_of(model, mi, idx)[0] for mi, idx in enumerate(micro)] if frozen_old else None
     model.train()
-    sums, skipped, gnorm = {}, 0, 0.0
+    sums, skipped, gnorm = {}, 0, 0.0   # metrics: of the last PPO epoch; skipped: over all of them
     for _ in range(cfg.ppo_epochs):
         sums = {}
         for mi, idx in enumerate(micro):
@@ -430,7 +437,7 @@ def exgrpo_step(cfg, model, ref, tok, opt, questions, step, reward_fn=rewards.re
     turns = 1 if cfg.no_probes else cfg.k + 1
     row = policy_update(cfg, model, ref, tok, opt,
                         pack_rollouts(tok, roll, adv, aux, turns * cfg.max_new_tokens))
-    # the dialogues that answer as tested
+    # accuracy: the final answers of the full (Scenario A) and plain dialogues, not of Scenario B's
     final = [d for d, (_, kind) in enumerate(meta) if kind != "partial"]
     n_groups = len(groups.unique())
     reward, n, bonus, right, n_final, adv_abs, n_adv, zero_var, n_groups = dist.total(   # over processes

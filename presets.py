@@ -9,7 +9,7 @@ that train.py calls before it loads anything (the method is not here).
                                                                its config.json
 
 Presets (a flag written on the command line always wins over them):
-  cpu     train.py's own defaults: the synthetic world, SmolLM2-135M, about 20 minutes on 2 cores
+  cpu     train.py's own defaults: the synthetic world, SmolLM2-135M, about 11 minutes on 2 cores
   tiny    --student tiny: every stage end to end in about two minutes (smoke tests)
   gpu-7b  a student of GPU_PARAMS or more parameters by its config.json (gemma-7b, qwen2.5-7b,
           google/gemma-7b-it, a folder of 7B weights): the paper's recipe on one GPU (k = 5, G = 8,

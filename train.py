@@ -30,8 +30,9 @@ Design decisions and simplifications, stated once:
     backward instead (pi_old = the rollout policy; no global grad clip; optim.fused_notes);
   - the auxiliary SFT loss: one teacher-forced dialogue per question, Scenario A's k probes each
     followed by the teacher's answer (the paper: "given the probe and the dialogue so far");
-  - everything runs in one process; checkpoints (save_pretrained + optimizer/RNG/step) make
-    any stage resumable, and a run folder is never overwritten.
+  - one process, or several under torchrun (dist.py: FSDP2, questions split by process);
+    checkpoints (save_pretrained + optimizer/RNG/step) make any stage resumable, and a run
+    folder is never overwritten.
 """
 
 import argparse
@@ -60,7 +61,7 @@ import sample
 import teachers
 
 # -----------------------------------------------------------------------------
-# defaults: the CPU preset (SmolLM2-135M, 2 cores, about 20 minutes in all)
+# defaults: the CPU preset (SmolLM2-135M, 2 cores, about 11 minutes in all)
 
 STUDENT = "smollm2-135m"
 DATASET = "synth"
