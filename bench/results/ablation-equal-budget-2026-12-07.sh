@@ -3,7 +3,7 @@
 # dialogue warm-up, 3 seeds; GKD from the same warm-up as a reference row. Resumable: run it again
 # and finished runs are skipped, killed ones resumed from their checkpoints.
 # Measured cost on the 2-core CPU, one core a run: the warm-up 738 s, a GRPO run 395-612 s, an
-# ExGRPO run 7,000-7,600 s; about 10 h in all with two runs side by side.
+# ExGRPO run 6,563-7,530 s (docs/results.md); about 10 h in all with two runs side by side.
 # (The GRPO runs of 2026-12-07 ran without --rollout-batch 64: the same rollouts in distribution,
 # generated 64 dialogues at a time instead of all at once; only the speed differs.)
 set -euo pipefail
