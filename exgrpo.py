@@ -57,7 +57,7 @@ def probe_message(p):
     return data.user_message({"question": p["question"], "answer_type": p["answer_type"]})
 
 
-def build_scenarios(questions, k, k_partial=None, rng=None, use_probes=True, aux=True, keep=None):
+def build_scenarios(questions, k, k_partial=None, rng=None, use_probes=True, use_aux=True, keep=None):
     """Per question: Scenario A (k probes, then Q) and Scenario B (the first k' of them, then Q),
     k' uniform in [1, k-1] unless fixed; a question with fewer than 2 usable probes (or
     use_probes=False, plain GRPO) gets one plain dialogue [Q]. Returns
@@ -87,7 +87,7 @@ def build_scenarios(questions, k, k_partial=None, rng=None, use_probes=True, aux
         meta += [(qi, "full"), (qi, "partial")]
         turns = [(probe_message(p), p["teacher_reasoning"]) for p in drawn
                  if p.get("teacher_reasoning") and p.get("reasoning_correct", True)]
-        if aux and turns:
+        if use_aux and turns:
             aux_dialogues.append(turns)
     return dialogues, meta, aux_dialogues
 
@@ -150,44 +150,44 @@ def add_dsu(r_base, meta, delta=DELTA, nu=NU, enabled=True):
 # 5. advantages
 
 
-def group_advantages(rewards, groups, norm=ADV_NORM, eps=ADV_EPS):
+def group_advantages(r, groups, norm=ADV_NORM, eps=ADV_EPS):
     """A_i = r_i - mean_{j in g(i)} r_j                      (norm="none", Dr. GRPO's unbiased form)
     A_i = (r_i - mean_g) / (std_g + eps), Bessel's std      (norm="std", DeepSeekMath / TRL)
     and exactly 0 in a group whose rewards are all equal (P2: a rounded mean would leak fake ones).
 
-    rewards: (N,) floats; groups: (N,) group ids in [0, num_groups). Returns (N,).
+    r: (N,) rewards, floats; groups: (N,) group ids in [0, num_groups). Returns (N,).
     Example, one question, A = [1.5, 1.5, 0, 0] (two correct + DSU 0.5), B = [0, 0, 0, 0],
     one group of 8: mean 3/8 -> A: [1.125, 1.125, -0.375, -0.375], B: [-0.375] * 4.
     Without the bonus: [0.75, 0.75, -0.25, -0.25], [-0.25] * 4. With per-scenario groups and
     the std, both cases give A: [0.866, 0.866, -0.866, -0.866], B: 0: the bonus is divided out
     (pitfall P16 of docs/design.md)."""
-    rewards, groups = rewards.float().flatten(), groups.long().flatten()
+    r, groups = r.float().flatten(), groups.long().flatten()
     n = int(groups.max()) + 1 if groups.numel() else 0
-    count = torch.zeros(n).index_add_(0, groups, torch.ones_like(rewards))
-    mean = torch.zeros(n).index_add_(0, groups, rewards) / count
-    adv = rewards - mean[groups]
+    count = torch.zeros(n).index_add_(0, groups, torch.ones_like(r))
+    mean = torch.zeros(n).index_add_(0, groups, r) / count
+    adv = r - mean[groups]
     if norm == "std":
         var = torch.zeros(n).index_add_(0, groups, adv ** 2) / (count - 1).clamp(min=1)
         adv = adv / (var.sqrt()[groups] + eps)
     elif norm != "none":
         raise ValueError(f"unknown advantage normalization {norm!r}; choose none or std")
-    lo = torch.full((n,), float("inf")).scatter_reduce(0, groups, rewards, "amin")
-    hi = torch.full((n,), float("-inf")).scatter_reduce(0, groups, rewards, "amax")
+    lo = torch.full((n,), float("inf")).scatter_reduce(0, groups, r, "amin")
+    hi = torch.full((n,), float("-inf")).scatter_reduce(0, groups, r, "amax")
     return torch.where((lo == hi)[groups], torch.zeros_like(adv), adv)
 
 
 def group_ids(meta, G, by=ADV_GROUP):
     """The advantage group of each of the len(meta) * G rollouts: its question (by="question":
     Scenario A and B together, 2G rollouts; a plain question's G) or its dialogue ("scenario")."""
-    key = [m[0] for m in meta] if by == "question" else list(range(len(meta)))
     if by not in ("question", "scenario"):
         raise ValueError(f"unknown advantage grouping {by!r}; choose question or scenario")
+    key = [m[0] for m in meta] if by == "question" else list(range(len(meta)))
     return torch.tensor(key).repeat_interleave(G)
 
 
-def zero_variance_fraction(rewards, groups):
-    """Fraction of groups whose rewards are all equal: they carry no learning signal."""
-    return sum(bool((rewards[groups == g] == rewards[groups == g][0]).all())
+def zero_variance_fraction(r, groups):
+    """Fraction of groups whose rewards r are all equal: they carry no learning signal."""
+    return sum(bool((r[groups == g] == r[groups == g][0]).all())
                for g in groups.unique()) / max(len(groups.unique()), 1)
 
 # -----------------------------------------------------------------------------
@@ -344,21 +344,22 @@ def micro_batches(lengths, G, size, in_order=False):
     return [order[s:s + size] for s in range(0, n, size)]
 
 
-def rows(b, idx, device):
+def batch_rows(b, idx, device):
     """Rows idx of a packed sample.Batch, cut to their longest row: (ids, attn, loss_mask), (b, T_idx)."""
     width = int(b.attn[idx].sum(-1).max()) if b.attn.shape[0] else 0
     return tuple(x[idx, :width].to(device) for x in (b.ids, b.attn, b.loss_mask))
 
 
-def score(model, rb, idx, temperature, limit, share_prefix, with_aux, device):
+def logprobs_of(model, rb, idx, temperature, limit, share_prefix, with_aux, device):
     """Per-token log-probs of the rollouts idx under `model`, (b, T_idx), scored at the sampling
     temperature; and with_aux: of the teacher's aux answers, (A, T_aux), in the same forward pass
     (sample.joint_logprobs says why), else None. share_prefix: run a group's shared prompt once."""
     if not with_aux or rb.aux is None:
-        return sample.token_logprobs(model, *rows(rb.batch, idx, device), temperature, limit,
+        return sample.token_logprobs(model, *batch_rows(rb.batch, idx, device), temperature, limit,
                                      share_prefix=share_prefix), None
     # not shared here: with the aux rows in it, two runs of one seed differed by ~1e-7 across processes
-    parts = [(*rows(rb.batch, idx, device), temperature), (*rows(rb.aux, slice(None), device), 1.0)]
+    parts = [(*batch_rows(rb.batch, idx, device), temperature),
+             (*batch_rows(rb.aux, slice(None), device), 1.0)]
     return sample.joint_logprobs(model, parts, limit, share_prefix=False)
 
 
@@ -377,8 +378,9 @@ def policy_update(cfg, model, ref, tok, opt, rb):
     frozen_old = cfg.ppo_epochs > 1 or (fused and len(micro) > 1)   # pi_old must not move under us
     # a shared prompt is scored in two passes, and a fused optimizer steps inside the one backward
     share_prefix = sample.SHARE_PREFIX and not fused
-    lp_of = lambda m, mi, idx: score(m, rb, idx, cfg.temperature, limit, share_prefix,
-                                     with_aux=(mi == 0), device=device)   # the aux rows ride on micro-batch 0
+    # the aux rows ride on micro-batch 0
+    lp_of = lambda m, mi, idx: logprobs_of(m, rb, idx, cfg.temperature, limit, share_prefix,
+                                           with_aux=(mi == 0), device=device)
     with torch.no_grad():   # scored exactly as below, so that the ratio is 1 and the KL 0 at the start
         ref_lp = [lp_of(ref, mi, idx)[0] for mi, idx in enumerate(micro)] if use_ref else None  # [(b, T_idx)]
         old_lp = [lp_of(model, mi, idx)[0] for mi, idx in enumerate(micro)] if frozen_old else None
@@ -387,10 +389,10 @@ def policy_update(cfg, model, ref, tok, opt, rb):
     for _ in range(cfg.ppo_epochs):
         sums = {}
         for mi, idx in enumerate(micro):
-            mask = rows(rb.batch, idx, device)[2]                          # (b, T_idx)
+            mask = batch_rows(rb.batch, idx, device)[2]                    # (b, T_idx)
             lp, aux_lp = lp_of(model, mi, idx)                             # (b, T_idx), (A, T_aux) or None
             aux_kw = {} if aux_lp is None else dict(aux_logp=aux_lp,
-                                                    aux_mask=rows(rb.aux, slice(None), device)[2],
+                                                    aux_mask=batch_rows(rb.aux, slice(None), device)[2],
                                                     aux_weight=cfg.aux_weight)
             own = {**rb.norm, "num_tokens": int(mask.sum()), "num_seqs": mask.shape[0]}
             loss, st = exgrpo_loss(lp, old_lp[mi] if frozen_old else lp.detach(),

@@ -57,7 +57,7 @@ def main():
     args = ap.parse_args()
     torch.manual_seed(0)
     dei, _ = probes.build_dei(data.load("synth", "test_id", limit=args.n, level=args.level), "oracle", progress=False)
-    dialogues, meta, _ = exgrpo.build_scenarios(dei, args.k, args.k, random.Random(0), aux=False)
+    dialogues, meta, _ = exgrpo.build_scenarios(dei, args.k, args.k, random.Random(0), use_aux=False)
     full = [(d, dei[qi]) for d, (qi, kind) in zip(dialogues, meta) if kind == "full"]
     conditions = {"plain question": ([[data.user_message(q)] for q in dei], dei),
                   f"after {args.k} probes": ([d for d, _ in full], [q for _, q in full])}
