@@ -26,7 +26,9 @@ Writes <out>/ablation.md and <out>/ablation.json (the rows, and the flags given)
     mean ± s.e. over seeds; the mean binomial s.e. of one run; and for each variant, the paired
     difference to "SFT only" on the shared questions: mean over questions of (accuracy of the
     variant, averaged over its seeds) - (accuracy of SFT only), with its s.e. over the seeds
-    (each seed's mean difference: the one a "beats SFT" claim must clear) and over the questions.
+    (each seed's mean difference: the one a "beats SFT" claim must clear) and over the questions;
+    then every other RL row against SFT + GRPO (difference of the means, the two rows' seed s.e.s
+    combined, and over the questions): does the method beat the RL it extends?
 Columns: test_id and test_ood greedy, and "test_id, T=1", the share of --samples answers per
 question sampled at T = 1 that are right (pass@1, what the RL reward measures). --eval-n N
 scores every final model again on the first N fixed questions (cached in its run folder), and
@@ -72,6 +74,7 @@ GKD = "SFT + GKD (reference)"   # on-policy distillation from the same warm-up: 
                                 # paper's ablation; needs --gkd-teacher (bench/methods.py --build-teacher)
 VARIANTS[GKD] = ["--method", "gkd"]
 DEFAULT_VARIANTS = [v for v in VARIANTS if v != GKD]
+VERSUS = "SFT + GRPO"   # the table's second part: every other RL row against it
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 SPLITS = ("test_id", "test_ood")
 SAMPLED = "test_id, T=1"   # the extra column: share of SAMPLES answers at T = 1 that are right (pass@1)
@@ -195,10 +198,32 @@ def summarize(runs, reference):
     return row
 
 
+def versus(runs, base):
+    """One row against another (each a list of seeds' {split: {qid: score}}): per split the
+    difference of the means and two standard errors,
+        se_seeds      sqrt(se_a^2 + se_b^2) of the two means over seeds (independent runs: the
+                      seeds of two variants share nothing but their number); 0 when neither has
+                      two seeds
+        se_questions  over the shared questions, of (a's mean over seeds - b's) per question
+    Example: a = seeds 0.50, 0.75 (se 0.125), b = seeds 0.25, 0.25 (se 0) -> diff 0.375, se 0.125."""
+    out = {}
+    for s in SPLITS + (SAMPLED, EI):
+        a, b = [r for r in runs if s in r], [r for r in base if s in r]
+        if not a or not b:
+            continue
+        (ma, sa), (mb, sb) = (mean_se([sum(r[s].values()) / len(r[s]) for r in rs]) for rs in (a, b))
+        ids = [q for q in a[0][s] if all(q in r[s] for r in a + b)]
+        per_q = [sum(r[s][q] for r in a) / len(a) - sum(r[s][q] for r in b) / len(b) for q in ids]
+        out[s] = {"diff": ma - mb, "se_seeds": math.hypot(sa, sb), "se_questions": mean_se(per_q)[1],
+                  "seeds": [len(a), len(b)]}
+    return out
+
+
 def table(out, seeds, fractions, samples=SAMPLES, eval_n=0, ei_n=0, flags=None):
     """The table of the finished runs under `out`: ablation.md, and ablation.json = {"flags": this
     command's arguments (the common, warm-up and RL flags of the runs among them; each run's own
-    are in its config.json), "rows": {row: {column: cell}}}."""
+    are in its config.json), "rows": {row: {column: cell}}, "versus": {"SFT + GRPO": {row: {column:
+    difference}}}} (see versus)."""
     out = Path(out)
     sft = out / "sft"
     rows = {}
@@ -215,11 +240,16 @@ def table(out, seeds, fractions, samples=SAMPLES, eval_n=0, ei_n=0, flags=None):
     ref = results(sft, "sft") if (sft / "results.json").exists() else None
     if ref:
         rows[SFT_ONLY] = summarize([ref], None)
+    seeds_of = {}   # variant -> its finished seeds' scores
     for name in VARIANTS:
         runs = [results(out / f"seed{s}" / slug(name), "rl") for s in seeds]
         runs = [r for r in runs if r]
         if runs:
             rows[name] = summarize(runs, ref)
+            seeds_of[name] = runs
+    # every other RL row against plain GRPO: does the method beat the RL it extends?
+    vs = {name: versus(runs, seeds_of[VERSUS]) for name, runs in seeds_of.items()
+          if name != VERSUS and VERSUS in seeds_of}
     for f in fractions:   # each fraction's own warm-up, then its ExGRPO: what the RL adds to it
         pct = f"{100 * f:g}%"
         for stage, name in (("sft", f"SFT on {pct} of the data"), ("rl", f"SFT + ExGRPO on {pct} of the data")):
@@ -243,8 +273,17 @@ def table(out, seeds, fractions, samples=SAMPLES, eval_n=0, ei_n=0, flags=None):
                                "per question sampled at T = 1 that are right (pass@1); " if samples else "")
                           + (f"{EI}: the oracle's probes of the first {ei_n} test_id questions, greedy" if ei_n else "")
                           + "\n")
+    if vs:
+        vcell = lambda c: (f"{100 * c['diff']:+.1f} ± {100 * c['se_seeds']:.1f} seeds, "
+                           f"± {100 * c['se_questions']:.1f} questions ({c['seeds'][0]} vs {c['seeds'][1]})")
+        text += (f"\nAgainst {VERSUS}: difference of the means, with the s.e. over seeds (both rows' seed s.e.s "
+                 "combined) and over the questions (per-question differences of the seed means)\n\n"
+                 "| variant | " + " | ".join(f"Δ {c}" for c in cols) + " |\n|---|" + "---|" * len(cols) + "\n"
+                 + "".join(f"| {name} | " + " | ".join(vcell(v[c]) if c in v else "–" for c in cols) + " |\n"
+                           for name, v in vs.items()))
     (out / "ablation.md").write_text(text)
-    (out / "ablation.json").write_text(json.dumps({"flags": flags or {}, "rows": rows}, indent=2))
+    (out / "ablation.json").write_text(json.dumps({"flags": flags or {}, "rows": rows, "versus": {VERSUS: vs}},
+                                                  indent=2))
     return text
 
 # -----------------------------------------------------------------------------

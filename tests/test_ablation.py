@@ -32,6 +32,21 @@ def test_summarize_by_hand():
     assert row["se_binomial"] == pytest.approx((math.sqrt(1 / 3) / 2 + 0.25) / 2)
 
 
+def test_versus_by_hand():
+    """A row against GRPO. a (2 seeds): 1 1 0 0 (0.50), 1 0 1 1 (0.75) -> 0.625 ± 0.125;
+    GRPO (2 seeds): 1 0 0 0, 0 1 0 0 -> 0.25 ± 0 -> diff +0.375, se over seeds hypot(0.125, 0) = 0.125.
+    Per question, seed means: a 1, .5, .5, .5; GRPO .5, .5, 0, 0 -> .5, 0, .5, .5: mean .375,
+    s.e. sqrt((3 * .125^2 + .375^2) / 3 / 4) = 0.125."""
+    ids = ["q0", "q1", "q2", "q3"]
+    run = lambda xs: {"test_id": dict(zip(ids, map(float, xs)))}
+    v = ablation.versus([run([1, 1, 0, 0]), run([1, 0, 1, 1])], [run([1, 0, 0, 0]), run([0, 1, 0, 0])])["test_id"]
+    assert v["diff"] == pytest.approx(0.375) and v["se_seeds"] == pytest.approx(0.125)
+    assert v["se_questions"] == pytest.approx(0.125) and v["seeds"] == [2, 2]
+    # both rows' seed noise counts: GRPO at 0.25, 0.75 (se 0.25) -> hypot(0.125, 0.25)
+    w = ablation.versus([run([1, 1, 0, 0]), run([1, 0, 1, 1])], [run([1, 0, 0, 0]), run([1, 1, 1, 0])])["test_id"]
+    assert w["diff"] == pytest.approx(0.125) and w["se_seeds"] == pytest.approx(math.hypot(0.125, 0.25))
+
+
 def test_table_has_the_sampled_column_paired_with_sft(tmp_path):
     """A fake ablation folder (predictions + cached sampled shares): the T = 1 column and its
     paired difference come out as computed by hand."""
@@ -45,6 +60,7 @@ def test_table_has_the_sampled_column_paired_with_sft(tmp_path):
         (path / stage / "sampled_test_id_8_2.json").write_text(json.dumps({f"q{i}": x for i, x in enumerate(shares)}))
     fake(tmp_path / "sft", "sft", [1, 0], [0.5, 0.25])
     fake(tmp_path / "seed0" / ablation.slug("SFT + GRPO"), "rl", [1, 0], [0.75, 0.5])
+    fake(tmp_path / "seed0" / ablation.slug("SFT + ExGRPO + aux + DSU"), "rl", [1, 1], [1.0, 0.5])
     fake(tmp_path / "seed0" / "fraction_0.1", "rl", [0, 0], [0.25, 0.0])   # scored like a variant
     fake(tmp_path / "seed0" / "fraction_0.1", "sft", [0, 1], [0.0, 0.5])   # the fraction's own warm-up
     text = ablation.table(tmp_path, [0], [0.1])
@@ -60,6 +76,12 @@ def test_table_has_the_sampled_column_paired_with_sft(tmp_path):
     assert cell["paired_se"] == pytest.approx(0.0)                    # +0.25 on both questions
     assert rows["SFT + GRPO"]["test_id"]["paired_diff"] == 0          # greedy unchanged
     assert "62.5 ± 0.0" in text and "+25.0 ± 0.0 seeds, ± 0.0 questions" in text
+    # the full method against GRPO: greedy (1, 1) - (1, 0) = +0.5; T = 1 (1.0, 0.5) - (0.75, 0.5) = +0.125
+    vs = json.loads((tmp_path / "ablation.json").read_text())["versus"]["SFT + GRPO"]
+    assert set(vs) == {"SFT + ExGRPO + aux + DSU"}                    # GRPO is not put against itself
+    assert vs["SFT + ExGRPO + aux + DSU"]["test_id"]["diff"] == pytest.approx(0.5)
+    assert vs["SFT + ExGRPO + aux + DSU"][ablation.SAMPLED]["diff"] == pytest.approx(0.125)
+    assert "| SFT + ExGRPO + aux + DSU | +50.0 ± 0.0 seeds, ± 50.0 questions (1 vs 1) |" in text
 
 
 def test_table_has_the_ei_test_column_paired_with_sft(tmp_path, monkeypatch):
