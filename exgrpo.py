@@ -261,29 +261,29 @@ def aggregate(values, mask, mode="token", num_tokens=None, num_seqs=None, token_
 
 
 def exgrpo_loss(logp, logp_old, logp_ref, adv, mask, clip_eps=CLIP_EPS, beta=BETA, agg="token",
-                aux_logp=None, aux_mask=None, aux_weight=AUX_WEIGHT, norm=None):
+                aux_logp=None, aux_mask=None, aux_weight=AUX_WEIGHT, normalizers=None):
     """The loss of one (micro-)batch:
         J = agg( L_clip + beta * KL )  +  lambda * token_mean( -log pi(teacher probe answers) )
 
     logp, logp_old, logp_ref, mask: (B, T) over the dialogue tokens the student generated;
     adv: (B,). aux_logp, aux_mask: (B', T') teacher-forced log-probs of the teacher's answers
-    (optional). norm: the full batch's normalizers for `aggregate` (num_tokens, num_seqs,
+    (optional). normalizers: the full batch's normalizers for `aggregate` (num_tokens, num_seqs,
     token_budget, aux_tokens) when this is one micro-batch of a larger batch.
     Returns (loss, stats), all detached floats a caller adds up over micro-batches: kl,
     clip_frac and entropy (= -log pi) are token SUMS over the mask (the caller divides by the
     batch's tokens); loss and pg_loss are this micro-batch's share of the batch's loss (already
     divided by the normalizers); aux_nll is the aux loss's token mean."""
-    norm = norm or {}
+    normalizers = normalizers or {}
     pg, clipped = clipped_surrogate(logp, logp_old, adv, clip_eps)
     kl = kl_k3(logp, logp_ref)
-    kw = dict(num_tokens=norm.get("num_tokens"), num_seqs=norm.get("num_seqs"),
-              token_budget=norm.get("token_budget"))
+    kw = dict(num_tokens=normalizers.get("num_tokens"), num_seqs=normalizers.get("num_seqs"),
+              token_budget=normalizers.get("token_budget"))
     loss = aggregate(pg + beta * kl if beta else pg, mask, agg, **kw)
     m = mask.float()
     stats = {"pg_loss": aggregate(pg.detach(), mask, agg, **kw).item(), "kl": float((kl.detach() * m).sum()),
              "clip_frac": float((clipped * m).sum()), "entropy": float((-logp.detach() * m).sum())}
     if aux_logp is not None and aux_weight:
-        aux = aggregate(aux_sft_nll(aux_logp), aux_mask, "token", num_tokens=norm.get("aux_tokens"))
+        aux = aggregate(aux_sft_nll(aux_logp), aux_mask, "token", num_tokens=normalizers.get("aux_tokens"))
         loss = loss + aux_weight * aux
         stats["aux_nll"] = aux.item()
     stats["loss"] = loss.item()
@@ -301,13 +301,13 @@ class RolloutBatch:
         lengths: tokens of each rollout (N,), before padding
         adv:    (N,) advantage of each rollout, in rollout order (rollout i = dialogue i // G)
         aux:    sample.Batch of the teacher-forced aux dialogues (A, T_aux), or None
-        norm:   the FULL batch's normalizers for `aggregate`: num_tokens, num_seqs, token_budget
-                (and aux_tokens), so that micro-batches add up to the one-batch loss"""
+        normalizers: the FULL batch's, for `aggregate`: num_tokens, num_seqs, token_budget (and
+                aux_tokens), so that micro-batches add up to the one-batch loss"""
     batch: sample.Batch
     lengths: list
     adv: torch.Tensor
     aux: object
-    norm: dict
+    normalizers: dict
 
 
 def pack_rollouts(tok, roll, adv, aux_dialogues, token_budget):
@@ -321,10 +321,10 @@ def pack_rollouts(tok, roll, adv, aux_dialogues, token_budget):
                           [x[1] for x in tf])   # (A, T_aux)
     tokens, seqs, aux_tokens = dist.total(batch.loss_mask.sum(), len(roll.ids),
                                           0 if aux is None else aux.loss_mask.sum())
-    norm = {"num_tokens": max(int(tokens), 1), "num_seqs": int(seqs), "token_budget": token_budget}
+    normalizers = {"num_tokens": max(int(tokens), 1), "num_seqs": int(seqs), "token_budget": token_budget}
     if aux is not None:
-        norm["aux_tokens"] = int(aux_tokens)
-    return RolloutBatch(batch, [len(x) for x in roll.ids], adv, aux, norm)
+        normalizers["aux_tokens"] = int(aux_tokens)
+    return RolloutBatch(batch, [len(x) for x in roll.ids], adv, aux, normalizers)
 
 
 def micro_batches(lengths, G, size, in_order=False):
@@ -368,7 +368,7 @@ def policy_update(cfg, model, ref, tok, opt, rb):
     then per micro-batch the loss and its backward; one optimizer step (optim.finish_step). The
     aux dialogues ride on micro-batch 0. A non-finite loss is skipped (P6)."""
     device, limit = next(model.parameters()).device, sample.vocab_limit_of(model, tok)
-    n_tok, fused = rb.norm["num_tokens"], getattr(opt, "fused", False)   # fused: optim.BF16AdamW's
+    n_tok, fused = rb.normalizers["num_tokens"], getattr(opt, "fused", False)   # fused: optim.BF16AdamW's
     micro = micro_batches(rb.lengths, cfg.G, cfg.rl_micro, in_order=fused)   # [(b,) rollout indices]
     # several processes run as many micro-batches each (every forward and backward is a collective):
     # one with fewer repeats its first micro-batch with weight 0
@@ -394,11 +394,11 @@ def policy_update(cfg, model, ref, tok, opt, rb):
             aux_kw = {} if aux_lp is None else dict(aux_logp=aux_lp,
                                                     aux_mask=batch_rows(rb.aux, slice(None), device)[2],
                                                     aux_weight=cfg.aux_weight)
-            own = {**rb.norm, "num_tokens": int(mask.sum()), "num_seqs": mask.shape[0]}
+            own = {**rb.normalizers, "num_tokens": int(mask.sum()), "num_seqs": mask.shape[0]}
             loss, st = exgrpo_loss(lp, old_lp[mi] if frozen_old else lp.detach(),
                                    ref_lp[mi] if use_ref else lp.detach(), rb.adv[idx].to(device), mask,
                                    cfg.clip_eps, cfg.beta if use_ref else 0.0, cfg.agg,
-                                   norm=optim.step_normalizer(opt, rb.norm, own), **aux_kw)
+                                   normalizers=optim.step_normalizer(opt, rb.normalizers, own), **aux_kw)
             if mi >= n_real:   # a repeat, for the collectives only: no gradient, no metrics
                 (loss * 0.0).backward()
                 continue

@@ -183,7 +183,7 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(mode):  # P11
     def loss_of(rows, norm):
         logp = torch.nn.functional.logsigmoid(feats[rows] @ w)
         return exgrpo.exgrpo_loss(logp, logp.detach() + 0.05, logp.detach(), adv[rows], mask[rows],
-                                  agg=mode, norm=norm)[0]
+                                  agg=mode, normalizers=norm)[0]
 
     full = loss_of(slice(0, 6), None)
     g_full, = torch.autograd.grad(full, w)
