@@ -13,6 +13,7 @@ import torch
 
 import baselines
 import data
+import evaluate
 import exgrpo
 import probes
 import models
@@ -273,7 +274,6 @@ def test_a_gkd_teacher_with_another_tokenizer_is_refused_before_the_run_folder(t
 
 
 def test_step_by_step_end_to_end_trains_the_weighted_loss_and_asks_with_the_label(tmp_path, monkeypatch):
-    import evaluate
     seen = []
     real = evaluate.evaluate
 
@@ -290,7 +290,6 @@ def test_step_by_step_end_to_end_trains_the_weighted_loss_and_asks_with_the_labe
     assert not (out / "rl").exists()
     # step 0's logged loss = L_label + 0.5 L_rationale of the untouched student on the whole (one) batch
     step0 = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
-    import probes
     turns, tasks, _ = baselines.step_by_step_examples(_args("--rationale-weight", "0.5"), probes.load_dei(out / "dei.jsonl"),
                                                       train.correct_reasoning)
     model, tok = models.load_student("tiny", seed=0)
@@ -350,8 +349,6 @@ def test_ei_test_cache_is_kept_per_number_of_questions(tmp_path, monkeypatch):
     (run / "sft" / "ei_test_500.json").write_text(json.dumps({"a": 1.0, "b": 0.0, "c": 0.0, "d": 0.0}))
     assert methods.ei_test(run, "sft", None) == 0.25            # default n = the run's eval_n: cached
     asked = []
-    import evaluate
-    import models
     recs = [{"id": "x", "question": "2 + 2?", "answer_type": "number"},
             {"id": "y", "question": "3 + 3?", "answer_type": "number"}]
     asked_with = []

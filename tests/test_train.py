@@ -10,6 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import data
+import decode
+import exgrpo
+import models
+import probes
 import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +40,6 @@ def test_tiny_run_end_to_end(tmp_path):
     from transformers import AutoModelForCausalLM
     sft = AutoModelForCausalLM.from_pretrained(out / "sft" / "final")
     rl = AutoModelForCausalLM.from_pretrained(out / "rl" / "final")
-    import models
     init = models.tiny_model(models.smollm2_tokenizer(), seed=0)
     w = "model.layers.0.mlp.up_proj.weight"
     assert not torch.equal(sft.state_dict()[w], init.state_dict()[w])
@@ -93,7 +97,6 @@ def test_kill_and_resume_after_a_damaged_checkpoint_loses_and_repeats_no_step(tm
 
 
 def test_the_reference_of_stage_3_is_the_sft_checkpoint(tmp_path, monkeypatch):
-    import exgrpo
     from transformers import AutoModelForCausalLM
     seen = []
     real_step = exgrpo.exgrpo_step
@@ -172,9 +175,6 @@ def test_sft_dialogues_are_stage_3_dialogues_answered_by_the_teacher(capsys):
     """--sft-dialogues N: per question N more SFT examples in Scenario A/B's form: 1..k RL probes
     (kept, never stating Q's answer), each with the teacher's answer, then Q with its reasoning."""
     import argparse
-    import data
-    import exgrpo
-    import probes
     recs = data.load("synth", "train", limit=30, seed=0, level=1)
     dei, _ = probes.build_dei(recs, "oracle", probe_writer="template", progress=False)
     args = argparse.Namespace(seed=0, sft_probes=0, sft_dialogues=2, k=3)
@@ -199,8 +199,6 @@ def test_decode_flag_picks_the_decode_loop(tmp_path, monkeypatch):
     """--decode: the default (auto) is decode.py's measured default, the lean sampler on the CPU,
     even after something in the process turned the static step on; --decode static sends the RL
     rollouts through decode.py's static step (eagerly, no compile)."""
-    import decode
-    import exgrpo
     assert decode.DEFAULTS[0]["cpu"] is False and decode.DEFAULTS[1]["cpu"] is False
     monkeypatch.setitem(decode.STATIC, "cpu", True)       # set by an earlier run; restored after the test
     monkeypatch.setitem(decode.COMPILE, "cpu", False)
