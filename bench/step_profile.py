@@ -19,6 +19,7 @@ autograd engine, optimizer = optim.finish_step. Step 0 is a warm-up and not coun
 import argparse
 import functools
 import random
+import resource
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,13 @@ import sample  # noqa: E402
 import train  # noqa: E402
 
 PHASES = {}   # name -> [wall seconds, CPU seconds of this process], added up over the counted steps
+PEAK_MB = {}  # name -> the process's peak RSS (MB) when that phase first ended (the peak so far, so a
+#               phase that raises it is one that needs more memory than everything before it)
+
+
+def peak_rss_mb():
+    """The process's peak resident memory so far, in MB (Linux reports ru_maxrss in KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def timed(name, fn):
@@ -54,6 +62,7 @@ def timed(name, fn):
                 return fn(*args, **kwargs)
         finally:
             depth[0] -= 1
+            PEAK_MB.setdefault(label, peak_rss_mb())
             if depth[0] == 0:
                 acc = PHASES.setdefault(label, [0.0, 0.0])
                 acc[0] += time.perf_counter() - t0
@@ -104,6 +113,7 @@ def main():
     ref.eval().requires_grad_(False)
     pool = probes.load_dei(Path(a.run) / "dei.jsonl")
     opt = optim.make_optimizer(model, args.rl_lr, args.optimizer)
+    PEAK_MB["loaded (models, D_EI)"] = peak_rss_mb()
     exgrpo.rollout_and_score = timed("generation", exgrpo.rollout_and_score)
     sample.token_logprobs = timed(lambda: "policy forward" if torch.is_grad_enabled() else
                                   "reference / old forward (no grad)", sample.token_logprobs)
@@ -137,6 +147,11 @@ def main():
         print(f"| {name} | {w / a.steps:.1f} | {c / a.steps:.1f} | {100 * c / cpu:.0f}% |")
     rw, rc = total - sum(w for w, _ in PHASES.values()), cpu - sum(c for _, c in PHASES.values())
     print(f"| everything else | {rw / a.steps:.1f} | {rc / a.steps:.1f} | {100 * rc / cpu:.0f}% |")
+    # memory: the high-water mark after each phase ended for the first time (step 0 runs them in order)
+    print("\n| peak RSS when first ended | MB |\n|---|---:|")
+    for name, mb in sorted(PEAK_MB.items(), key=lambda kv: kv[1]):
+        print(f"| {name} | {mb:.0f} |")
+    print(f"| the whole run | {peak_rss_mb():.0f} |")
     if prof:
         print(f"\ntop {a.ops} ops of each phase, by self CPU time (ms a step):")
         for name, ops in phase_ops(prof).items():
