@@ -73,6 +73,17 @@ class Run:
         self.state_path = self.path / "state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"done": {}}
         self.tracker = None   # a Tracker with --report-to
+        self.start_clock()
+
+    # The stage clock: the seconds the running stage has trained, earlier killed attempts included
+    # up to their last checkpoint (the checkpoint stores them, resume_trainer reads them back), so
+    # a resumed run reports what it cost, not only its last process. Work after that checkpoint is
+    # redone on resume and counted once.
+    def start_clock(self):
+        self.clock_t0, self.clock_before = time.time(), 0.0
+
+    def seconds(self):
+        return self.clock_before + time.time() - self.clock_t0
 
     def finished(self, stage):
         return stage in self.state["done"]
@@ -256,7 +267,7 @@ def save_trainer(run, stage, model, tok, opt, next_step):
                        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None})
     optimizer = dist.full_optimizer_state(model, opt) if dist.on() else opt.state_dict()
     run.save(stage, "ckpt", model, tok, {"step": next_step, "optimizer": optimizer, **(rng[0] if rng else {}),
-                                         "rngs": rng})
+                                         "rngs": rng, "seconds": run.seconds()})
 
 
 def resume_trainer(run, stage, model, opt):
@@ -278,6 +289,7 @@ def resume_trainer(run, stage, model, opt):
     if mine.get("cuda_rng") is not None:
         torch.cuda.set_rng_state_all(mine["cuda_rng"])
     run.trim_log(stage, state["step"])
+    run.clock_before += state.get("seconds", 0.0)   # what the killed attempts took to get here
     print(f"{stage}: resumed at step {state['step']} from {ckpt}")
     return state["step"]
 

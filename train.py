@@ -554,9 +554,9 @@ def main(argv=None):
     def stage(name, fn):
         if run.finished(name):
             return run.state["done"][name]
-        t0 = time.time()
+        run.start_clock()
         result = fn()
-        timing[name] = round(time.time() - t0, 1) + timing.get(name, 0.0)
+        timing[name] = round(run.seconds(), 1)   # with a resumed stage's earlier attempts (runs.py)
         run.finish(name, result)
         return result
 

@@ -27,6 +27,27 @@ def run_with_two_checkpoints(tmp_path, tok):
     return run, model, opt
 
 
+def test_a_resumed_stage_counts_its_killed_attempt_up_to_the_checkpoint(tmp_path, tok, monkeypatch):
+    """Catches: a resumed run reporting only its last process's seconds as the stage's time (the
+    killed attempt's were lost), or counting the redone work after the checkpoint twice.
+    By hand: attempt 1 starts at t = 1000 and checkpoints at t = 1100 (100 s), then dies at 1300
+    (those 200 s are redone); attempt 2 starts at 5000 and is asked at 5050: 100 + 50 = 150 s."""
+    now = [1000.0]
+    monkeypatch.setattr(runs.time, "time", lambda: now[0])
+    model = models.tiny_model(tok, seed=0)
+    opt = optim.make_optimizer(model, 1e-3)
+    run = runs.Run(tmp_path)
+    run.start_clock()
+    now[0] = 1100.0
+    runs.save_trainer(run, "rl", model, tok, opt, 3)
+    now[0] = 5000.0                                   # (died at 1300) a new process, a new Run
+    again = runs.Run(tmp_path)
+    again.start_clock()
+    assert runs.resume_trainer(again, "rl", model, opt) == 3
+    now[0] = 5050.0
+    assert again.seconds() == pytest.approx(150.0)
+
+
 def _damage(path, how):
     size = path.stat().st_size
     with open(path, "r+b") as f:

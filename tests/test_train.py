@@ -96,6 +96,32 @@ def test_kill_and_resume_after_a_damaged_checkpoint_loses_and_repeats_no_step(tm
     assert rewards_of(out) == rewards_of(whole)
 
 
+def test_a_resumed_run_reports_the_time_of_its_killed_attempt(tmp_path, monkeypatch):
+    """Catches: results.json's stage time counting only the last process of a resumed run.
+    A fake clock that only the RL steps move, 10 s a step; --save-every 1 checkpoints after steps
+    0, 1, 2; the first attempt dies inside step 3 (its 10 s are redone, not counted); the resume
+    runs steps 3 and 4. By hand: 3 x 10 before the checkpoint + 2 x 10 after = 50 s (not 20)."""
+    now = [0.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    step = exgrpo.exgrpo_step
+
+    def ticking(args, model, ref, tok, opt, questions, i):
+        now[0] += 10.0
+        if i == 3 and not ticking.resumed:
+            raise RuntimeError("killed in step 3")
+        return step(args, model, ref, tok, opt, questions, i)
+
+    ticking.resumed = False
+    monkeypatch.setattr(exgrpo, "exgrpo_step", ticking)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="killed in step 3"):
+        train.main(TINY + ["--rl-steps", "5", "--no-zero-shot", "--out", str(out)])
+    ticking.resumed = True
+    train.main(["--resume", str(out)])
+    assert _metrics(out, "rl") == [0, 1, 2, 3, 4]
+    assert json.loads((out / "results.json").read_text())["timing"]["rl"] == 50.0
+
+
 def test_the_reference_of_stage_3_is_the_sft_checkpoint(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
     seen = []
