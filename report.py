@@ -210,6 +210,21 @@ def run_labels(runs):
     return [f"{p.parent.name}/{n}" if names.count(n) > 1 else n for p, n in zip(paths, names)]
 
 
+def run_styles(runs):
+    """(color index, legend label or None) for each run: runs that share a folder name (the seeds
+    of one variant: seed0/x, seed1/x) share a color and one legend entry, "x (2 runs)"; a run
+    alone keeps its run_labels label. runs = [s0/grpo, s1/grpo, other]
+    -> [(0, "grpo (2 runs)"), (0, None), (1, "other")]"""
+    names = [Path(os.path.abspath(r)).name for r in runs]
+    order = list(dict.fromkeys(names))   # distinct names, first seen first
+    out = []
+    for i, (name, label) in enumerate(zip(names, run_labels(runs))):
+        n = names.count(name)
+        first = names.index(name) == i
+        out.append((order.index(name), (f"{name} ({n} runs)" if n > 1 else label) if first else None))
+    return out
+
+
 PANELS = (  # (title, [(metrics key, line style, smoothed?)], source)
     ("training reward (moving average)", [("reward", "-", True)], "rl"),
     ("P_full (solid), P_partial (dashed)", [("P_full", "-", True), ("P_partial", "--", True)], "rl"),
@@ -235,7 +250,7 @@ def plot_runs(runs, out=None, smooth=SMOOTH):
     out = Path(out) if out else Path(runs[0]) / PLOT_NAME
     fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
     for ax, (title, lines, source) in zip(axes.flat, PANELS):
-        for c, (label, (rl, evals)) in enumerate(zip(run_labels(runs), curves)):
+        for (c, label), (rl, evals) in zip(run_styles(runs), curves):
             rows = rl if source == "rl" else evals
             for key, style, smoothed in lines:
                 if not any(r.get(key) is not None for r in rows):

@@ -323,6 +323,9 @@ def test_plot_overlays_runs_in_one_png(tmp_path, capsys):
     (tmp_path / "seed0").mkdir()
     (tmp_path / "seed0" / "sft___grpo").symlink_to(a)   # a run linked into an ablation keeps its given name
     assert report.run_labels([tmp_path / "seed0" / "sft___grpo", tmp_path / "other"]) == ["sft___grpo", "other"]
+    # the seeds of one variant share a color and one legend entry; other runs get the next colors
+    runs = [tmp_path / "seed0" / "x", tmp_path / "seed1" / "x", tmp_path / "seed0" / "y", tmp_path / "z"]
+    assert report.run_styles(runs) == [(0, "x (2 runs)"), (0, None), (1, "y"), (2, "z")]
     png = tmp_path / "plots" / "ablation.png"
     evaluate.main(["--plot", str(a), str(b), "--plot-out", str(png), "--smooth", "2"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
