@@ -2,8 +2,9 @@
 # Issue #32: every RL row at one budget (16 questions a step x 300 steps, G 8, k 3) from one shared
 # dialogue warm-up, 3 seeds; GKD from the same warm-up as a reference row. Resumable: run it again
 # and finished runs are skipped, killed ones resumed from their checkpoints.
-# Measured cost on the 2-core CPU, one core a run: the warm-up 738 s, a GRPO run 395-612 s, an
-# ExGRPO run 6,563-7,530 s (docs/results.md); about 10 h in all with two runs side by side.
+# Measured cost on the 2-core CPU, one core a run: the warm-up 738 s; the 300 RL steps of a GRPO run
+# 358-549 s, of a GKD run 1,083-1,461 s, of an ExGRPO run 6,703-10,563 s (the sum of step_seconds in
+# each run's metrics.jsonl, two to four runs sharing the cores); about 11 h in all, two runs at a time.
 # (The GRPO runs of 2026-12-07 ran without --rollout-batch 64: the same rollouts in distribution,
 # generated 64 dialogues at a time instead of all at once; only the speed differs.)
 set -euo pipefail
