@@ -22,6 +22,8 @@ python bench/methods.py --out runs/methods --common "$C" --build-teacher   # GKD
 # (measured: 81.0% test_id; 6 SFT epochs of a 4 x 192 model, about 40 min wall beside two training runs)
 python bench/ablation.py --out $OUT --common "$C" --sft "$S" --rl "$R" --samples 0 --seeds 0,1,2 --fractions "" --jobs 2 \
     --variants "SFT + GKD (reference)" --gkd-teacher hf:runs/methods/teacher/sft/final
+python bench/ablation.py --out $OUT --common "$C" --sft "$S" --rl "$R" --samples 0 --seeds 0 --fractions "" \
+    --variants "RL from cold start"                          # the paper's "cold start collapses", at this budget
 python bench/ablation.py --out $OUT --table-only --seeds 0,1,2 --fractions "" --samples 8 --ei-n 200 \
     --common "$C" --sft "$S" --rl "$R"                       # the flags go into the json
 cp $OUT/ablation.md bench/results/ablation-equal-budget-2026-12-07.md
