@@ -7,7 +7,8 @@ of train.py's metrics.jsonl. evaluate.py is the command line of both:
 
 Tables: results.json holds {"rows": {name: {column: accuracy}}, "ei_rules": {name: {rule: acc}},
 "details": {name: {column: {...}}}, "runs": {name: {...}}}; results.md renders it in the
-paper's layout. Curves: one PNG, one colour per run (label = the run folder's name), panels
+paper's layout. Curves: one PNG, one colour per variant (its seeds, runs whose config.json differs
+only in the seed, share it; label = the run folder's name), panels
 for the training reward (moving average), P_full and P_partial, the DSU firing rate, the KL to
 the reference, and held-out accuracy at the RL checkpoints ("rl_eval" lines).
 """
@@ -210,18 +211,36 @@ def run_labels(runs):
     return [f"{p.parent.name}/{n}" if names.count(n) > 1 else n for p, n in zip(paths, names)]
 
 
+SEED_KEYS = ("seed", "out", "resume")   # config.json keys in which the seeds of one variant differ
+
+
+def variant_key(run):
+    """What makes runs "seeds of one variant": the same folder name and the same config.json but for
+    SEED_KEYS (a run without one: its folder name alone). grpo/s0 and exgrpo/s0 differ in config."""
+    path = Path(os.path.abspath(run))
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        return path.name, None
+    rest = {k: v for k, v in json.loads(cfg.read_text()).items() if k not in SEED_KEYS}
+    return path.name, json.dumps(rest, sort_keys=True)
+
+
 def run_styles(runs):
-    """(color index, legend label or None) for each run: runs that share a folder name (the seeds
-    of one variant: seed0/x, seed1/x) share a color and one legend entry, "x (2 runs)"; a run
-    alone keeps its run_labels label. runs = [s0/grpo, s1/grpo, other]
-    -> [(0, "grpo (2 runs)"), (0, None), (1, "other")]"""
-    names = [Path(os.path.abspath(r)).name for r in runs]
-    order = list(dict.fromkeys(names))   # distinct names, first seen first
+    """(color index, legend label or None) for each run: the seeds of one variant (variant_key) share
+    a color and one legend entry, "x (2 runs)"; other runs get the next colors and their run_labels
+    label. runs = [seed0/x, seed1/x (x's config but the seed), seed0/y, z]
+    -> [(0, "x (2 runs)"), (0, None), (1, "y"), (2, "z")]"""
+    keys = [variant_key(r) for r in runs]
+    order = list(dict.fromkeys(keys))   # distinct variants, first seen first
+    labels = run_labels(runs)
     out = []
-    for i, (name, label) in enumerate(zip(names, run_labels(runs))):
-        n = names.count(name)
-        first = names.index(name) == i
-        out.append((order.index(name), (f"{name} ({n} runs)" if n > 1 else label) if first else None))
+    for i, key in enumerate(keys):
+        n = keys.count(key)
+        # a variant is called by its folder name, unless another variant has that name too
+        alone = n > 1 and sum(o[0] == key[0] for o in order) == 1
+        label = key[0] if alone else labels[i]
+        first = keys.index(key) == i   # only a variant's first run gets a legend entry
+        out.append((order.index(key), (f"{label} ({n} runs)" if n > 1 else label) if first else None))
     return out
 
 

@@ -335,6 +335,27 @@ def test_plot_overlays_runs_in_one_png(tmp_path, capsys):
         evaluate.main(["--plot", str(a), str(tmp_path / "missing")])
 
 
+def test_plot_groups_seeds_by_config_not_by_folder_name_alone(tmp_path):
+    """Runs are seeds of one variant when their config.json differs only in seed/out/resume: two seeds
+    of GRPO share a color and a legend entry; an ExGRPO run that happens to be called s0 too does not."""
+    def run(path, method, seed):
+        path.mkdir(parents=True)
+        (path / "config.json").write_text(json.dumps({"method": method, "seed": seed, "out": str(path), "resume": None}))
+        return path
+    g0, g1 = run(tmp_path / "grpo" / "s0", "grpo", 0), run(tmp_path / "grpo2" / "s0", "grpo", 1)
+    e0 = run(tmp_path / "exgrpo" / "s0", "exgrpo", 0)
+    assert report.run_styles([g0, g1, e0]) == [(0, "grpo/s0 (2 runs)"), (0, None), (1, "exgrpo/s0")]
+    # ablation layout: seed{n}/<variant>; the folder name then calls the variant
+    x0, x1 = run(tmp_path / "seed0" / "x", "grpo", 0), run(tmp_path / "seed1" / "x", "grpo", 1)
+    y0 = run(tmp_path / "seed0" / "y", "exgrpo", 0)
+    assert report.run_styles([x0, y0, x1]) == [(0, "x (2 runs)"), (1, "y"), (0, None)]
+    # the same name and a different setting (not only the seed): two variants, two colors
+    x2 = tmp_path / "seed2" / "x"
+    x2.mkdir(parents=True)
+    (x2 / "config.json").write_text(json.dumps({"method": "grpo", "seed": 2, "out": "o", "resume": None, "k": 5}))
+    assert [c for c, _ in report.run_styles([x0, x1, x2])] == [0, 0, 1]
+
+
 def test_plot_without_matplotlib_says_how_to_install(tmp_path, monkeypatch):
     write_run(tmp_path / "r", [1.0])
     monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
