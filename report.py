@@ -8,7 +8,7 @@ of train.py's metrics.jsonl. evaluate.py is the command line of both:
 Tables: results.json holds {"rows": {name: {column: accuracy}}, "ei_rules": {name: {rule: acc}},
 "details": {name: {column: {...}}}, "runs": {name: {...}}}; results.md renders it in the
 paper's layout. Curves: one PNG, one colour per variant (its seeds, runs whose config.json differs
-only in the seed, share it; label = the run folder's name), panels
+only in the seed and plumbing, share it; label = the run folder's name), panels
 for the training reward (moving average), P_full and P_partial, the DSU firing rate, the KL to
 the reference, and held-out accuracy at the RL checkpoints ("rl_eval" lines).
 """
@@ -211,24 +211,32 @@ def run_labels(runs):
     return [f"{p.parent.name}/{n}" if names.count(n) > 1 else n for p, n in zip(paths, names)]
 
 
-SEED_KEYS = ("seed", "out", "resume")   # config.json keys in which the seeds of one variant differ
+# config.json keys in which the seeds of one variant may differ: the seed, where the run lives, and
+# plumbing that does not change the method (device, checkpoints, logging, the teacher client)
+NOT_THE_VARIANT = {"seed", "out", "resume", "save_every", "save_minutes", "report_to", "device", "gpus",
+                   "force", "dry_run", "grad_checkpointing", "rollout_batch", "eval_every", "eval_every_n",
+                   "teacher_concurrency", "teacher_timeout", "teacher_retries", "teacher_backoff",
+                   "teacher_deadline", "teacher_cache"}
 
 
 def variant_key(run):
     """What makes runs "seeds of one variant": the same folder name and the same config.json but for
-    SEED_KEYS (a run without one: its folder name alone). grpo/s0 and exgrpo/s0 differ in config."""
+    NOT_THE_VARIANT and the *_why notes (a run without one: its folder name alone). grpo/s0 and
+    exgrpo/s0 differ in config: two variants."""
     path = Path(os.path.abspath(run))
     cfg = path / "config.json"
     if not cfg.is_file():
         return path.name, None
-    rest = {k: v for k, v in json.loads(cfg.read_text()).items() if k not in SEED_KEYS}
+    rest = {k: v for k, v in json.loads(cfg.read_text()).items()
+            if k not in NOT_THE_VARIANT and not k.endswith("_why")}
     return path.name, json.dumps(rest, sort_keys=True)
 
 
 def run_styles(runs):
     """(color index, legend label or None) for each run: the seeds of one variant (variant_key) share
-    a color and one legend entry, "x (2 runs)"; other runs get the next colors and their run_labels
-    label. runs = [seed0/x, seed1/x (x's config but the seed), seed0/y, z]
+    a color and one legend entry, "x (2 runs)"; other runs get the next colors. A run alone keeps its
+    run_labels label; two variants of several runs that share a folder name are told apart by number,
+    "x [1] (2 runs)", "x [2] (3 runs)". runs = [seed0/x, seed1/x (x's config but the seed), seed0/y, z]
     -> [(0, "x (2 runs)"), (0, None), (1, "y"), (2, "z")]"""
     keys = [variant_key(r) for r in runs]
     order = list(dict.fromkeys(keys))   # distinct variants, first seen first
@@ -236,11 +244,16 @@ def run_styles(runs):
     out = []
     for i, key in enumerate(keys):
         n = keys.count(key)
-        # a variant is called by its folder name, unless another variant has that name too
-        alone = n > 1 and sum(o[0] == key[0] for o in order) == 1
-        label = key[0] if alone else labels[i]
-        first = keys.index(key) == i   # only a variant's first run gets a legend entry
-        out.append((order.index(key), (f"{label} ({n} runs)" if n > 1 else label) if first else None))
+        if keys.index(key) != i:   # only a variant's first run gets a legend entry
+            out.append((order.index(key), None))
+            continue
+        same_name = [o for o in order if o[0] == key[0]]
+        if n == 1:
+            label = labels[i]
+        else:
+            label = key[0] if len(same_name) == 1 else f"{key[0]} [{same_name.index(key) + 1}]"
+            label += f" ({n} runs)"
+        out.append((order.index(key), label))
     return out
 
 

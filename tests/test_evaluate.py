@@ -344,7 +344,7 @@ def test_plot_groups_seeds_by_config_not_by_folder_name_alone(tmp_path):
         return path
     g0, g1 = run(tmp_path / "grpo" / "s0", "grpo", 0), run(tmp_path / "grpo2" / "s0", "grpo", 1)
     e0 = run(tmp_path / "exgrpo" / "s0", "exgrpo", 0)
-    assert report.run_styles([g0, g1, e0]) == [(0, "grpo/s0 (2 runs)"), (0, None), (1, "exgrpo/s0")]
+    assert report.run_styles([g0, g1, e0]) == [(0, "s0 [1] (2 runs)"), (0, None), (1, "exgrpo/s0")]
     # ablation layout: seed{n}/<variant>; the folder name then calls the variant
     x0, x1 = run(tmp_path / "seed0" / "x", "grpo", 0), run(tmp_path / "seed1" / "x", "grpo", 1)
     y0 = run(tmp_path / "seed0" / "y", "exgrpo", 0)
@@ -354,6 +354,12 @@ def test_plot_groups_seeds_by_config_not_by_folder_name_alone(tmp_path):
     x2.mkdir(parents=True)
     (x2 / "config.json").write_text(json.dumps({"method": "grpo", "seed": 2, "out": "o", "resume": None, "k": 5}))
     assert [c for c, _ in report.run_styles([x0, x1, x2])] == [0, 0, 1]
+    # a seed that ran on another device, resumed, or logged more often is still a seed of x
+    x3 = tmp_path / "seed3" / "x"
+    x3.mkdir(parents=True)
+    (x3 / "config.json").write_text(json.dumps({"method": "grpo", "seed": 3, "out": "o", "resume": "o",
+                                                "device": "cuda", "eval_every": 7, "preset_why": "because"}))
+    assert report.run_styles([x0, x1, x3]) == [(0, "x (3 runs)"), (0, None), (0, None)]
 
 
 def test_plot_without_matplotlib_says_how_to_install(tmp_path, monkeypatch):
