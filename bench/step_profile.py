@@ -108,8 +108,9 @@ def main():
     decode.set_mode("cpu", a.decode)
     flags = [f for f in a.train_flags if f != "--"]
     args = train.get_args(flags + ["--sft-from", str(Path(a.run) / "sft" / "final"), "--no-zero-shot"])
-    model, tok = models.load_student(str(Path(a.run) / "sft" / "final"))
-    ref, _ = models.load_student(str(Path(a.run) / "sft" / "final"))
+    # the weights as train.py would load them: --dtype and --device among the flags after --
+    model, tok = models.load_student(str(Path(a.run) / "sft" / "final"), args.dtype, args.device)
+    ref, _ = models.load_student(str(Path(a.run) / "sft" / "final"), args.dtype, args.device)
     ref.eval().requires_grad_(False)
     pool = probes.load_dei(Path(a.run) / "dei.jsonl")
     opt = optim.make_optimizer(model, args.rl_lr, args.optimizer)
