@@ -336,8 +336,8 @@ def test_plot_overlays_runs_in_one_png(tmp_path, capsys):
 
 
 def test_plot_groups_seeds_by_config_not_by_folder_name_alone(tmp_path):
-    """Runs are seeds of one variant when their config.json differs only in seed/out/resume: two seeds
-    of GRPO share a color and a legend entry; an ExGRPO run that happens to be called s0 too does not."""
+    """Runs are seeds of one variant when their config.json differs only in seed, folder and plumbing:
+    two seeds of GRPO share a color and a legend entry; an ExGRPO run that is called s0 too does not."""
     def run(path, method, seed):
         path.mkdir(parents=True)
         (path / "config.json").write_text(json.dumps({"method": method, "seed": seed, "out": str(path), "resume": None}))
