@@ -153,8 +153,8 @@ def challenge(ex, seed=0):
     p, rng = ex.get("problem"), _rng(ex, "challenge", seed)
     if p is None:
         steps = [s.strip(" *-#") for s in re.split(r"(?<=[.!?])\s+|\n", ex.get("reasoning") or "")]
-        steps = [s for s in steps
-                 if len(s.split()) >= 4 and not states_answer(s, ex["answer"], ex["answer_type"])]
+        steps = [s for s in steps if len(s.split()) >= 4
+                 and not states_answer(s, ex["answer"], ex["answer_type"], ex["question"])]
         return _text("challenge", ex, f'One step of a proposed solution says: "{rng.choice(steps)}" '
                      "Is this step correct? Justify your verdict from the facts of the question.",
                      "yesno") if steps else []
@@ -378,7 +378,7 @@ def _checked(probe, ex):
     A in), else the answer checker on what the probe writes beyond Q."""
     rest = beyond_question(probe["question"], ex["question"])
     probe["reveals_answer"] = (bool(probe["reveals_answer"])
-                               or states_answer(rest, ex["answer"], ex["answer_type"]))
+                               or states_answer(rest, ex["answer"], ex["answer_type"], ex["question"]))
     return probe
 
 

@@ -598,14 +598,18 @@ def reward(text: str, gold: str, answer_type: str, question: str | None = None) 
     return 1.0 if is_correct(text, gold, answer_type, question) else 0.0
 
 
-def states_answer(text: str, gold: str, answer_type: str) -> bool:
+def states_answer(text: str, gold: str, answer_type: str, question: str | None = None) -> bool:
     """Whether a text (a probe, a hint) contains the gold answer anywhere, not only as its
     final answer: the leak check for probes that must not reveal the original answer.
     number: any number in it equals the gold ('she ends with 18 eggs' states 18);
-    math: any $...$ / \\(...\\) / \\boxed{} part, or the bare gold string, equals the gold;
-    choice: an option mark of the gold label ('(B)') or an answer phrase naming it;
+    math: any $...$ / \\(...\\) / \\boxed{} part equals the gold, or the bare gold stands in it as a
+      token of its own ('x = 2.' states 2; 'x^2', '12', '2.5' and '1,000' do not);
+    choice: an option mark of the gold label ('(B)', 'B)', 'option B', 'B is correct'), an answer
+      phrase naming it, or, given the question, the gold option's own words ('library');
     yesno: an answer phrase or a sentence committing to the gold ('The answer is yes', 'Yes.').
-    A yes/no gold is a single word of every question, so only a committed one counts."""
+    A yes/no gold is a single word of every question, so only a committed one counts; a quoted
+    step that implies it ('So penguins cannot fly.') is not caught. Over-flagging is cheap (the
+    probe is kept for SFT only), a missed leak is not (the DSU then rewards copying)."""
     _check_type(answer_type)
     text, gold = text or "", str(gold).strip()
     if answer_type == "number":
@@ -614,12 +618,21 @@ def states_answer(text: str, gold: str, answer_type: str) -> bool:
         parts = ([b[2] for b in _boxes(text)]
                  + [a or b for a, b in re.findall(r"\$+([^$]+)\$+|\\\((.+?)\\\)", text)])
         g = _normalize_math(gold)
-        return (bool(g) and g in re.sub(r"\s+", "", text)) or any(
-            _same_math(_clean_math(p), _clean_math(gold)) for p in parts if p.strip())
+        # the bare gold as a token: not inside a longer number or word, not a base or exponent
+        spaced = r"\s*".join(map(re.escape, g))   # '\frac{1}{2}' also as '\frac{1} {2}'
+        bare = bool(g) and re.search(rf"(?<![\w^])(?<!\d[.,]){spaced}(?![\w^]|[.,]\d)", text)
+        return bool(bare) or any(_same_math(_clean_math(p), _clean_math(gold)) for p in parts if p.strip())
     if answer_type == "choice":
         label = gold.strip("() ").upper()
-        return (bool(re.search(rf"\(\s*{re.escape(label)}\s*\)", text, re.IGNORECASE))
-                or is_correct(text, gold, "choice"))
+        L = re.escape(label)
+        marks = (rf"\(\s*{L}\s*\)",                                          # (B)
+                 rf"(?<![\w(]){L}\)",                                           # B)
+                 rf"\b(?i:option|choice|answer|letter)\s+{L}\b",               # option B
+                 rf"(?<![\w(]){L}\s+(?i:is\s+(?:the\s+)?(?:correct|right|best))\b")   # B is correct
+        words = _options(question).get(label, "")   # the gold option's own words, given the question
+        return (any(re.search(m, text) for m in marks)
+                or bool(words and re.search(rf"(?<!\w){re.escape(words)}(?!\w)", text, re.IGNORECASE))
+                or is_correct(text, gold, "choice", question))
     return is_correct(text, gold, "yesno")
 
 

@@ -273,6 +273,11 @@ def test_text_rules_apply_or_say_they_do_not():
     for seed in range(20):
         [c] = probes.challenge(leaky, seed)
         assert "Tom buys 30 more apples" in c["question"] and not c["reveals_answer"]
+    # on a choice question, a step that names the gold option's words is not challenged either
+    named = dict(choice, reasoning="Books are lent to readers every day. So books are kept in a library.")
+    for seed in range(20):
+        [c] = probes.challenge(named, seed)
+        assert "lent to readers" in c["question"] and "library." not in c["question"]
 
 
 def test_text_checker_sees_what_a_probe_writes_beyond_q():
@@ -285,6 +290,9 @@ def test_text_checker_sees_what_a_probe_writes_beyond_q():
     assert not probes._checked(probes._probe("why", "Is (C) ever wet?", "yesno"), ex)["reveals_answer"]
     assert not probes._checked(probes._probe("why", q + " Which two are buildings? (A) bank (B) library "
                                                    "(C) river", "choice"), ex)["reveals_answer"]
+    # the gold option's words, or its bare label, beyond Q give the answer away too
+    assert probes._checked(probes._probe("why", "Why is a library the place for this?", "yesno"), ex)["reveals_answer"]
+    assert probes._checked(probes._probe("why", "Why is option B the best answer?", "yesno"), ex)["reveals_answer"]
     num = {"question": "Tom has 12 apples and buys 30 more. How many now?", "answer": "42", "answer_type": "number"}
     assert probes._checked(probes._probe("why", "If Tom ends with 42 apples, how many did he buy?", "number"),
                            num)["reveals_answer"]

@@ -519,6 +519,29 @@ def test_states_answer_finds_the_gold_anywhere():
     assert not states_answer("Is it yes or no: can penguins fly?", "yes", "yesno")  # a question, no commitment
 
 
+
+def test_states_answer_on_choice_sees_labels_and_the_gold_options_words():
+    # gold B of this question is 'library': a probe that names it, or points at B, gives Q's answer away
+    q = "Where do people borrow books? (A) bank (B) library (C) river (D) park"
+    for leak in ("Why is a library the place where people borrow books?", "Why is option B the best answer?",
+                 "Explain why B is correct.", "The answer is library. Why?", "Is B) right?", "Why is (b) right?"):
+        assert states_answer(leak, "B", "choice", q), leak
+    for safe in ("Why is (C) right?", "Is a river wet?", "A bank is near a river.", "Are librarylike shelves tall?"):
+        assert not states_answer(safe, "B", "choice", q), safe
+    # without the question only the label can be seen; 'A' the article is not the label A
+    assert not states_answer("Why is a library the place?", "B", "choice")
+    assert not states_answer("A park is green. Why?", "A", "choice", q)
+
+
+def test_states_answer_on_math_matches_the_bare_gold_as_a_token_only():
+    assert states_answer("So x = 2. Check it.", "2", "math")
+    assert states_answer("It is 2, so y = 4.", "2", "math")
+    assert states_answer("the value \\frac{1} {2} is", "\\frac{1}{2}", "math")   # spaces inside the gold
+    for text in ("Expand (x+1)^2 and collect terms.",   # an exponent
+                 "Solve 3y + 12 = 40.", "Take 2.5 apples.", "Take 0.2 of it.", "2^3 = 8"):
+        assert not states_answer(text, "2", "math"), text
+    assert not states_answer("There are 1,000 people.", "1", "math")   # a digit of a longer number
+
 def test_number_rounding_at_the_gold_precision_by_hand():
     # gold 0.33 has 2 places: 0.334 -> round(0.334, 2) = 0.33 (same); 0.335 -> 0.34 (half away from 0)
     assert reward("The answer is 0.334.", "0.33", "number") == 1.0
