@@ -220,7 +220,7 @@ def revthink_examples(args, records, correct):
             # the task writes Q_b as the teacher did
             full_qb = (r.get("backward_question") or "").strip() or qb
             turns += [[(f"{r['question']}\n\n{BACKWARD_ASK}", full_qb)],
-                      [(probes.format_question(qb, kind), rb)]]
+                      [(data.user_message({"question": qb, "answer_type": kind}), rb)]]
             tasks += [1, 2]
             backward += 1
     if not backward:

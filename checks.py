@@ -23,6 +23,7 @@ import torch
 import data
 import dist
 import models
+import runs
 import teachers
 from data import real, synth
 
@@ -45,6 +46,7 @@ TRAIN_RANGES = {
     "eval_every": (AT_LEAST_0[0], ">= 0 (0 = never)"), "eval_every_n": AT_LEAST_1, "rl_lr": POSITIVE,
     "rl_micro": AT_LEAST_1, "max_new_tokens": AT_LEAST_1, "temperature": POSITIVE, "ppo_epochs": AT_LEAST_1,
     "grad_clip": (AT_LEAST_0[0], ">= 0 (0 = no clipping)"),
+    "gpus": (AT_LEAST_0[0], ">= 0 (0 = torchrun's processes, else 1)"),
 }
 
 # -----------------------------------------------------------------------------
@@ -102,12 +104,15 @@ def student(ap, flag, name, allow_none=False):
     """An alias of sample.py, an existing folder, or a hub id (org/name; checked when it loads)."""
     if allow_none and name == "none":
         return
+    if runs.read_config(name)[0] is not None:   # a train.py run folder: its models are inside
+        fail(ap, f"{flag} {name}: that is a run folder; its trained model is {Path(name) / 'rl' / 'final'} "
+                 f"(the warm-up: {Path(name) / 'sft' / 'final'})")
     if name in models.STUDENTS or Path(name).exists():
         return
-    if "/" in name and not name.startswith((".", "/", "~")):
+    if "/" in name and not models.is_path(name):
         return
     fail(ap, f"{flag} {name}: unknown student {name!r}: not an alias ({', '.join(models.STUDENTS)}) nor a "
-             f"hub id (org/name), and no folder at {Path(name).resolve()}")
+             f"hub id (org/name), and no folder at {Path(name).expanduser().resolve()}")
 
 
 def device(ap, name):
@@ -149,6 +154,16 @@ def raises(ap, flag, value, check):
         fail(ap, f"{flag} {value}: {e}")
 
 
+def sft_from(ap, path):
+    """--sft-from: a saved model folder (RUN/sft/final), not a run folder or an empty one."""
+    folder = Path(path)
+    if runs.read_config(folder)[0] is not None:   # a train.py run folder: point at its warm-up
+        fail(ap, f"--sft-from {path}: that is a run folder; its warm-up is {folder / 'sft' / 'final'}")
+    if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+        fail(ap, f"--sft-from {path}: no checkpoint there (a model folder holds config.json and "
+                 f"*.safetensors, e.g. runs/x/sft/final)")
+
+
 def train_flags(ap, args):
     """train.py's flags, in the order a user reads them (--rules: train.get_args, with probes.parse_rules)."""
     if args.dataset not in data.DATASETS:
@@ -174,11 +189,12 @@ def train_flags(ap, args):
     device(ap, args.device)
     must_exist(ap, args, "data_dir")
     level(ap, args.level)
-    if args.resume and not (Path(args.resume) / "config.json").is_file():
-        fail(ap, f"--resume {args.resume}: no run there to resume "
-                 f"(no config.json in {Path(args.resume).resolve()})")
-    if args.sft_from and not (Path(args.sft_from) / "config.json").exists():
-        fail(ap, f"--sft-from {args.sft_from}: no checkpoint there (no config.json)")
+    if args.resume and (problem := runs.read_config(args.resume)[1]):
+        fail(ap, f"--resume {args.resume}: {problem}")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        fail(ap, f"--out {args.out}: a file is there, not a folder")
+    if args.sft_from:
+        sft_from(ap, args.sft_from)
     if args.report_to != "none" and importlib.util.find_spec(args.report_to) is None:
         fail(ap, f"--report-to {args.report_to}: the package is not installed; pip install {args.report_to}")
     if args.teacher == "none":

@@ -78,8 +78,11 @@ def ei_probe_records(dei):
 
 
 def ei_prompt(record):
-    """A probe is put to the student as probes.py puts it in the difficulty filter."""
-    return [{"role": "user", "content": probes.format_question(record["question"], record["answer_type"])}]
+    """A probe is put to the student as training puts it (data.user_message: the probe, a blank
+    line, the answer format), and as the difficulty filter of probes.py does. Until 2026-12-07 it
+    was put with a single newline (probes.format_question, the teacher's prompt): a format the
+    student never trained on."""
+    return data.messages(record)
 
 
 def load_ei_test(spec, split="test_id", limit=None, rules=None, seed=0, out=None, level=None):
@@ -276,7 +279,8 @@ def build_parser():
                    help="folder of results.json / results.md / <name>/predictions_*.jsonl")
     g.add_argument("--resume", action="store_true", help="skip questions already scored under --out")
     g.add_argument("--overwrite", action="store_true",
-                   help="replace results of this --name already in results.json (refused otherwise)")
+                   help="replace results of this --name already in results.json, and answers an unfinished "
+                        "run left (both refused otherwise)")
     g.add_argument("--table", nargs="+", default=None, metavar="RESULTS_JSON",
                    help="merge these results.json files into one table "
                         "(printed; written under an explicit --out)")
@@ -308,6 +312,16 @@ def check_flags(ap, args, out, name):
     if clash and not args.overwrite:
         checks.fail(ap, f"--out {out}: {out / 'results.json'} already holds {name}'s {', '.join(clash)}; "
                         f"--overwrite replaces them, --name NAME writes a new row")
+    # answers of an attempt that did not finish (a crash): never thrown away without being asked
+    left = [c for c in columns if c not in done and _read_predictions_if_any(out / slug(name), c)]
+    if left and not (args.resume or args.overwrite):
+        checks.fail(ap, f"--out {out}: {out / slug(name)} holds answers of an unfinished run for "
+                        f"{', '.join(left)}; --resume keeps them, --overwrite asks every question again")
+
+
+def _read_predictions_if_any(folder, column):
+    path = Path(folder) / f"predictions_{slug(column)}.jsonl"
+    return path.is_file() and bool(_read_predictions(path))
 
 
 def load_jobs(args, preds):

@@ -11,7 +11,7 @@ ExGRPO, stage 3 of the method, in the order it runs. Read top to bottom, this fi
     exgrpo_step() ties 1-7 into one update; train.py calls it once per RL step.
 
     python train.py                              # the whole pipeline; stage 3 is exgrpo_step
-    python -m pytest tests/test_exgrpo.py -q     # every equation, hand-computed
+    python -m pytest tests/test_exgrpo.py tests/test_dialogue.py -q   # every equation, hand-computed
 
 Shapes: N rollouts, T tokens; masks are 1 on the tokens the student generated (every turn).
 Our choices where the paper is silent (docs/design.md), each a flag of train.py:
@@ -55,6 +55,21 @@ AGG_MODES = ("token", "sequence", "constant")
 def probe_message(p):
     """The user message of a probe: its question plus the answer-format instruction."""
     return data.user_message({"question": p["question"], "answer_type": p["answer_type"]})
+
+
+def probe_coverage_note(questions, rules=None):
+    """One line on how many questions can form Scenarios A and B (2+ RL probes), or None when all
+    can: the others are asked plainly, as GRPO would. A rule set that leaves none (--rules reverse,
+    whose probes all state the answer) makes an "ExGRPO" run plain GRPO: say so loudly."""
+    n = sum(len(probes.rl_probes(q)) >= 2 for q in questions)
+    if n == len(questions):
+        return None
+    what = f" (--rules {rules})" if rules else ""
+    if n == 0:
+        return (f"WARNING: no training question has the 2 RL probes a dialogue needs{what}: every RL "
+                f"dialogue is the plain question, so this run is GRPO (no Scenario A/B, no DSU, no aux loss)")
+    return (f"note: {n} of {len(questions)} training questions have the 2+ RL probes a dialogue needs{what}; "
+            f"the other {len(questions) - n} are asked plainly in RL")
 
 
 def build_scenarios(questions, k, k_partial=None, rng=None, use_probes=True, use_aux=True, keep=None):
@@ -366,7 +381,8 @@ def logprobs_of(model, rb, idx, temperature, limit, share_prefix, with_aux, devi
 def policy_update(cfg, model, ref, tok, opt, rb):
     """Steps 6-7 on a RolloutBatch: reference (and, when it must stay put, old) log-probs once,
     then per micro-batch the loss and its backward; one optimizer step (optim.finish_step). The
-    aux dialogues ride on micro-batch 0. A non-finite loss is skipped (P6)."""
+    aux dialogues ride on micro-batch 0. A non-finite loss is skipped (P6), on every process at once;
+    skipped_micro counts the micro-batches skipped, summed over processes."""
     device, limit = next(model.parameters()).device, sample.vocab_limit_of(model, tok)
     n_tok, fused = rb.normalizers["num_tokens"], getattr(opt, "fused", False)   # fused: optim.BF16AdamW's
     micro = micro_batches(rb.lengths, cfg.G, cfg.rl_micro, in_order=fused)   # [(b,) rollout indices]
@@ -399,11 +415,13 @@ def policy_update(cfg, model, ref, tok, opt, rb):
                                    ref_lp[mi] if use_ref else lp.detach(), rb.adv[idx].to(device), mask,
                                    cfg.clip_eps, cfg.beta if use_ref else 0.0, cfg.agg,
                                    normalizers=optim.step_normalizer(opt, rb.normalizers, own), **aux_kw)
+            # a non-finite loss on ANY process skips the micro-batch on every process (P6): each
+            # backward is a collective (FSDP2), so one process skipping alone would hang the others
+            if dist.total(0.0 if torch.isfinite(loss) else 1.0)[0] > 0:
+                skipped += mi < n_real
+                continue
             if mi >= n_real:   # a repeat, for the collectives only: no gradient, no metrics
                 (loss * 0.0).backward()
-                continue
-            if not torch.isfinite(loss):
-                skipped += 1
                 continue
             loss.backward()
             weight = 1.0 if not fused else int(mask.sum()) / n_tok   # fused: each normalized alone

@@ -119,10 +119,20 @@ def architecture(student):
             vocab = len(json.loads((MICRO_TOKENIZER / "tokenizer.json").read_text())["model"]["vocab"])
         return compact(dict(cfg, vocab_size=vocab))
     if (Path(student) / "config.json").is_file():
-        return compact(json.loads((Path(student) / "config.json").read_text()))
+        try:
+            cfg = json.loads((Path(student) / "config.json").read_text())
+        except ValueError:
+            return None
+        # not every folder with a config.json holds a model (a train.py run folder does not)
+        ok = isinstance(cfg, dict) and "num_attention_heads" in cfg.get("text_config", cfg)
+        return compact(cfg) if ok else None
     if "/" in student and not Path(student).exists():
         hf = hub_config(student)
-        return compact(hf) if hf else None
+        if hf:
+            return compact(hf)
+        # the paper's students by their hub id: the stored config of their alias, no download (gated)
+        alias = {hub: name for name, hub in HUB_IDS.items()}.get(student)
+        return compact(RANDOM_INIT_CONFIGS[alias]) if alias in RANDOM_INIT_CONFIGS else None
     return None
 
 # -----------------------------------------------------------------------------
@@ -278,9 +288,18 @@ def default_device_dtype(device=None, dtype=None):
     return device, dtypes[dtype]
 
 
-def load_student(name, dtype=None, device=None, seed=0, random_init=False):
+def is_path(name):
+    """Whether a model name can only be a local folder: it starts with '.', '/' or '~', or has more
+    than one '/' (a hub id is exactly org/name). 'runs/x/rl/final' is a path, 'google/gemma-7b-it'
+    a hub id, 'gemma-7b' an alias."""
+    name = str(name)
+    return name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
+def load_student(name, dtype=None, device=None, seed=0, random_init=False, role="student"):
     """(model, tokenizer) from an alias of STUDENTS, a local folder, or a hub id; random_init:
-    the alias's architecture (RANDOM_INIT_CONFIGS) with random weights, no download."""
+    the alias's architecture (RANDOM_INIT_CONFIGS) with random weights, no download. role: what
+    the errors call the model (a teacher loads through here too)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     device, torch_dtype = default_device_dtype(device, dtype)
     if name in ("tiny", "small"):
@@ -296,11 +315,11 @@ def load_student(name, dtype=None, device=None, seed=0, random_init=False):
         source = {"smollm2-135m": _smollm2_folder, "gemma3-270m": _gemma3_folder, **HUB_IDS}.get(name, name)
         if callable(source):
             source = source()
-        elif not Path(source).exists() and ("/" not in str(source) or str(source).startswith((".", "/"))):
-            raise ValueError(f"unknown student {name!r}: not an alias ({', '.join(STUDENTS)}), "
-                             f"and no folder at {Path(source).resolve()}")
+        elif not Path(source).exists() and ("/" not in str(source) or is_path(source)):
+            raise ValueError(f"unknown {role} {name!r}: not an alias ({', '.join(STUDENTS)}), "
+                             f"and no folder at {Path(source).expanduser().resolve()}")
         if Path(source).is_dir() and not (Path(source) / "config.json").exists():
-            raise RuntimeError(f"could not load student {name!r}: the folder {source} holds no model "
+            raise RuntimeError(f"could not load {role} {name!r}: the folder {source} holds no model "
                                f"(no config.json); no model weights found there. Pass a folder written "
                                f"by save_pretrained, an alias ({', '.join(STUDENTS)}) or a hub id.")
         try:
@@ -309,7 +328,7 @@ def load_student(name, dtype=None, device=None, seed=0, random_init=False):
         except OSError as e:
             where = f"folder {source}" if Path(source).exists() else f"hub id {source}"
             raise RuntimeError(
-                f"could not load student {name!r} from {where}: no model weights found there "
+                f"could not load {role} {name!r} from {where}: no model weights found there "
                 f"(offline={os.environ.get('HF_HUB_OFFLINE', '0')}). Download it once with "
                 f"`hf download {source}` on a machine with internet, or pass a local "
                 f"folder that holds config.json + weights. ({type(e).__name__}: {str(e)[:200]})") from None

@@ -10,7 +10,7 @@ that train.py calls before it loads anything (the method is not here).
 
 Presets (a flag written on the command line always wins over them):
   cpu     train.py's own defaults: the synthetic world, SmolLM2-135M, about 11 minutes on 2 cores
-  tiny    --student tiny: every stage end to end in about two minutes (smoke tests)
+  tiny    --student tiny: every stage end to end in under a minute (smoke tests)
   gpu-7b  a student of GPU_PARAMS or more parameters by its config.json (gemma-7b, qwen2.5-7b,
           google/gemma-7b-it, a folder of 7B weights): the paper's recipe on one GPU (k = 5, G = 8,
           SFT 3 epochs, 300 ExGRPO steps, bf16) on the synthetic world at level 3 with its oracle,
@@ -287,9 +287,11 @@ def estimate(a):
     scheme = "fsdp" if n > 1 else "master" if a.optimizer == "master" else "bf16"
     rl = mem.Setup(dtype_bytes=4 if dtype == "fp32" else 2, optimizer=scheme, shards=n,
                    fused=a.optimizer == "bf16-fused" and n == 1, ckpt=a.grad_checkpointing, ref=a.beta > 0,
-                   micro_seqs=a.rl_micro + aux, seq_len=T, gen_rows=rows, gen_batch=a.rollout_batch,
+                   micro_seqs=min(a.rl_micro, rows) + aux, seq_len=T, gen_rows=rows,
+                   gen_batch=a.rollout_batch,
                    gen_prompt=T - a.max_new_tokens, gen_len=T)
-    sft = replace(rl, ref=False, micro_seqs=a.sft_micro, seq_len=SFT_TOKENS, gen_rows=0)
+    # a micro-batch never holds more rows than its batch: --rl-micro 1000 on 8 rollouts holds 8
+    sft = replace(rl, ref=False, micro_seqs=min(a.sft_micro, a.sft_batch), seq_len=SFT_TOKENS, gen_rows=0)
     out = {"rl": mem.estimate(c, rl), "sft": mem.estimate(c, sft), "dialogue_tokens": T, "rows": rows}
     out["peak"] = max(0 if a.no_rl else out["rl"]["_peak"], 0 if a.no_sft else out["sft"]["_peak"])
     return out

@@ -44,7 +44,7 @@ from pathlib import Path
 
 from data.oracle import (OP_PHRASE, is_valid, item_of, quote, reveals_answer, solve, start_from_end,
                          start_sentence, statement)
-from data import load as load_records  # synth, or any dataset data/real.py knows
+from data import load as load_records, user_message  # synth, or any dataset data/real.py knows
 from data.real import format_instruction
 from data.synth import OP_SYMBOL, answer_of, op_sentence, question_text, trace
 from rewards import ANSWER_TYPES, extract_answer, is_correct, states_answer
@@ -396,7 +396,9 @@ def rl_probes(record):
 # prompts: what a teacher (or the student) is actually sent
 
 def format_question(question, answer_type):
-    """A question plus the answer-format line rewards.py checks against (data/real.py's)."""
+    """A question plus the answer-format line rewards.py checks against (data/real.py's): the
+    TEACHER's prompt, and the key of its cached answers. The student is asked with
+    data.user_message (a blank line before the format line), in training and in evaluation."""
     return f"{question}\n{format_instruction(answer_type)}"
 
 
@@ -512,7 +514,7 @@ def _consistency(flat, teacher, stats):
 
 def _difficulty(kept, student, stats, max_new_tokens, batch_size):
     """The untrained student answers the consistent probes (gold: known, else the teacher's)."""
-    convs = [user(format_question(p["question"], p["answer_type"])) for _, p in kept]  # each on its own
+    convs = [user(user_message(p)) for _, p in kept]   # each on its own, as training will put it
     if callable(student):  # fn(conversations) -> texts: tests, or a student served elsewhere
         texts = list(student(convs)) if convs else []
     else:

@@ -120,6 +120,9 @@ def read_results(path):
     if not path.exists():
         return empty_results()
     res = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(res, dict) and "rows" not in res and {"table", "timing"} <= res.keys():
+        raise ValueError(f"{path} is train.py's results of one run (its stages), not evaluate.py's table; "
+                         f"evaluate a run's model with --student {path.parent}/rl/final")
     if "rows" not in res and "name" in res:  # the first version's {"name", "scores", "details"}
         res = {"rows": {res["name"]: res["scores"]}, "details": {res["name"]: res.get("details", {})}}
     for k, v in empty_results().items():
@@ -163,7 +166,7 @@ def merge_tables(paths, out=None):
             sys.exit(f"evaluate.py: error: no results file at {Path(p).resolve()}")
         try:
             results = merge_results(results, read_results(p))
-        except (json.JSONDecodeError, AttributeError, TypeError) as e:
+        except (ValueError, AttributeError, TypeError) as e:   # JSONDecodeError is a ValueError
             sys.exit(f"evaluate.py: error: {p} is not a results.json written by evaluate.py ({e})")
     if out is not None:
         write_results(out, results)

@@ -32,6 +32,32 @@ import dist
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb"}   # --report-to -> the package it needs
 
 
+def write_atomic(path, text):
+    """Write a file of the run folder whole or not at all: a temp file beside it, then a rename. A
+    crash or a full disk leaves the old file, never half a new one (a cut results.json would mark
+    the run finished; a cut config.json would leave it unresumable)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_jsonl(path, what="log"):
+    """The rows of a JSONL file; a line that does not parse (a run killed mid-write leaves one cut
+    last line) is skipped and counted on stderr, not fatal."""
+    rows, bad = [], 0
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                bad += 1
+    if bad:
+        print(f"note: {path}: {bad} {what} line(s) that do not parse (cut by a crash?) skipped",
+              file=sys.stderr)
+    return rows
+
+
 class Tracker:
     """metrics.jsonl's scalars mirrored to TensorBoard or Weights & Biases, as "<stage>/<key>" at
     the row's step (e.g. rl/reward at step 3). wandb runs offline when WANDB_MODE=offline is set
@@ -92,9 +118,7 @@ class Run:
         self.state["done"][stage] = result
         if not dist.is_main():   # every process keeps the state; rank 0 writes it
             return
-        tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=2))
-        os.replace(tmp, self.state_path)  # atomic: a crash leaves the old state, never half a file
+        write_atomic(self.state_path, json.dumps(self.state, indent=2))
 
     def log(self, row):
         if not dist.is_main():
@@ -113,10 +137,9 @@ class Run:
         """Drop log lines of `stage` (and its held-out evals) at or after `from_step`: they are redone."""
         path = self.path / "metrics.jsonl"
         if path.exists() and dist.is_main():
-            rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-            keep = [r for r in rows
-                    if not (r.get("stage") in (stage, stage + "_eval") and r["step"] >= from_step)]
-            path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+            keep = [r for r in read_jsonl(path, "metrics")
+                    if not (r.get("stage") in (stage, stage + "_eval") and r.get("step", 0) >= from_step)]
+            write_atomic(path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def save(self, stage, name, model, tok, trainer_state=None):
         """save_pretrained (loadable by AutoModelForCausalLM.from_pretrained) + trainer state +
@@ -218,18 +241,47 @@ def verify(folder):
     return None
 
 
-def resolve_run(args):
-    """(args, run folder path): a new folder, or the one named by --resume (its saved config
-    wins). Checked before anything is loaded or written: a folder is never overwritten."""
+# flags a resumed run may take anew (--resume DIR --teacher-url ...): where it runs, how often it
+# saves and logs, how it reaches its teacher (answers are cached by teacher, settings and prompt,
+# not by address). Any other flag must match the run's config.json: it would change the run.
+RESUME_MAY_CHANGE = {"save_every", "save_minutes", "report_to", "device", "teacher_url", "teacher_cache",
+                     "teacher_concurrency", "teacher_timeout", "teacher_retries", "teacher_backoff",
+                     "teacher_deadline"}
+
+
+def read_config(path):
+    """(the saved flags of the train.py run in folder `path`, None), or (None, a one-line problem):
+    no config.json, one that does not parse, or one that is not a run's (a model folder's)."""
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        return None, f"no run there to resume (no config.json in {Path(path).resolve()})"
+    try:
+        saved = json.loads(cfg.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return None, f"{cfg} does not parse ({e}); the run cannot be resumed"
+    if not isinstance(saved, dict) or not {"student", "rl_steps", "seed"} <= saved.keys():
+        return None, (f"{cfg} is not a train.py run's (a model folder? a run folder holds config.json, "
+                      f"metrics.jsonl and its stages' folders)")
+    return saved, None
+
+
+def resolve_run(args, anew=()):
+    """(args, run folder path): a new folder, or the one named by --resume: its saved config wins,
+    but for the flags in `anew` (given on the command line, in RESUME_MAY_CHANGE). Checked before
+    anything is loaded or written: a folder is never overwritten."""
     if args.resume:
         path = Path(args.resume)
-        if not (path / "config.json").exists():
-            sys.exit(f"error: {path} holds no run to resume (no config.json)")
+        saved, problem = read_config(path)
+        if problem:
+            sys.exit(f"error: --resume {path}: {problem}")
         if (path / "results.json").exists():
             sys.exit(f"error: {path} holds a finished run; nothing to resume")
-        saved = json.loads((path / "config.json").read_text())
+        new = {k: getattr(args, k) for k in anew
+               if k in RESUME_MAY_CHANGE and getattr(args, k) != saved.get(k)}
+        for k, v in sorted(new.items()):
+            print(f"resume: --{k.replace('_', '-')} {v} (the run had {saved.get(k)})")
         # flags added since the run started take their defaults
-        return argparse.Namespace(**{**vars(args), **saved, "resume": args.resume}), path
+        return argparse.Namespace(**{**vars(args), **saved, **new, "resume": args.resume}), path
     path = Path(args.out or f"runs/{Path(args.student).name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if path.exists() and any(path.iterdir()):
         what = "a finished run" if (path / "results.json").exists() else "an unfinished run"
@@ -239,8 +291,8 @@ def resolve_run(args):
 
 def open_run(args, path):
     path.mkdir(parents=True, exist_ok=True)
-    if not (path / "config.json").exists():
-        (path / "config.json").write_text(json.dumps(vars(args), indent=2))
+    if args.resume or not (path / "config.json").exists():   # a resume: with the flags it took anew
+        write_atomic(path / "config.json", json.dumps(vars(args), indent=2))
     run = Run(path)
     if getattr(args, "report_to", "none") != "none" and dist.is_main():
         run.tracker = Tracker(args.report_to, path, vars(args))

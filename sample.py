@@ -443,8 +443,10 @@ def rollout_dialogues(model, tokenizer, dialogues, n=1, max_new_tokens=128, temp
     batched generate() per turn; a dialogue with fewer turns simply drops out.
 
     dialogues: list of lists of user-message strings, e.g. [[probe_1, probe_2, question]].
-    Sampled ids are kept as sampled (P5); a turn cut by max_new_tokens is closed with a
-    forced end-of-turn token that is not the student's (mask 0). The template text between
+    Sampled ids are kept as sampled (P5); a turn cut by max_new_tokens, or ended by an EOS that
+    is not the template's end-of-turn (<|endoftext|> in a ChatML template), is closed with a
+    forced end-of-turn token that is not the student's (mask 0), so the next turn always follows
+    the context the template renders. The template text between
     turns is tokenized separately (turn_glue_ids) and masked out too. With reuse_cache, each turn
     starts from the cache the last one left (sample_ids' Past): only the new user turn is prefilled.
     Default (None): on the CPU only, where prefilling the history again was half of a rollout; on a
@@ -474,12 +476,12 @@ def rollout_dialogues(model, tokenizer, dialogues, n=1, max_new_tokens=128, temp
             if t + 1 < len(rows[i]):   # a dialogue that has ended keeps nothing
                 past[i] = (gen.past.kv[j], gen.past.n[j])
         del held, gen.past
-        for i, comp, lp, text, done in zip(active, gen.completions, gen.logprobs, gen.texts, gen.finished):
+        for i, comp, lp, text in zip(active, gen.completions, gen.logprobs, gen.texts):
             ids[i] += comp
             mask[i] += [1] * len(comp)
             logp[i] += lp
-            if not done:  # out of budget: close the turn for the template, not as the student
-                ids[i].append(eot)
+            if not comp or comp[-1] != eot:   # out of budget, or ended by another EOS (<|endoftext|>):
+                ids[i].append(eot)            # close the turn as the template does, not as the student
                 mask[i].append(0)
                 logp[i].append(0.0)
             turns[i].append(text)

@@ -257,7 +257,7 @@ class HFTeacher(Teacher):
 
     def _stream(self, convs, specs):
         if self.model is None:  # load on first use: a fully cached rerun never loads it
-            self.model, self.tokenizer = models.load_student(self.name)
+            self.model, self.tokenizer = models.load_student(self.name, role="teacher")
         for s in range(0, len(convs), self.batch_size):  # one batch at a time, so answers cache early
             texts = sample.generate_text(self.model, self.tokenizer, convs[s:s + self.batch_size],
                                   batch_size=self.batch_size, **self.sampling)
@@ -502,7 +502,7 @@ def check_args(args):
         if not ok(getattr(args, flag)):
             return f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be {allowed}"
     local = str(args.teacher)[3:] if str(args.teacher).startswith("hf:") else ""
-    if local.startswith((".", "/", "~")) and not Path(local).expanduser().exists():
+    if models.is_path(local) and not Path(local).expanduser().exists():
         return f"--teacher {args.teacher}: no folder at {Path(local).expanduser().resolve()}"
     if args.teacher_url and not args.teacher_url.startswith(("http://", "https://")):
         return f"--teacher-url {args.teacher_url}: must start with http:// or https://"

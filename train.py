@@ -2,7 +2,7 @@
 The whole method, three stages: Explanatory Inversion -> SFT warm-up -> ExGRPO.
 
     python train.py                # embedded default: synthetic world, oracle teacher, SmolLM2-135M, CPU
-    python train.py --student tiny                    # every stage end to end in ~2 minutes
+    python train.py --student tiny                    # every stage end to end in under a minute
     python train.py --no-probes                       # plain GRPO on the original questions
     python train.py --method step-by-step             # a baseline: sft|step-by-step|revthink|gkd|grpo
                                                         (baselines.py)
@@ -235,13 +235,12 @@ def get_args(argv=None):
         args = ap.parse_args(argv)
     # --method: its flags, and what it implies (sft: --no-rl, grpo: --no-probes)
     baselines.apply(ap, args)
-    if args.resume and (Path(args.resume) / "config.json").exists():   # a resumed run keeps its flags
-        saved = json.loads((Path(args.resume) / "config.json").read_text())
-        for key, value in vars(args).items():
-            if key not in ("resume", "out", "dry_run", "force") and key in saved \
-                    and value != ap.get_default(key) and value != saved[key]:
-                ap.error(f"--{key.replace('_', '-')} {value} differs from the resumed run's {saved[key]} "
-                         f"({args.resume}/config.json); drop the flag or start a new run")
+    if args.resume:   # a resumed run keeps its flags: one written that differs is refused, not dropped
+        saved, _ = runs.read_config(args.resume)   # checks.train_flags has read it already
+        for key in sorted(presets.GIVEN - {"resume", "out", "dry_run", "force"} - runs.RESUME_MAY_CHANGE):
+            if key in saved and getattr(args, key) != saved[key]:
+                ap.error(f"--{key.replace('_', '-')} {getattr(args, key)} differs from the resumed run's "
+                         f"{saved[key]} ({args.resume}/config.json); drop the flag or start a new run")
     if args.teacher_url and args.teacher == teachers.TEACHER:
         args.teacher = "openai"   # the endpoint answers, not the oracle (the start-up block says so)
     if args.teacher == "none":
@@ -284,7 +283,7 @@ def build_dei(args, run, train):
                                   student=args.difficulty_student, probe_writer=args.probe_writer,
                                   seed=args.seed)
     probes.save_dei(out, dei)
-    (run.path / "dei.stats.json").write_text(json.dumps(stats, indent=2))
+    runs.write_atomic(run.path / "dei.stats.json", json.dumps(stats, indent=2))
     print(probes.format_table(stats))
     return probes.load_dei(out)
 
@@ -421,7 +420,7 @@ def rl_stage(args, run, model, ref, tok, pool, evals):
     held = {n: r[:args.eval_every_n] for n, r in evals.items()}
 
     def held_out(step):
-        accs = eval_all(args, run, f"rl/eval_step{step}", model, tok, held, quiet=True)
+        accs = eval_all(args, run, f"rl/eval_step{step}", model, tok, held, quiet=True, resume=False)
         run.log({"stage": "rl_eval", "step": step, **accs})
         return accs
 
@@ -445,15 +444,17 @@ def rl_stage(args, run, model, ref, tok, pool, evals):
 # main
 
 
-def eval_all(args, run, stage, model, tok, evals, quiet=False):
+def eval_all(args, run, stage, model, tok, evals, quiet=False, resume=True):
     """Greedy accuracy on each evaluation split. Several processes: each answers its share of the
-    questions (its own predictions file), with the whole weights gathered; the counts add up."""
+    questions (its own predictions file), with the whole weights gathered; the counts add up.
+    resume: the answers a killed attempt of this stage wrote are kept (the same weights wrote them:
+    a stage's final model); the held-out evals inside RL start anew (their step is redone)."""
     res, part = {}, f".rank{dist.rank()}" if dist.on() else ""
     for name, records in evals.items():
         with dist.gathered(model):
             out = evaluate.evaluate(model, tok, dist.share(records), max_new_tokens=args.eval_max_new_tokens,
                                     predictions_path=run.path / stage / f"predictions_{name}{part}.jsonl",
-                                    desc=f"{stage}/{name}", prompt=baselines.eval_prompt(args))
+                                    desc=f"{stage}/{name}", prompt=baselines.eval_prompt(args), resume=resume)
         correct, n = (int(x) for x in dist.total(out["correct"], out["n"]))
         res[name] = correct / n if n else 0.0
         if not quiet and dist.is_main():
@@ -491,8 +492,9 @@ def start_up(argv):
     """Flags, the run folder, the start-up block and memory check, the endpoint check: (args, path).
     Under torchrun, rank 0 decides and every process follows."""
     args = get_args(argv)
-    args, path = dist.broadcast(runs.resolve_run(args) if dist.is_main() else None) if dist.on() \
-        else runs.resolve_run(args)
+    anew = presets.GIVEN & runs.RESUME_MAY_CHANGE   # a resume may move its device or teacher address
+    args, path = dist.broadcast(runs.resolve_run(args, anew) if dist.is_main() else None) if dist.on() \
+        else runs.resolve_run(args, anew)
     if dist.on() and (problem := checks.several_processes(args)):   # on the run's own flags
         on_rank0(lambda: sys.exit(f"train.py: error: {problem}"))
 
@@ -574,6 +576,9 @@ def main(argv=None):
         dei = probes.load_dei(run.path / "dei.jsonl")
         if not dei:
             sys.exit("error: no question survived the EI filters (see dei.stats.json)")
+        if not args.no_rl and not args.no_probes and dist.is_main() \
+                and (note := exgrpo.probe_coverage_note(dei, args.rules)):
+            print(note)
     ref_path = Path(args.sft_from) if args.sft_from else run.path / "sft" / "final"
     if not args.no_sft:
         if not args.sft_from:
@@ -617,8 +622,9 @@ def report(args, run, evals):
     text = "\n".join(lines)
     print("\n" + text + f"\n\nEI took {timing.get('ei', 0):.0f}s; accuracy in % on {args.eval_n} questions "
           f"per split; run folder {run.path}")
-    (run.path / "results.md").write_text(text + "\n")
-    (run.path / "results.json").write_text(json.dumps({"table": table, "timing": timing}, indent=2))
+    runs.write_atomic(run.path / "results.md", text + "\n")
+    # last, and whole or not at all: its presence marks the run finished
+    runs.write_atomic(run.path / "results.json", json.dumps({"table": table, "timing": timing}, indent=2))
 
 
 if __name__ == "__main__":

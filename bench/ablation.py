@@ -57,7 +57,6 @@ import baselines  # noqa: E402
 import data  # noqa: E402
 import evaluate  # noqa: E402
 import models  # noqa: E402
-import probes  # noqa: E402
 
 # -----------------------------------------------------------------------------
 # defaults
@@ -155,7 +154,7 @@ def ei_scores(path, stage, n=0, model_name=None, label_prefix=False):
     if not cache.exists():
         recs = evaluate.load_ei_test("synth", "test_id", limit=n, level=cfg["level"])
         prefix = baselines.LABEL_PREFIX if label_prefix else ""   # step-by-step asks with its label prefix
-        prompt = lambda r: [{"role": "user", "content": prefix + probes.format_question(r["question"], r["answer_type"])}]
+        prompt = lambda r: [{"role": "user", "content": prefix + data.user_message(r)}]   # as evaluate.ei_prompt
         model, tok = models.load_student(model_name or str(path / stage / "final"), seed=cfg["seed"])
         preds = path / stage / f"ei_test_{n}.jsonl"
         preds.unlink(missing_ok=True)

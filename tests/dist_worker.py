@@ -5,6 +5,8 @@ batch. Rank 0 writes every step's metrics and the final weights to OUT (a torch 
     python tests/dist_worker.py OUT                              # one process
     torchrun --nproc-per-node 2 tests/dist_worker.py OUT          # two: the same numbers
     DIST_WORKER_FAIL_RANK=1 torchrun --nproc-per-node 2 tests/dist_worker.py OUT   # rank 1 raises
+    DIST_WORKER_NAN_RANK=1 torchrun --nproc-per-node 2 tests/dist_worker.py OUT    # rank 1's first RL
+                                                                         # micro-batch loss is NaN
 
 Rollouts are scripted (each answer a fixed function of its dialogue and its index in the group),
 so that both runs train on the same tokens: what is compared is the update, not the sampler.
@@ -52,6 +54,19 @@ def scripted_rollouts(model, tok, dialogues, n=1, **_):
     return sample.Dialogues(ids, masks, turns, dials)
 
 
+def nan_once(loss_fn):
+    """loss_fn whose first loss with a gradient is NaN (the RL step's micro-batch 0 on this rank)."""
+    calls = []
+
+    def fn(*args, **kw):
+        loss, stats = loss_fn(*args, **kw)
+        if loss.requires_grad and not calls:
+            calls.append(1)
+            loss = loss * float("nan")
+        return loss, stats
+    return fn
+
+
 def rl_args(**kw):
     a = dict(seed=0, k=2, k_partial=None, G=2, delta=0.5, nu=1.0, adv_group="question", adv_norm="none",
              no_probes=False, no_dsu=False, no_aux=False, beta=0.04, clip_eps=0.2, aux_weight=0.1, agg="token",
@@ -72,6 +87,8 @@ def main(out):
     dei, _ = probes.build_dei(records, "oracle", rules=["counterfactual", "why", "decompose"], progress=False)
     GOLD.update({data.user_message(r): r["answer"] for r in dei})
     sample.rollout_dialogues = scripted_rollouts
+    if os.environ.get("DIST_WORKER_NAN_RANK") == str(dist.rank()):
+        exgrpo.exgrpo_loss = nan_once(exgrpo.exgrpo_loss)
     rows = {}
     # SFT: 5 rows in micro-batches of 2 (2 processes: 3 rows and 2, so 2 micro-batches and 1)
     turns = [[(r["question"], r["reasoning"])] for r in records] + [[(dei[0]["question"], "The answer is 1.")]]

@@ -7,6 +7,7 @@ model loads, a teacher is asked or a folder is made (checks.py).
 In process, the work a bad value must never reach is replaced by a function that fails the test;
 three cases also run as real processes (python train.py --nu 0.5, ...) for the exit status, the
 single stderr line and the wall time, interpreter start and imports included."""
+import json
 import subprocess
 import sys
 import time
@@ -46,6 +47,7 @@ TRAIN = [
     (["--teacher", "openai"], "needs --teacher-url"),
     (["--teacher", "gpt9"], "unknown teacher 'gpt9'"),
     (["--teacher", "hf:./no/such/teacher"], "--teacher hf:./no/such/teacher: no folder at"),
+    (["--teacher", "hf:runs/no/such/final"], "--teacher hf:runs/no/such/final: no folder at"),   # not a hub id
     (["--teacher-url", "localhost:8000", "--teacher-model", "m"], "must start with http:// or https://"),
     (["--teacher-timeout", "0"], "--teacher-timeout 0.0: must be > 0 seconds"),
     (["--teacher-concurrency", "0"], "--teacher-concurrency 0: must be >= 1"),
@@ -64,6 +66,7 @@ TRAIN = [
     (["--data-dir", "/no/such/data"], "--data-dir /no/such/data: no folder at"),
     (["--sft-from", "/no/such/sft"], "--sft-from /no/such/sft: no checkpoint there"),
     (["--resume", "/no/such/run"], "--resume /no/such/run: no run there to resume"),
+    (["--gpus", "-1"], "--gpus -1: must be >= 0"),
     (["--student", "no-such-model"], "--student no-such-model: unknown student 'no-such-model'"),
     (["--difficulty-student", "./nowhere"], "--difficulty-student ./nowhere: unknown student"),
     pytest.param(["--device", "cuda"], "--device cuda: no CUDA device here", marks=NO_CUDA),
@@ -103,6 +106,7 @@ EVALUATE = [
     (["--ei-test", "/no/such/dei.jsonl", "--datasets", "none"], "--ei-test /no/such/dei.jsonl: no file at"),
     (["--ei-test", "synth", "--rules", "x"], "--rules x: unknown rule x"),
     (["--student", "no-such-model"], "unknown student 'no-such-model'"),
+    (["--student", "runs/no/such/final"], "nor a hub id (org/name), and no folder at"),   # not hub advice
     (["--dtype", "int8"], "--dtype int8: must be fp32, bf16 or fp16"),
     (["--level", "9"], "--level 9: must be one of"),
     pytest.param(["--device", "cuda"], "--device cuda: no CUDA device here", marks=NO_CUDA),
@@ -143,6 +147,57 @@ def test_train_bad_flag(argv, message, tmp_path, no_work, monkeypatch, capsys):
     monkeypatch.setattr(data, "load", lambda *a, **k: pytest.fail("data read before the flags were checked"))
     fails_in_one_line(train.main, argv + ["--out", str(tmp_path / "run")], message, capsys)
     assert not (tmp_path / "run").exists()
+
+
+def _folders(tmp_path):
+    """A train.py run folder (config.json of real flags), a model folder, a cut config, a file."""
+    run = tmp_path / "run0"
+    run.mkdir()
+    runs.write_atomic(run / "config.json", json.dumps(vars(train.get_args(["--student", "tiny", "--rl-steps", "3"]))))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llama", "torch_dtype": "float32"}))
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "config.json").write_text('{"student": "tiny", ')
+    (tmp_path / "a.jsonl").write_text("")
+    return run, model, cut, tmp_path / "a.jsonl"
+
+
+def test_train_bad_paths(tmp_path, no_work, monkeypatch, capsys):
+    """Catches: --resume on a model folder (its keys merged into the flags) or on a cut config.json
+    (a JSONDecodeError traceback), --sft-from a run folder or a folder without weights (a transformers
+    traceback after zero-shot and EI), --out a file (NotADirectoryError): each one line, at once."""
+    monkeypatch.setattr(data, "load", lambda *a, **k: pytest.fail("data read before the flags were checked"))
+    run, model, cut, afile = _folders(tmp_path)
+    out = ["--out", str(tmp_path / "new")]
+    for argv, message in [
+            (["--resume", str(model)], "is not a train.py run's (a model folder?"),
+            (["--resume", str(cut)], "config.json does not parse"),
+            (["--sft-from", str(run)] + out, f"that is a run folder; its warm-up is {run / 'sft' / 'final'}"),
+            (["--sft-from", str(model)] + out, "no checkpoint there (a model folder holds config.json and"),
+            (["--student", "tiny", "--out", str(afile)], "a file is there, not a folder"),
+            (["--student", str(run)] + out, f"that is a run folder; its trained model is {run / 'rl' / 'final'}")]:
+        fails_in_one_line(train.main, argv, message, capsys)
+    assert not (tmp_path / "new").exists()
+
+
+def test_resume_refuses_a_written_flag_that_differs_and_takes_plumbing_anew(tmp_path, capsys):
+    """Catches: --resume RUN --rl-steps N silently dropped when N is the default the resume parses
+    with (the saved 3 won; the start-up block even showed rl_steps=3*), and a resume refused a new
+    --teacher-url or --save-minutes (a preempted run whose teacher moved could not go on)."""
+    run, *_ = _folders(tmp_path)
+    default = train.get_args(["--resume", str(run)]).rl_steps
+    assert default != 3
+    fails_in_one_line(train.main, ["--resume", str(run), "--rl-steps", str(default)],
+                      f"--rl-steps {default} differs from the resumed run's 3", capsys)
+    argv = ["--resume", str(run), "--save-minutes", "7", "--teacher-concurrency", "3"]
+    args = train.get_args(argv)
+    import presets
+    merged, path = runs.resolve_run(args, presets.GIVEN & runs.RESUME_MAY_CHANGE)
+    assert path == run and merged.rl_steps == 3 and merged.student == "tiny"          # the run's own flags
+    assert (merged.save_minutes, merged.teacher_concurrency) == (7.0, 3)             # plumbing taken anew
+    assert "resume: --save-minutes 7.0" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", PROBES)

@@ -364,7 +364,7 @@ def test_ei_test_cache_is_kept_per_number_of_questions(tmp_path, monkeypatch):
     assert asked == [100]
     assert json.loads((run / "sft" / "ei_test_100.json").read_text()) == {"x": 1.0, "y": 0.0}
     assert methods.ei_test(run, "sft", None) == 0.25            # the first n's cache is kept
-    assert asked_with == ["2 + 2?\n" + probes.format_instruction("number")]   # the probe as a plain question
+    assert asked_with == ["2 + 2?\n\n" + probes.format_instruction("number")]   # as training asks a probe
     methods.ei_test(run, "sft", None, label_prefix=True, n=7)   # step-by-step asks with its label prefix
     assert asked_with[-1] == baselines.LABEL_PREFIX + asked_with[0]
 

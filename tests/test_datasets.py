@@ -216,6 +216,33 @@ def test_malformed_gsm8k_lines_are_skipped_and_counted(tmp_path, capsys):
     assert "skipped 2 malformed rows" in capsys.readouterr().err
 
 
+def test_rows_of_the_wrong_type_are_skipped_and_an_empty_file_is_named(tmp_path, capsys):
+    """Catches: a GSM8K answer that is a number (TypeError: argument of type 'int' is not
+    iterable, naming no file), a reasoning that is not text (a transformers traceback mid-SFT), a
+    dict gold taken as the string "{'x': 1}", and an empty file reported as 'Instruction "train"
+    corresponds to no data!' for a test split. Each row is skipped and counted; no rows at all is
+    one error naming the file."""
+    gsm = tmp_path / "gsm8k" / "test.jsonl"
+    gsm.parent.mkdir()
+    gsm.write_text(json.dumps({"question": "x?", "answer": 5}) + "\n"
+                   + json.dumps({"question": "2+2?", "answer": "#### 4"}) + "\n")
+    assert [r["answer"] for r in load_dataset("gsm8k", data_dir=tmp_path)] == ["4"]
+    assert "skipped 1 malformed rows" in capsys.readouterr().err
+    _write_revthink(tmp_path, [{"question": "Is a?", "gold_answer": True, "forward_reasoning": 5},
+                               {"question": "Is b?", "gold_answer": {"x": 1}},
+                               {"question": "Is c?", "gold_answer": [True]},
+                               {"question": "Is d?", "gold_answer": False, "forward_reasoning": "No."}])
+    assert [r["question"] for r in load_dataset("strategyqa", data_dir=tmp_path)] == ["Is d?"]
+    err = capsys.readouterr().err
+    assert "skipped 3 malformed rows" in err and "reasoning field that is not text" in err
+    gsm.write_text("")
+    with pytest.raises(ValueError, match=r"gsm8k test: no usable record in .*test\.jsonl \(the file holds none\)"):
+        load_dataset("gsm8k", data_dir=tmp_path)
+    (tmp_path / "strategyqa" / "revthink" / "test_data" / "SQA_test.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"strategyqa test: no usable record in .*SQA_test\.json \(the file"):
+        load_dataset("strategyqa", data_dir=tmp_path)
+
+
 def _strategyqa_text(tmp_path, text):
     path = tmp_path / "strategyqa" / "revthink" / "test_data" / "SQA_test.json"
     path.parent.mkdir(parents=True)

@@ -9,6 +9,8 @@ import optim
 import models
 import sample
 from data import synth
+from data.synth import generate
+import probes
 
 
 # --- the Dialogue Structure Utility bonus ----------------------------------------
@@ -212,3 +214,16 @@ def test_fused_updates_start_before_backward_reaches_the_embedding(tok, monkeypa
     assert events[0] == "update"                 # the first micro-batch, aux included: no branch runs first
     first = events[:events.index("embedding") + 1]
     assert first.count("update") == n_params - 1 and first[-1] == "embedding"   # all but the tied embedding
+
+
+def test_a_rule_set_that_leaves_no_dialogue_says_the_run_is_grpo():
+    """Catches: --rules reverse (every reverse probe states the answer, so none may enter RL)
+    running as "ExGRPO" while every dialogue is the plain question, without a word. Two questions
+    by hand: one with 2 RL probes, one with 1."""
+    ok = {"probes": [{"kept": True, "reveals_answer": False}] * 2}
+    one = {"probes": [{"kept": True, "reveals_answer": False}, {"kept": True, "reveals_answer": True}]}
+    assert exgrpo.probe_coverage_note([ok, ok]) is None
+    assert exgrpo.probe_coverage_note([ok, one]).startswith("note: 1 of 2 training questions")
+    assert "this run is GRPO" in exgrpo.probe_coverage_note([one], "reverse")
+    dei, _ = probes.build_dei(generate("train", 4), "oracle", rules="reverse", progress=False)
+    assert "this run is GRPO" in exgrpo.probe_coverage_note(dei, "reverse")

@@ -71,6 +71,22 @@ def test_a_failing_process_stops_every_process_in_one_line(tmp_path):
     assert "[rank1]: Traceback" not in r.stderr
 
 
+def test_a_non_finite_loss_on_one_process_is_skipped_on_every_process(tmp_path):
+    """Catches: a process that skips its non-finite micro-batch (P6) while the others run its
+    backward, a collective under FSDP2: they would wait for it forever (or pair up the wrong
+    micro-batches' gradients). Rank 1's first RL micro-batch loss is NaN: both processes skip it,
+    the step still ends, its gradient norm and weights are finite."""
+    r = run(TORCHRUN + ["tests/dist_worker.py", str(tmp_path / "nan.pt")], env={"DIST_WORKER_NAN_RANK": "1"},
+            timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = torch.load(tmp_path / "nan.pt", weights_only=False)
+    grpo = out["rows"]["grpo"]
+    assert grpo["skipped_micro"] == 2          # micro-batch 0 of each of the two processes
+    assert torch.isfinite(torch.tensor(grpo["grad_norm"])) and grpo["grad_norm"] > 0   # micro-batch 1 stepped
+    assert out["rows"]["exgrpo"]["skipped_micro"] == 0
+    assert all(torch.isfinite(w).all() for w in out["weights"].values())
+
+
 def test_train_runs_every_stage_under_torchrun_and_resumes_a_killed_run(tmp_path):
     """An uninterrupted 2-process run, and one killed after its first RL checkpoint and resumed
     (by torchrun again): the same final weights, loadable by from_pretrained; one results table."""

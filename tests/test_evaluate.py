@@ -210,6 +210,32 @@ def test_split_train_never_replaces_the_test_score_and_overwrite_is_explicit(tok
     res = json.loads((out / "results.json").read_text())
     assert res["rows"]["tiny"] == {"strategyqa": 1.0, "strategyqa/train": pytest.approx(2 / 3)}
 
+
+
+def test_answers_of_an_unfinished_run_are_never_thrown_away_unasked(tok, tiny, tmp_path, monkeypatch, capsys):
+    """Catches: the same command typed again after a crash (results.json not yet written) starting
+    the predictions file anew without a word, hours of answers lost. Refused in one line before the
+    model loads; --resume keeps the answers (none generated), --overwrite asks again."""
+    root = write_strategyqa(tmp_path / "data", [{"question": "Is the sky blue?", "gold_answer": True},
+                                                {"question": "Is fire cold?", "gold_answer": False}])
+    monkeypatch.setattr(sample, "generate", fake_generate(tok, lambda p: "The answer is yes."))
+    out = tmp_path / "o"
+    common = ["--student", "tiny", "--datasets", "strategyqa", "--data-dir", str(root), "--out", str(out)]
+    monkeypatch.setattr(models, "load_student", lambda *a, **k: (tiny, tok))
+    evaluate.main(common)
+    (out / "results.json").unlink()                          # what a crash before the end leaves
+    preds = (out / "tiny" / "predictions_strategyqa.jsonl").read_text()
+    monkeypatch.setattr(models, "load_student", lambda *a, **k: pytest.fail("the model loaded"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(common)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "holds answers of an unfinished run" in err
+    assert (out / "tiny" / "predictions_strategyqa.jsonl").read_text() == preds
+    monkeypatch.setattr(models, "load_student", lambda *a, **k: (tiny, tok))
+    evaluate.main(common + ["--resume"])
+    assert "(1/2; 0 generated" in capsys.readouterr().out
+
 # -----------------------------------------------------------------------------
 # EI-Test
 
@@ -380,3 +406,23 @@ def test_synthetic_ei_test_follows_the_level():
         assert ids <= {q["id"] for q in data.load("synth", "test_id", limit=5, level=level)} and ids
     assert {r["id"] for r in load_ei_test("synth", "test_id", limit=5, level=1)} != \
         {r["id"] for r in load_ei_test("synth", "test_id", limit=5, level=3)}
+
+
+def test_a_train_py_results_file_is_refused_by_name_not_read_as_an_empty_table(tmp_path, capsys):
+    """Catches: evaluate.py --table on train.py's results.json printing an empty table, and --out
+    RUN replacing train.py's results.md with evaluate.py's: both write a results.json, in two
+    formats; evaluate.py now refuses train.py's in one line, naming it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"table": [{"stage": "SFT warm-up", "test_id": 0.5}],
+                                                  "timing": {"sft": 1.0}}))
+    (run / "results.md").write_text("train.py's table\n")
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--table", str(run / "results.json")])
+    assert "is train.py's results of one run" in str(e.value.code)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--student", "tiny", "--datasets", "synth", "--limit", "2", "--out", str(run)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "is train.py's results of one run" in err and len(err.strip().splitlines()) == 1
+    assert (run / "results.md").read_text() == "train.py's table\n"

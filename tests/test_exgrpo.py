@@ -1,4 +1,5 @@
-"""Every equation of exgrpo.py against a value computed by hand, plus pitfalls P1, P2, P6, P10, P11, P14."""
+"""Every equation of exgrpo.py against a value computed by hand, plus pitfalls P1, P2, P6, P10, P11, P14;
+the DSU bonus (step 4) and the dialogue scenarios are hand-checked in tests/test_dialogue.py."""
 import math
 
 import pytest
@@ -88,6 +89,16 @@ def test_every_dsu_firing_changes_the_default_advantages():  # P16: all 256 bina
             else:
                 assert torch.equal(adv, adv_off)
     assert fired_cases == 93   # pairs with more correct A than B: sum_i C(4,i) * sum_{j<i} C(4,j) = 4+30+44+15
+
+
+def test_the_bonus_raises_the_joint_baseline_so_a_correct_b_rollout_can_get_zero():
+    """The documented cost of keeping the bonus in the reward (docs/design.md, Advantages): A all
+    right, B [1, 1, 0, 0], G 4. R: A [1.5] * 4 (P_full 1 > P_partial 0.5), B [1, 1, 0, 0]; the
+    joint mean (6 + 2) / 8 = 1, so A gets [0.5] * 4, the correct B rollouts 0, the wrong ones -1."""
+    meta, G = [(0, "full"), (0, "partial")], 4
+    r, fired, _, _ = exgrpo.add_dsu(torch.tensor([[1.0] * 4, [1.0, 1.0, 0.0, 0.0]]), meta, delta=0.5, nu=1.0)
+    adv = group_advantages(r.flatten(), exgrpo.group_ids(meta, G, "question"), "none")
+    assert fired == [1.0] and adv.tolist() == [0.5, 0.5, 0.5, 0.5, 0.0, 0.0, -1.0, -1.0]
 
 
 def test_std_scaling_cancels_the_dsu_bonus_on_binary_rewards():

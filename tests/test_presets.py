@@ -287,6 +287,16 @@ def test_a_hub_id_and_a_folder_get_the_preset_and_the_memory_estimate_of_their_a
         assert presets.estimate(a)["peak"] == presets.estimate(alias)["peak"]
 
 
+def test_the_papers_hub_ids_plan_like_their_alias_without_a_cached_config(tmp_path, monkeypatch):
+    """Catches: --student google/gemma-7b-it planned with the CPU preset (and no memory estimate,
+    and no 7B-on-CPU stop) when its config is not in the hub cache, as before its gated download."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    for hub, alias in ((h, a) for a, h in models.HUB_IDS.items()):
+        assert models.hub_config(hub) is None
+        assert models.architecture(hub) == models.architecture(alias)
+        assert train.get_args(["--student", hub]).preset == "gpu-7b"
+
+
 def test_dry_run_of_a_hub_id_prints_its_preset_and_memory(tmp_path):
     gemma = dict(models.RANDOM_INIT_CONFIGS["gemma-7b"], architectures=["GemmaForCausalLM"])
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(_hub_cache_with(tmp_path, "google/gemma-7b-it", gemma)))
@@ -489,3 +499,14 @@ def test_dry_run_prints_the_questions_a_step_and_why():
     assert ("rl       1 question a step x G 8 (16 rollouts; memory: 1 already needs 75.3 GB and 2 would need "
             "77.0 GB, > 74.6 GB (95% of 78.5 GB); training 6.8 GB -> 61.4 GB from 1 to 32 questions, the aux "
             "batch") in p.stdout
+
+
+def test_a_micro_batch_larger_than_its_batch_is_charged_as_the_batch():
+    """Catches: --rl-micro 1000 on a step of 8 rollouts planned as 1,000 sequences at once (85 GB,
+    refused) while the run peaked at 0.9 GB: a micro-batch holds at most the step's rows (and an
+    SFT micro-batch at most --sft-batch)."""
+    base = ["--student", "tiny", "--rl-questions", "1", "--G", "4", "--k", "2"]   # 1 x 2 scenarios x 4 = 8
+    whole = presets.estimate(train.get_args(base + ["--rl-micro", "8", "--sft-micro", "4", "--sft-batch", "4"]))
+    huge = presets.estimate(train.get_args(base + ["--rl-micro", "1000", "--sft-micro", "1000", "--sft-batch", "4"]))
+    assert whole["rows"] == 8
+    assert huge["rl"]["_peak"] == whole["rl"]["_peak"] and huge["sft"]["_peak"] == whole["sft"]["_peak"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import data
 import probes
 from data.oracle import reveals_answer, solve
 from data.synth import generate, op_sentence
@@ -441,7 +442,7 @@ def test_difficulty_filter_drops_too_easy_and_too_hard_questions():
     recs = generate("train", 6, seed=7)
     for r in recs:
         for p in probes.make_probes(r, ["decompose", "why", "compare"]):
-            GOLD[probes.format_question(p["question"], p["answer_type"])] = p["answer"]
+            GOLD[data.user_message(p)] = p["answer"]   # the student's prompt of a probe
     rules = ["decompose", "why", "compare"]
     run = lambda student, tau: probes.build_dei(recs, "oracle", rules=rules, student=student,
                                                 tau_hard=tau, progress=False)
@@ -522,6 +523,22 @@ def test_load_dei_kept_only(tmp_path):
     assert len(probes.load_dei(tmp_path / "d.jsonl")) == sum(d["kept"] for d in dei)
     assert len(probes.load_dei(tmp_path / "d.jsonl", kept_only=False)) == 5
 
+
+def test_the_student_sees_a_probe_in_one_format_in_the_filter_in_training_and_in_the_ei_test():
+    """Catches: the difficulty filter and the EI-Test asking the student with the teacher's prompt
+    (question, one newline, format line) while SFT, the aux loss and RL dialogues ask it with a blank
+    line between: the filter then measures, and the EI-Test scores, a format never trained on."""
+    import evaluate
+    import exgrpo
+    asked = []
+    student = lambda convs: asked.extend(c[0]["content"] for c in convs) or ["The answer is 0."] * len(convs)
+    dei, _ = probes.build_dei(generate("train", 3), "oracle", rules=["counterfactual", "why"], student=student,
+                              progress=False)
+    consistent = [p for d in dei for p in d["probes"] if p["consistent"] and p["answer_correct"] is not False]
+    assert asked and asked == [exgrpo.probe_message(p) for p in consistent]
+    assert all(m != probes.format_question(p["question"], p["answer_type"]) for m, p in zip(asked, consistent))
+    for rec in evaluate.ei_probe_records(dei):
+        assert evaluate.ei_prompt(rec)[0]["content"] == exgrpo.probe_message(rec)
 
 # -----------------------------------------------------------------------------
 # the hf: teacher and a real (tiny) student, once sample.py has them

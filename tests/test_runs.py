@@ -155,3 +155,18 @@ def test_report_to_a_missing_package_is_one_line(capsys, monkeypatch):
         train.get_args(["--student", "tiny", "--report-to", "wandb"])
     assert e.value.code == 2
     assert "--report-to wandb: the package is not installed; pip install wandb" in capsys.readouterr().err
+
+
+def test_trim_log_skips_a_line_cut_by_a_crash(tmp_path, capsys):
+    """Catches: --resume ending in a JSONDecodeError because a kill (or a full disk) cut the last
+    line of metrics.jsonl. trim_log keeps every whole row outside the redone steps, drops the cut
+    line, says so on stderr, and leaves no temp file behind."""
+    import json
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"stage": "sft", "step": 0}, {"stage": "rl", "step": 0}, {"stage": "rl", "step": 1},
+            {"stage": "rl_eval", "step": 1}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"stage": "rl", "step": 2, "loss": 0.1')
+    runs.Run(tmp_path).trim_log("rl", 1)
+    assert [json.loads(x) for x in path.read_text().splitlines()] == rows[:2]
+    assert "1 metrics line(s) that do not parse" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]

@@ -320,6 +320,25 @@ def test_dialogue_turns_reuse_the_cache_and_match_a_fresh_prefill(student, budge
     assert fed_reused < sum(fed)
 
 
+def test_a_turn_ended_by_another_eos_is_closed_with_the_end_of_turn(monkeypatch):
+    """Catches: a turn the student ends with <|endoftext|> (an EOS, not the template's <|im_end|>)
+    followed directly by the next user turn's glue, a context the chat template never renders and
+    SFT never shows. The model is pushed to <|endoftext|> at every fifth position: each such turn
+    gets a forced <|im_end|> outside the mask, and every glue starts right after an <|im_end|>."""
+    from models import micro_model, micro_tokenizer
+    t = micro_tokenizer()
+    model = micro_model(t, seed=0)
+    other, eot = t.convert_tokens_to_ids("<|endoftext|>"), sample.end_of_turn_id(t)
+    assert other != eot and other in sample.eos_ids(t)
+    _eos_every_fifth_position(model, other, monkeypatch)
+    roll = sample.rollout_dialogues(model, t, [["Probe: 3 + 4?", "Question: 5 + 5?"]], n=2, max_new_tokens=9,
+                                    temperature=0)
+    for ids, m in zip(roll.ids, roll.student_mask):
+        ends = [j for j in range(len(m) - 1) if m[j] and not m[j + 1]]   # a student turn's last token
+        assert [ids[j] for j in ends] == [other, other]                  # both turns ended on <|endoftext|>
+        assert all(ids[j + 1] == eot and m[j + 1] == 0 for j in ends)
+
+
 def test_sample_ids_past_must_be_extended(tiny, tok):
     c, lp, past = sample.sample_ids(tiny, [[1, 2, 3]], 2, 0, eos=[], pad_id=tok.pad_token_id, keep=True)
     assert past.n == [3 + len(c[0]) - 1]          # the prompt and every sampled id but the last one

@@ -243,3 +243,23 @@ def test_decode_flag_picks_the_decode_loop(tmp_path, monkeypatch):
     train.main(quick + ["--decode", "static", "--out", str(tmp_path / "static")])
     assert in_rl[1] > 0
     assert (decode.STATIC["cpu"], decode.COMPILE["cpu"]) == (True, False)
+
+
+def test_an_evaluation_stage_killed_midway_keeps_its_answers_on_resume(tmp_path, tok):
+    """Catches: train.py's zero_shot / eval_sft / eval_rl stages regenerating every answer after a
+    kill (their predictions file was started anew), while the held-out evals inside RL must start
+    anew (their step is redone with other weights). Question 0's answer is planted as a killed
+    attempt would leave it, 'The answer is <gold>.': the stage keeps and scores it (1 of 1 right,
+    where the untrained model answers nothing right), the held-out eval does not."""
+    import runs
+    args = train.get_args(["--student", "tiny", "--eval-max-new-tokens", "4"])
+    rec = data.load("synth", "test_id", limit=1)[0]
+    model = models.tiny_model(tok, seed=0).eval()
+    run = runs.Run(tmp_path)
+    for stage, resume, want in (("sft", True, 1.0), ("rl/eval_step5", False, 0.0)):
+        path = tmp_path / stage / "predictions_test_id.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"id": rec["id"], "question": rec["question"],
+                                    "generated": f"The answer is {rec['answer']}.", "finished": True}) + "\n")
+        accs = train.eval_all(args, run, stage, model, tok, {"test_id": [rec]}, quiet=True, resume=resume)
+        assert accs["test_id"] == want, stage
