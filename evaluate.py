@@ -70,7 +70,7 @@ def ei_probe_records(dei):
     for i, d in enumerate(dei):
         for j, p in enumerate(d.get("probes") or []):
             gold = p.get("answer") if p.get("answer") is not None else p.get("teacher_answer")
-            if not p.get("kept") or gold is None or not str(gold).strip():
+            if not p.get("kept") or gold is None or not str(gold).strip() or not probes.has_gold(p):
                 continue
             out.append({"id": f"{d.get('id') or i}/{j}", "rule": p["rule"], "question": p["question"],
                         "answer": str(gold).strip(), "answer_type": p["answer_type"], "reasoning": ""})

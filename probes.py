@@ -80,6 +80,15 @@ def _probe(rule, question, answer_type, answer=None, spec=None, reveals=False, w
             "kept": None, "reveals_answer": reveals, "spec": spec}
 
 
+def has_gold(p):
+    """Whether a probe's answer can grade another answerer: a synthetic probe's exact answer, or
+    the teacher's answer to a probe whose question is fixed. Not the text counterfactual template,
+    which asks each answerer to invent its own change: the teacher answered another question than
+    the student will, so neither the difficulty filter nor the EI-Test grades it."""
+    return p.get("answer") is not None or not (p["rule"] == "counterfactual" and p.get("spec") is None
+                                               and p.get("writer", "template") == "template")
+
+
 def _synth(rule, question, spec, answer_type, p):
     """A synthetic probe of Q's problem p: the oracle computes its gold answer from the spec,
     and whether it states Q's answer (data/oracle.py reveals_answer)."""
@@ -513,7 +522,9 @@ def _consistency(flat, teacher, stats):
 
 
 def _difficulty(kept, student, stats, max_new_tokens, batch_size):
-    """The untrained student answers the consistent probes (gold: known, else the teacher's)."""
+    """The untrained student answers the consistent probes that have a gold (known, else the
+    teacher's; has_gold): the others keep student_correct None and do not count."""
+    kept = [(d, p) for d, p in kept if has_gold(p)]
     convs = [user(user_message(p)) for _, p in kept]   # each on its own, as training will put it
     if callable(student):  # fn(conversations) -> texts: tests, or a student served elsewhere
         texts = list(student(convs)) if convs else []
@@ -530,12 +541,14 @@ def _difficulty(kept, student, stats, max_new_tokens, batch_size):
 def _verdict(d, student, tau_hard, stats):
     """Keep Q or say why not."""
     good = [p for p in d["probes"] if p["kept"]]
-    solved = sum(bool(p["student_correct"]) for p in good)
-    checked = student is not None
-    d.update(n_probes=len(d["probes"]), n_consistent=len(good), n_student_correct=solved if checked else None)
+    graded = [p for p in good if p["student_correct"] is not None]   # has_gold: not every probe
+    solved = sum(bool(p["student_correct"]) for p in graded)
+    checked = student is not None and bool(graded)
+    d.update(n_probes=len(d["probes"]), n_consistent=len(good),
+             n_student_correct=solved if student is not None else None)
     reason = ("no_probe" if not d["probes"] else "no_consistent_probe" if not good
-              else "too_easy" if checked and solved == len(good)           # nothing left to learn
-              else "too_hard" if checked and solved < tau_hard * len(good)  # cannot follow it yet
+              else "too_easy" if checked and solved == len(graded)           # nothing left to learn
+              else "too_hard" if checked and solved < tau_hard * len(graded)  # cannot follow it yet
               else None)
     d["kept"], d["drop_reason"] = reason is None, reason
     stats["questions"][reason or "kept"] += 1

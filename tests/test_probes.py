@@ -560,3 +560,31 @@ def test_hf_teacher_and_student_smoke(tmp_path):
     again = probes.make_teacher("hf:tiny", cache_path=tmp_path / "cache.jsonl", max_new_tokens=8, batch_size=8)
     probes.build_dei(recs, again, rules=["counterfactual", "why"], progress=False)
     assert again.calls == 0 and again.model is None  # all from the cache: the model never loads
+
+
+def test_a_text_counterfactual_that_each_answerer_invents_is_never_graded():
+    """Catches: the text counterfactual template ("imagine one key fact were different ... answer
+    the changed question") graded against the teacher's answer to the teacher's own change, in
+    the difficulty filter and the EI-Test. The student answers the two gradable probes (one wrong);
+    the invented one is not asked, not counted, and not an EI-Test record."""
+    import evaluate
+    ex = {"id": "q0", "question": "Is the sea salty?", "answer": "yes", "answer_type": "yesno",
+          "reasoning": "Sea water holds dissolved salt from rocks. The answer is yes."}
+    invented = probes.counterfactual(ex)[0]
+    fixed = dict(probes._probe("counterfactual", "If the sea held no salt, would it taste salty?", "yesno"),
+                 writer="teacher")
+    why = probes._probe("why", "Why is sea water salty? Is it because of rocks?", "yesno")
+    assert not probes.has_gold(invented) and probes.has_gold(fixed) and probes.has_gold(why)
+    d = {"id": "q0", "probes": []}
+    for p in (invented, fixed, why):
+        d["probes"].append(dict(p, kept=True, teacher_answer="no" if p is fixed else "yes", student_correct=None))
+    asked, stats = [], {"rules": {r: {"student_checked": 0, "student_correct": 0} for r in ("counterfactual", "why")}}
+    probes._difficulty([(d, p) for p in d["probes"]], lambda convs: asked.extend(convs) or
+                       ["The answer is no.", "The answer is no."], stats, 8, 8)
+    assert len(asked) == 2 and [p["student_correct"] for p in d["probes"]] == [None, True, False]
+    assert stats["rules"]["counterfactual"]["student_checked"] == 1
+    probes._verdict(d, "student", 0.0, {"questions": {"kept": 0, "too_easy": 0}, "rules": {
+        "counterfactual": {"in_kept": 0}, "why": {"in_kept": 0}}})
+    assert d["kept"] and d["n_student_correct"] == 1     # 1 of the 2 graded: neither too easy nor too hard
+    assert [r["rule"] for r in evaluate.ei_probe_records([d])] == ["counterfactual", "why"]
+    assert all(r["question"] != invented["question"] for r in evaluate.ei_probe_records([d]))
