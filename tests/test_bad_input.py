@@ -48,6 +48,7 @@ TRAIN = [
     (["--teacher", "gpt9"], "unknown teacher 'gpt9'"),
     (["--teacher", "hf:./no/such/teacher"], "--teacher hf:./no/such/teacher: no folder at"),
     (["--teacher", "hf:runs/no/such/final"], "--teacher hf:runs/no/such/final: no folder at"),   # not a hub id
+    (["--teacher", "hf:nobody/no-such-model"], "hub id nobody/no-such-model is not in the local hub cache"),
     (["--teacher-url", "localhost:8000", "--teacher-model", "m"], "must start with http:// or https://"),
     (["--teacher-timeout", "0"], "--teacher-timeout 0.0: must be > 0 seconds"),
     (["--teacher-concurrency", "0"], "--teacher-concurrency 0: must be >= 1"),
