@@ -291,8 +291,15 @@ def resolve_run(args, anew=()):
 
 def open_run(args, path):
     path.mkdir(parents=True, exist_ok=True)
-    if args.resume or not (path / "config.json").exists():   # a resume: with the flags it took anew
-        write_atomic(path / "config.json", json.dumps(vars(args), indent=2))
+    cfg = path / "config.json"
+    if not cfg.exists():   # the flags the run started with
+        write_atomic(cfg, json.dumps(vars(args), indent=2))
+    elif args.resume:      # kept as the run started, but for the plumbing a resume took anew (a later
+        saved, _ = read_config(path)   # resume must reach the teacher's new address too)
+        new = {k: getattr(args, k) for k in RESUME_MAY_CHANGE
+               if saved is not None and hasattr(args, k) and getattr(args, k) != saved.get(k)}
+        if new:
+            write_atomic(cfg, json.dumps({**saved, **new}, indent=2))
     run = Run(path)
     if getattr(args, "report_to", "none") != "none" and dist.is_main():
         run.tracker = Tracker(args.report_to, path, vars(args))

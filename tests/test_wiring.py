@@ -498,7 +498,7 @@ def test_cosine_lr_mid_points_by_hand(step, expected):
 
 def _run_args(**kw):
     return argparse.Namespace(**{"resume": None, "out": None, "student": "tiny", "rl_lr": 1e-5, "report_to": "none",
-                                 **kw})
+                                 "rl_steps": 3, "seed": 0, **kw})
 
 
 def test_resolve_run_resumes_with_the_saved_flags_and_never_overwrites(tmp_path, monkeypatch):
@@ -518,6 +518,12 @@ def test_resolve_run_resumes_with_the_saved_flags_and_never_overwrites(tmp_path,
     assert got == path and (again.rl_lr, again.student, again.new_flag, again.resume) == (3e-4, "tiny", 7, str(path))
     runs.open_run(again, got)
     assert json.loads((path / "config.json").read_text()) == vars(args)    # kept as the run started
+    # plumbing a resume may take anew (runs.RESUME_MAY_CHANGE) is kept for the later resumes
+    moved, _ = runs.resolve_run(_run_args(resume=str(path), save_minutes=5.0), anew={"save_minutes"})
+    runs.open_run(moved, got)
+    assert moved.save_minutes == 5.0
+    assert json.loads((path / "config.json").read_text()) == {**vars(args), "save_minutes": 5.0}
+    runs.write_atomic(path / "config.json", json.dumps(vars(args)))          # back, for what follows
     run.finish("sft", {"accuracy": 0.5})
     assert runs.Run(path).finished("sft") and runs.Run(path).state["done"]["sft"] == {"accuracy": 0.5}
     (path / "results.json").write_text("{}")
@@ -525,7 +531,7 @@ def test_resolve_run_resumes_with_the_saved_flags_and_never_overwrites(tmp_path,
         runs.resolve_run(_run_args(resume=str(path)))
     with pytest.raises(SystemExit, match="already holds a finished run"):
         runs.resolve_run(_run_args(out=str(path)))
-    with pytest.raises(SystemExit, match="holds no run to resume"):
+    with pytest.raises(SystemExit, match="no run there to resume"):
         runs.resolve_run(_run_args(resume=str(tmp_path / "nothing")))
     monkeypatch.chdir(tmp_path)
     assert str(runs.resolve_run(_run_args(student="models/smollm2"))[1]).startswith("runs/smollm2-")
