@@ -154,14 +154,22 @@ def raises(ap, flag, value, check):
         fail(ap, f"{flag} {value}: {e}")
 
 
-def sft_from(ap, path):
-    """--sft-from: a saved model folder (RUN/sft/final), not a run folder or an empty one."""
+SHAPE = ("arch", "hidden", "layers", "heads", "kv_heads", "head_dim", "intermediate")   # of models.compact
+
+
+def sft_from(ap, path, student):
+    """--sft-from: a saved model folder (RUN/sft/final) of the student's shape, not a run folder,
+    an empty one, or another architecture's warm-up (a screen of size mismatches after stage 1)."""
     folder = Path(path)
     if runs.read_config(folder)[0] is not None:   # a train.py run folder: point at its warm-up
         fail(ap, f"--sft-from {path}: that is a run folder; its warm-up is {folder / 'sft' / 'final'}")
     if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
         fail(ap, f"--sft-from {path}: no checkpoint there (a model folder holds config.json and "
                  f"*.safetensors, e.g. runs/x/sft/final)")
+    want, got = models.architecture(student), models.architecture(str(folder))
+    if want and got and any(want[k] != got[k] for k in SHAPE):
+        fail(ap, f"--sft-from {path}: a warm-up of another shape than --student {student} ("
+                 + ", ".join(f"{k} {got[k]} != {want[k]}" for k in SHAPE if want[k] != got[k]) + ")")
 
 
 def train_flags(ap, args):
@@ -194,7 +202,7 @@ def train_flags(ap, args):
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         fail(ap, f"--out {args.out}: a file is there, not a folder")
     if args.sft_from:
-        sft_from(ap, args.sft_from)
+        sft_from(ap, args.sft_from, args.student)
     if args.report_to != "none" and importlib.util.find_spec(args.report_to) is None:
         fail(ap, f"--report-to {args.report_to}: the package is not installed; pip install {args.report_to}")
     if args.teacher == "none":

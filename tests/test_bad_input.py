@@ -172,11 +172,16 @@ def test_train_bad_paths(tmp_path, no_work, monkeypatch, capsys):
     monkeypatch.setattr(data, "load", lambda *a, **k: pytest.fail("data read before the flags were checked"))
     run, model, cut, afile = _folders(tmp_path)
     out = ["--out", str(tmp_path / "new")]
+    tiny = tmp_path / "tiny"   # a tiny warm-up's folder: its config.json and a (dummy) weights file
+    tiny.mkdir()
+    (tiny / "config.json").write_text(json.dumps(dict(models.TINY_CONFIG, model_type="llama", vocab_size=49152)))
+    (tiny / "model.safetensors").write_bytes(b"")
     for argv, message in [
             (["--resume", str(model)], "is not a train.py run's (a model folder?"),
             (["--resume", str(cut)], "config.json does not parse"),
             (["--sft-from", str(run)] + out, f"that is a run folder; its warm-up is {run / 'sft' / 'final'}"),
             (["--sft-from", str(model)] + out, "no checkpoint there (a model folder holds config.json and"),
+            (["--student", "micro", "--sft-from", str(tiny)] + out, "a warm-up of another shape than --student micro"),
             (["--student", "tiny", "--out", str(afile)], "a file is there, not a folder"),
             (["--student", str(run)] + out, f"that is a run folder; its trained model is {run / 'rl' / 'final'}")]:
         fails_in_one_line(train.main, argv, message, capsys)
