@@ -107,7 +107,7 @@ def student(ap, flag, name, allow_none=False):
     if runs.read_config(name)[0] is not None:   # a train.py run folder: its models are inside
         fail(ap, f"{flag} {name}: that is a run folder; its trained model is {Path(name) / 'rl' / 'final'} "
                  f"(the warm-up: {Path(name) / 'sft' / 'final'})")
-    if name in models.STUDENTS or Path(name).exists():
+    if name in models.STUDENTS or Path(name).expanduser().exists():
         return
     if "/" in name and not models.is_path(name):
         return

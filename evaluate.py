@@ -27,7 +27,6 @@ sample_accuracy(..., samples=8).
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ import models
 import probes
 import report
 import rewards
+import runs
 import sample
 from data import synth
 from report import merge_results, plan, read_results, render, slug, write_results
@@ -175,10 +175,8 @@ def evaluate(model, tok, records, batch_size=BATCH_SIZE, max_new_tokens=MAX_NEW_
     done = {i: score_row(by_id[i], row["generated"], row.get("finished")) if i in by_id else row
             for i, row in done.items()}
     if predictions_path is not None:  # rewritten clean: a line cut by a crash would glue onto the next
-        tmp = predictions_path.with_name(predictions_path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in done.values()),
-                       encoding="utf-8")
-        os.replace(tmp, predictions_path)
+        runs.write_atomic(predictions_path, "".join(json.dumps(row, ensure_ascii=False) + "\n"
+                                                    for row in done.values()))
     todo = [r for r in records if r["id"] not in done]
     prompts = {r["id"]: sample.chat_ids(tok, prompt(r)) for r in todo}
     todo.sort(key=lambda r: len(prompts[r["id"]]))

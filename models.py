@@ -315,9 +315,11 @@ def load_student(name, dtype=None, device=None, seed=0, random_init=False, role=
         source = {"smollm2-135m": _smollm2_folder, "gemma3-270m": _gemma3_folder, **HUB_IDS}.get(name, name)
         if callable(source):
             source = source()
-        elif not Path(source).exists() and ("/" not in str(source) or is_path(source)):
+        elif not Path(source).expanduser().exists() and ("/" not in str(source) or is_path(source)):
             raise ValueError(f"unknown {role} {name!r}: not an alias ({', '.join(STUDENTS)}), "
                              f"and no folder at {Path(source).expanduser().resolve()}")
+        if is_path(source):   # '~/x': the shell leaves a '~' after 'hf:' or '=' unexpanded
+            source = str(Path(source).expanduser())
         if Path(source).is_dir() and not (Path(source) / "config.json").exists():
             raise RuntimeError(f"could not load {role} {name!r}: the folder {source} holds no model "
                                f"(no config.json); no model weights found there. Pass a folder written "

@@ -35,7 +35,6 @@ probe's: _probe), plus <out>.stats.json with the filter table that is also print
 import argparse
 import inspect
 import json
-import os
 import random
 import re
 import sys
@@ -50,6 +49,7 @@ from data.synth import OP_SYMBOL, answer_of, op_sentence, question_text, trace
 from rewards import ANSWER_TYPES, extract_answer, is_correct, states_answer
 import checks
 import presets
+import runs
 import teachers
 import models
 import sample
@@ -669,10 +669,7 @@ def save_dei(path, dei):
     """Write D_EI as JSONL, atomically (a killed run never leaves half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in dei)
-    os.replace(tmp, path)
+    runs.write_atomic(path, "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dei))
 
 
 def load_dei(path, kept_only=True):

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import data
+import runs as runs_io   # (`runs` names lists of run folders in this file)
 from data import real
 from data.synth import TEST_SPLITS as SYNTH_SPLITS
 
@@ -153,9 +154,7 @@ def write_results(out, results):
     out.mkdir(parents=True, exist_ok=True)
     for name, text in (("results.json", json.dumps(results, indent=1) + "\n"),
                        ("results.md", render(results))):
-        tmp = out / f".{name}.tmp{os.getpid()}"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out / name)
+        runs_io.write_atomic(out / name, text)
 
 
 def merge_tables(paths, out=None):
@@ -193,12 +192,7 @@ def read_curves(run):
     path = Path(run) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"no metrics.jsonl in {Path(run).resolve()}")
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    rows = runs_io.read_jsonl(path, "metrics")
     rl = [r for r in rows if isinstance(r, dict) and r.get("stage") == "rl"]
     evals = [r for r in rows if isinstance(r, dict) and r.get("stage") == "rl_eval"]
     if not rl and not evals:

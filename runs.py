@@ -38,7 +38,7 @@ def write_atomic(path, text):
     the run finished; a cut config.json would leave it unresumable)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -46,7 +46,7 @@ def read_jsonl(path, what="log"):
     """The rows of a JSONL file; a line that does not parse (a run killed mid-write leaves one cut
     last line) is skipped and counted on stderr, not fatal."""
     rows, bad = [], 0
-    for line in Path(path).read_text().splitlines():
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
         if line.strip():
             try:
                 rows.append(json.loads(line))

@@ -504,8 +504,9 @@ def check_args(args):
     local = str(args.teacher)[3:] if str(args.teacher).startswith("hf:") else ""
     if models.is_path(local) and not Path(local).expanduser().exists():
         return f"--teacher {args.teacher}: no folder at {Path(local).expanduser().resolve()}"
-    if ("/" in local and not Path(local).exists() and os.environ.get("HF_HUB_OFFLINE") == "1"
-            and models.hub_config(local) is None):   # found now, not after the zero-shot eval
+    # a hub id the offline cache lacks: said now, not after the zero-shot eval
+    if ("/" in local and not models.is_path(local) and not Path(local).exists()
+            and os.environ.get("HF_HUB_OFFLINE") == "1" and models.hub_config(local) is None):
         return (f"--teacher {args.teacher}: hub id {local} is not in the local hub cache and "
                 f"HF_HUB_OFFLINE=1; download it once with `hf download {local}`, or give a local folder")
     if args.teacher_url and not args.teacher_url.startswith(("http://", "https://")):

@@ -221,17 +221,30 @@ def parser():
     return baselines.add_flags(ap)
 
 
+def resumed_defaults(ap, argv):
+    """--resume RUN: the run's saved flags become the parser's defaults (over the preset's), so that
+    every check reads the run's own values: --resume RUN --teacher-url NEW keeps the run's
+    --teacher-model, and --sft-from is checked against the run's --student."""
+    known, _ = ap.parse_known_args(argv)
+    saved = runs.read_config(known.resume)[0] if known.resume else None
+    if saved:
+        ap.set_defaults(**{a.dest: saved[a.dest] for a in ap._actions
+                           if a.dest in saved and a.dest != "resume"})
+
+
 def get_args(argv=None):
     """Parse and check every flag before anything is loaded or written (a bad value: one line, exit 2)."""
     ap = checks.one_line(presets.add_flags(parser()))   # argparse's own errors: one line, no usage block
     # presets.py: the student's preset (tiny, cpu, gpu-7b) as defaults; flags still win
     presets.apply(ap, argv)
+    resumed_defaults(ap, argv)
     args = ap.parse_args(argv)
     checks.train_flags(ap, args)   # every flag: ranges, paths, student, k and k', teacher (checks.py)
     if args.teacher != "none":
         checks.raises(ap, "--rules", args.rules, probes.parse_rules)
     if args.dataset != "synth":   # now that the flags are sound: budgets from the dataset's rationales
         presets.apply(ap, argv, read_data=True)
+        resumed_defaults(ap, argv)
         args = ap.parse_args(argv)
     # --method: its flags, and what it implies (sft: --no-rl, grpo: --no-probes)
     baselines.apply(ap, args)

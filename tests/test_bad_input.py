@@ -193,8 +193,8 @@ def test_resume_refuses_a_written_flag_that_differs_and_takes_plumbing_anew(tmp_
     with (the saved 3 won; the start-up block even showed rl_steps=3*), and a resume refused a new
     --teacher-url or --save-minutes (a preempted run whose teacher moved could not go on)."""
     run, *_ = _folders(tmp_path)
-    default = train.get_args(["--resume", str(run)]).rl_steps
-    assert default != 3
+    default = train.get_args([]).rl_steps   # the cpu preset's, which a bare --resume once parsed with
+    assert default != 3 and train.get_args(["--resume", str(run)]).rl_steps == 3
     fails_in_one_line(train.main, ["--resume", str(run), "--rl-steps", str(default)],
                       f"--rl-steps {default} differs from the resumed run's 3", capsys)
     argv = ["--resume", str(run), "--save-minutes", "7", "--teacher-concurrency", "3"]
@@ -204,6 +204,25 @@ def test_resume_refuses_a_written_flag_that_differs_and_takes_plumbing_anew(tmp_
     assert path == run and merged.rl_steps == 3 and merged.student == "tiny"          # the run's own flags
     assert (merged.save_minutes, merged.teacher_concurrency) == (7.0, 3)             # plumbing taken anew
     assert "resume: --save-minutes 7.0" in capsys.readouterr().out
+    # the teacher moved: a new address alone, the run's --teacher-model kept (it was refused: "needs both")
+    ep = tmp_path / "endpoint"
+    ep.mkdir()
+    runs.write_atomic(ep / "config.json", json.dumps(vars(train.get_args(
+        ["--student", "tiny", "--teacher-url", URL, "--teacher-model", "m"]))))
+    new = "http://127.0.0.1:10/v1"
+    merged, _ = runs.resolve_run(train.get_args(["--resume", str(ep), "--teacher-url", new]), {"teacher_url"})
+    assert (merged.teacher_url, merged.teacher_model, merged.teacher) == (new, "m", "openai")
+    # a flag given again with the run's own value passes; --sft-from is checked against the run's student
+    micro = tmp_path / "micro-run"
+    micro.mkdir()
+    warm = tmp_path / "micro-warm"
+    warm.mkdir()
+    (warm / "config.json").write_text(json.dumps(dict(models.TINY_CONFIG, **models.MICRO_CONFIG,
+                                                      model_type="llama", vocab_size=866)))
+    (warm / "model.safetensors").write_bytes(b"")
+    runs.write_atomic(micro / "config.json", json.dumps(vars(train.get_args(
+        ["--student", "micro", "--sft-from", str(warm)]))))
+    assert train.get_args(["--resume", str(micro), "--sft-from", str(warm)]).student == "micro"
 
 
 @pytest.mark.parametrize("argv, message", PROBES)
@@ -240,3 +259,15 @@ def test_k_1_is_fine_where_no_scenario_b_is_built():
     import train
     for extra in (["--no-probes"], ["--no-rl"], ["--teacher", "none"]):
         assert train.get_args(["--student", "tiny", "--k", "1", *extra]).k == 1
+
+
+def test_a_home_folder_written_with_a_tilde_is_a_folder_not_a_hub_id(tmp_path, monkeypatch):
+    """Catches: --teacher hf:~/x (the shell leaves '~' after 'hf:' unexpanded) reported as a hub id
+    missing from the offline cache, and --student ~/x as 'no folder at', naming the folder that is
+    there: '~' is expanded before every existence test."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "config.json").write_text(json.dumps(dict(models.TINY_CONFIG, model_type="llama")))
+    assert models.is_path("~/x") and not models.is_path("google/gemma-7b-it") and models.is_path("runs/a/b")
+    assert train.get_args(["--student", "tiny", "--teacher", "hf:~/x"]).teacher == "hf:~/x"
+    assert train.get_args(["--student", "~/x", "--no-rl", "--teacher", "none"]).student == "~/x"
