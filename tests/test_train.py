@@ -177,7 +177,7 @@ def test_dataset_with_zero_usable_rows(tmp_path):
     (d / "training_data" / "SQA.json").write_text(json.dumps([{"question": "", "gold_answer": "yes"},
                                                               {"gold_answer": "no"}]))
     (d / "test_data" / "SQA_test.json").write_text(json.dumps([{"question": "Is it?", "gold_answer": "yes"}]))
-    with pytest.raises(SystemExit, match="zero usable training rows"):
+    with pytest.raises(SystemExit, match=r"strategyqa train: no usable record in .*SQA\.json \(2 malformed"):
         train.main(["--student", "tiny", "--dataset", "strategyqa", "--data-dir", str(tmp_path / "data"),
                     "--teacher", "none", "--out", str(tmp_path / "run")])   # the oracle knows no text dataset
     assert not (tmp_path / "run").exists()
