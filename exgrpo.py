@@ -381,8 +381,9 @@ def logprobs_of(model, rb, idx, temperature, limit, share_prefix, with_aux, devi
 def policy_update(cfg, model, ref, tok, opt, rb):
     """Steps 6-7 on a RolloutBatch: reference (and, when it must stay put, old) log-probs once,
     then per micro-batch the loss and its backward; one optimizer step (optim.finish_step). The
-    aux dialogues ride on micro-batch 0. A non-finite loss is skipped (P6), on every process at once;
-    skipped_micro counts the micro-batches skipped, summed over processes."""
+    aux dialogues ride on micro-batch 0. A non-finite loss is skipped (P6): alone, its micro-batch;
+    with several processes, the whole step on every process (see below). skipped_micro counts the
+    micro-batches skipped, summed over processes."""
     device, limit = next(model.parameters()).device, sample.vocab_limit_of(model, tok)
     n_tok, fused = rb.normalizers["num_tokens"], getattr(opt, "fused", False)   # fused: optim.BF16AdamW's
     micro = micro_batches(rb.lengths, cfg.G, cfg.rl_micro, in_order=fused)   # [(b,) rollout indices]
@@ -415,12 +416,16 @@ def policy_update(cfg, model, ref, tok, opt, rb):
                                    ref_lp[mi] if use_ref else lp.detach(), rb.adv[idx].to(device), mask,
                                    cfg.clip_eps, cfg.beta if use_ref else 0.0, cfg.agg,
                                    normalizers=optim.step_normalizer(opt, rb.normalizers, own), **aux_kw)
-            # a non-finite loss on ANY process skips the micro-batch on every process (P6): each
-            # backward is a collective (FSDP2), so one process skipping alone would hang the others
-            if dist.total(0.0 if torch.isfinite(loss) else 1.0)[0] > 0:
-                skipped += mi < n_real
+            # a non-finite loss (P6): alone, its micro-batch is skipped. With several processes each
+            # backward is a collective (FSDP2) that every process must join, so all of them run it
+            # with the loss times 0: the non-finite values poison the summed gradient, and
+            # optim.finish_step then skips the whole step on every process alike
+            bad = dist.total(0.0 if torch.isfinite(loss) else 1.0)[0] > 0   # on any process
+            if bad and not dist.on():
+                skipped += 1
                 continue
-            if mi >= n_real:   # a repeat, for the collectives only: no gradient, no metrics
+            if bad or mi >= n_real:   # or a repeat, for the collectives only: no gradient, no metrics
+                skipped += bad and mi < n_real
                 (loss * 0.0).backward()
                 continue
             loss.backward()

@@ -74,16 +74,18 @@ def test_a_failing_process_stops_every_process_in_one_line(tmp_path):
 def test_a_non_finite_loss_on_one_process_is_skipped_on_every_process(tmp_path):
     """Catches: a process that skips its non-finite micro-batch (P6) while the others run its
     backward, a collective under FSDP2: they would wait for it forever (or pair up the wrong
-    micro-batches' gradients). Rank 1's first RL micro-batch loss is NaN: both processes skip it,
-    the step still ends, its gradient norm and weights are finite."""
+    micro-batches' gradients). Rank 1's first RL micro-batch loss is NaN: every process runs that
+    backward (times 0), the poisoned gradient is not stepped on by any of them (the GRPO step's
+    norm is not finite), the weights stay finite, and the next step (ExGRPO) trains as usual."""
     r = run(TORCHRUN + ["tests/dist_worker.py", str(tmp_path / "nan.pt")], env={"DIST_WORKER_NAN_RANK": "1"},
             timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
     out = torch.load(tmp_path / "nan.pt", weights_only=False)
     grpo = out["rows"]["grpo"]
     assert grpo["skipped_micro"] == 2          # micro-batch 0 of each of the two processes
-    assert torch.isfinite(torch.tensor(grpo["grad_norm"])) and grpo["grad_norm"] > 0   # micro-batch 1 stepped
-    assert out["rows"]["exgrpo"]["skipped_micro"] == 0
+    assert not torch.isfinite(torch.tensor(grpo["grad_norm"]))   # the step was not taken, on either
+    exg = out["rows"]["exgrpo"]
+    assert exg["skipped_micro"] == 0 and torch.isfinite(torch.tensor(exg["grad_norm"])) and exg["grad_norm"] > 0
     assert all(torch.isfinite(w).all() for w in out["weights"].values())
 
 
