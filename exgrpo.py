@@ -47,6 +47,7 @@ BETA = 0.04           # weight of KL(pi_theta || pi_ref)
 AUX_WEIGHT = 0.1      # lambda, weight of the auxiliary SFT loss on the teacher's probe answers
 KL_EXP_MAX = 20.0     # log-ratio clamp, upper side only: one token cannot swamp the batch (P6)
 AGG_MODES = ("token", "sequence", "constant")
+MIN_PROBES = 2        # RL probes a question needs for Scenarios A and B (B keeps k' in [1, k-1])
 
 # -----------------------------------------------------------------------------
 # 1. draw k probes, build Scenario A and Scenario B
@@ -61,7 +62,7 @@ def probe_coverage_note(questions, rules=None):
     """One line on how many questions can form Scenarios A and B (2+ RL probes), or None when all
     can: the others are asked plainly, as GRPO would. A rule set that leaves none (--rules reverse,
     whose probes all state the answer) makes an "ExGRPO" run plain GRPO: say so loudly."""
-    n = sum(len(probes.rl_probes(q)) >= 2 for q in questions)
+    n = sum(len(probes.rl_probes(q)) >= MIN_PROBES for q in questions)
     if n == len(questions):
         return None
     what = f" (--rules {rules})" if rules else ""
@@ -88,7 +89,7 @@ def build_scenarios(questions, k, k_partial=None, rng=None, use_probes=True, use
     for qi, q in enumerate(questions):
         qmsg = data.user_message(q)
         ps = probes.rl_probes(q) if use_probes else []   # kept, and never stating Q's answer (P17)
-        if len(ps) < 2:   # Scenario B needs at least one probe fewer than A, and k' >= 1
+        if len(ps) < MIN_PROBES:   # Scenario B needs at least one probe fewer than A, and k' >= 1
             if keep is None or qi in keep:
                 dialogues.append([qmsg])
                 meta.append((qi, "plain"))
