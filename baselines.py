@@ -251,12 +251,9 @@ def sft_data(args, train, dei, sft_examples, correct):
 def token_log_softmax(model, ids, attn, mask, vocab):
     """log pi(. | ids[<t]) over the first `vocab` ids, at every position t with mask 1, at
     temperature 1: (N, vocab), N = mask[:, 1:].sum(), in mask order (position t is predicted
-    from t - 1, as in sample.token_logprobs; only those rows go through the lm_head). Teacher
+    from t - 1: sample.scored_hidden; only those rows go through the lm_head). Teacher
     and student are cut to the same `vocab`, the ids the student samples from (P12)."""
-    position_ids = (attn.long().cumsum(-1) - 1).clamp(min=0)
-    hidden = model.get_decoder()(input_ids=ids, attention_mask=attn,
-                                 position_ids=position_ids).last_hidden_state
-    h = hidden[:, :-1][mask[:, 1:].bool()]
+    h, _ = sample.scored_hidden(model, ids, attn, mask[:, 1:].bool())   # (N, H)
     return model.get_output_embeddings()(h)[:, :vocab].float().log_softmax(-1)
 
 

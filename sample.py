@@ -564,21 +564,10 @@ def token_logprobs(model, ids, attn, loss_mask=None, temperature=1.0, vocab_limi
         temperature = t[:, None].expand(-1, want.shape[1])[want][:, None]
     else:
         temperature = 1.0 if temperature == 0 else temperature  # greedy rollouts score at T = 1
-    sharded = dist.is_sharded(model)   # several processes (dist.py)
-    share = (SHARE_PREFIX if share_prefix is None else share_prefix) and not sharded
+    # sharded by FSDP2 (dist.py): only a call of the root module gathers the embedding (scored_hidden)
+    share = (SHARE_PREFIX if share_prefix is None else share_prefix) and not dist.is_sharded(model)
     shared = _shared_prefix_hidden(model, ids, attn, want) if share else None
-    if shared is not None:
-        h, targets = shared
-    else:
-        position_ids = (attn.long().cumsum(-1) - 1).clamp(min=0)
-        if sharded:   # through the root module, whose hooks gather the embedding and head (one logit row)
-            hidden = model(input_ids=ids, attention_mask=attn, position_ids=position_ids, logits_to_keep=1,
-                           output_hidden_states=True).hidden_states[-1]  # (B, T, H), after the final norm
-        else:
-            hidden = model.get_decoder()(input_ids=ids, attention_mask=attn,
-                                         position_ids=position_ids).last_hidden_state  # (B, T, H)
-        h = hidden[:, :-1][want]                       # (N, H): only the rows a loss needs
-        targets = ids[:, 1:][want]                     # (N,)
+    h, targets = shared if shared is not None else scored_hidden(model, ids, attn, want)   # (N, H), (N,)
     head = model.get_output_embeddings()
     out = []
     for s in range(0, h.shape[0], chunk):
@@ -591,6 +580,23 @@ def token_logprobs(model, ids, attn, loss_mask=None, temperature=1.0, vocab_limi
     result = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
     result[:, 1:] = result[:, 1:].masked_scatter(want, flat)
     return result
+
+
+def scored_hidden(model, ids, attn, want):
+    """The final hidden states that predict the scored tokens, (N, H), and those tokens, (N,), in the
+    order of ids[:, 1:][want]: position t is predicted from position t - 1, so row n of the result
+    is hidden[:, :-1][want][n]. Position ids come from the attention mask (left or right padding
+    alike, P4). Only the decoder runs: the lm_head is left to the caller, for just these rows.
+    ids, attn: (B, T); want: (B, T - 1) bool, which tokens ids[:, 1:] are scored.
+    Example: ids [[a, b, c]], want [[False, True]] -> the hidden state at b, which predicts c; [c]"""
+    position_ids = (attn.long().cumsum(-1) - 1).clamp(min=0)
+    if dist.is_sharded(model):   # through the root module, whose hooks gather the embedding and head
+        hidden = model(input_ids=ids, attention_mask=attn, position_ids=position_ids, logits_to_keep=1,
+                       output_hidden_states=True).hidden_states[-1]  # (B, T, H), after the final norm
+    else:
+        hidden = model.get_decoder()(input_ids=ids, attention_mask=attn,
+                                     position_ids=position_ids).last_hidden_state  # (B, T, H)
+    return hidden[:, :-1][want], ids[:, 1:][want]
 
 
 def _shared_prefix_hidden(model, ids, attn, want):

@@ -25,7 +25,7 @@ import data  # noqa: E402
 import exgrpo  # noqa: E402
 import probes  # noqa: E402
 import rewards  # noqa: E402
-import models
+import models  # noqa: E402
 import sample  # noqa: E402
 
 

@@ -32,6 +32,14 @@ def test_summarize_by_hand():
     assert row["se_binomial"] == pytest.approx((math.sqrt(1 / 3) / 2 + 0.25) / 2)
 
 
+def test_dialogue_accuracy_paired_by_hand():
+    """bench/dialogue_accuracy.paired: b - a per question, in points. a 1 0 0 1, b 1 1 0 1: diffs
+    0 1 0 0, mean 0.25; s.e. sqrt((3 * 0.25^2 + 0.75^2) / 3 / 4) = 0.25 -> (25.0, 25.0).
+    Catches: a - b (the sign), a missing x 100."""
+    import dialogue_accuracy
+    assert dialogue_accuracy.paired([1, 0, 0, 1], [1, 1, 0, 1]) == pytest.approx((25.0, 25.0))
+
+
 def test_versus_by_hand():
     """A row against GRPO. a (2 seeds): 1 1 0 0 (0.50), 1 0 1 1 (0.75) -> 0.625 ± 0.125;
     GRPO (2 seeds): 1 0 0 0, 0 1 0 0 -> 0.25 ± 0 -> diff +0.375, se over seeds hypot(0.125, 0) = 0.125.

@@ -156,6 +156,18 @@ def test_kl_zero_for_identical_and_finite_for_extremes():  # P6
     assert torch.isfinite(extreme).all() and (extreme >= 0).all()
 
 
+def test_kl_past_the_cap_is_bounded_and_stops_pulling():
+    """Catches: the cap moved or gone (KL_EXP_MAX), or clamping both sides. logp -30, ref 0:
+    x = 30 is capped at 20, KL = e^20 - 20 - 1 = 485165174.41, and the gradient is 0 there."""
+    assert exgrpo.KL_EXP_MAX == 20.0
+    logp = torch.tensor([[-30.0]], requires_grad=True)
+    kl = kl_k3(logp, torch.tensor([[0.0]]))
+    assert kl.item() == pytest.approx(math.exp(20) - 21, rel=1e-6)
+    assert kl.item() == pytest.approx(485165174.41, rel=1e-6)
+    kl.sum().backward()
+    assert logp.grad.item() == 0.0
+
+
 def test_kl_keeps_pulling_where_the_policy_is_far_above_the_reference():
     # x = logp_ref - logp = -30: nothing can overflow there, so no clamp: KL = e^-30 + 30 - 1, dKL/dlogp = 1
     logp = torch.tensor([[0.0]], requires_grad=True)

@@ -39,6 +39,42 @@ def test_generated_completions_end_at_first_eos(tiny, tok):
     assert any(gen.finished)
 
 
+# --- the log-prob equation, by hand ------------------------------------------
+
+class _OneHotLM(torch.nn.Module):
+    """A 3-token 'model' whose numbers can be done by hand: the decoder's hidden state at a
+    position is the one-hot of its id, the head maps id 0 -> logits [2, 0, 0], id 1 -> [0, 0, 1],
+    id 2 -> [0, 0, 0]."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Linear(3, 3, bias=False)
+        self.head.weight.data = torch.tensor([[2.0, 0, 0], [0, 0, 0], [0, 1.0, 0]])   # (out, in)
+
+    def get_decoder(self):
+        class Out:
+            def __init__(self, h):
+                self.last_hidden_state = h
+        return lambda input_ids, **_: Out(torch.nn.functional.one_hot(input_ids, 3).float())
+
+    def get_output_embeddings(self):
+        return self.head
+
+
+@pytest.mark.parametrize("temperature, expected", [
+    # T 1: log p(1 | 0) = 0 - ln(e^2 + 2) = -2.2395448;  log p(2 | 0 1) = 1 - ln(2 + e) = -0.5514447
+    (1.0, [0.0, -2.2395448, -0.5514447]),
+    # T 2: logits halved: 0 - ln(e + 2) = -1.5514447;  0.5 - ln(2 + e^0.5) = -0.7943768
+    (2.0, [0.0, -1.5514447, -0.7943768]),
+])
+def test_token_logprobs_by_hand(temperature, expected):
+    """Catches: scoring token t from position t instead of t - 1 (row 1 would read -1.5514 at T 1),
+    the temperature not dividing the logits, a log-softmax over the wrong axis."""
+    ids, attn = torch.tensor([[0, 1, 2]]), torch.ones(1, 3, dtype=torch.long)
+    lp = token_logprobs(_OneHotLM(), ids, attn, temperature=temperature, share_prefix=False)
+    assert lp[0].tolist() == pytest.approx(expected, abs=1e-6)
+
+
 # --- P4: padding -------------------------------------------------------------
 
 def test_logprobs_do_not_depend_on_padding(tiny, tok):

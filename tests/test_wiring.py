@@ -636,6 +636,11 @@ def test_every_scheme_steps_as_adamw_without_weight_decay(kind):
     moment update, a step not applied, and finish_step not stepping. fp32 weights (the schemes then
     round nothing), three steps of known gradients, against AdamW written out by hand."""
     w0, grads = [0.5, -0.25, 2.0], [[0.1, -0.3, 2.0], [-0.2, -0.1, 1.0], [0.05, 0.4, -3.0]]
+    # the reference itself, by hand: step 1 moves each weight by lr against its gradient's sign
+    # (m_hat / sqrt(v_hat) = g / |g|); step 2, weight 0: m = 0.9 * 0.01 - 0.02 = -0.011, v =
+    # 0.999e-5 + 4e-5 = 4.999e-5, m_hat = -0.011 / 0.19, v_hat = 4.999e-5 / 0.001999 -> 0.49 - 0.01 * -0.3661
+    assert _adamw_by_hand(w0, grads[:1], 0.01) == pytest.approx([0.49, -0.24, 1.99], abs=1e-7)
+    assert _adamw_by_hand(w0, grads[:2], 0.01) == pytest.approx([0.4936610, -0.2312894, 1.9806782], abs=1e-7)
     model = _Weights(w0)
     opt = optim.make_optimizer(model, 0.01, kind)
     for g in grads:

@@ -19,7 +19,7 @@ python bench/ablation.py --out $OUT --common "$C" --sft "$S" --rl "$R" --samples
 python bench/ablation.py --out $OUT --common "$C" --sft "$S" --rl "$R" --samples 0 --seeds 0,1,2 --fractions "" --jobs 2 \
     --variants "SFT + ExGRPO (outcome only),SFT + ExGRPO + aux,SFT + ExGRPO + aux + DSU"
 python bench/methods.py --out runs/methods --common "$C" --build-teacher   # GKD's teacher (wider micro)
-# (measured: 81.0% test_id; 6 SFT epochs of a 4 x 192 model, about 40 min wall beside two training runs)
+# (measured: 81.0% test_id; 6 SFT epochs of a 4 x 192 model, 3,904 s of training beside two training runs)
 python bench/ablation.py --out $OUT --common "$C" --sft "$S" --rl "$R" --samples 0 --seeds 0,1,2 --fractions "" --jobs 2 \
     --variants "SFT + GKD (reference)" --gkd-teacher hf:runs/methods/teacher/sft/final
 python bench/ablation.py --out $OUT --common "$C" --sft "$S" --rl "$R" --samples 0 --seeds 0 --fractions "" \
