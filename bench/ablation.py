@@ -186,7 +186,8 @@ def summarize(runs, reference):
         accs = [sum(r[s].values()) / len(r[s]) for r in have]
         m, se = mean_se(accs)
         row[s] = {"mean": m, "se_seeds": se, "seeds": len(accs), "values": accs, "n": len(have[0][s]),
-                  # one run's s.e. over its questions (binomial for 0/1 scores; also right for shares)
+                  # one run's s.e. over its questions: the sample s.e. of its scores, so also right for
+                  # shares; for 0/1 scores sqrt(p (1 - p) / (n - 1)), evaluate.std_error's with n - 1
                   "se_binomial": sum(mean_se(list(r[s].values()))[1] for r in have) / len(have)}
         if reference and s in reference:
             ids = [q for q in reference[s] if all(q in r[s] for r in have)]

@@ -12,7 +12,7 @@ from data import real
 from data.real import DATASETS, ENV_VAR, ID_DATASETS, OOD_DATASETS, format_instruction, load_dataset
 from rewards import ANSWER_TYPES, _last_boxed, _options, is_correct, reward
 
-# row counts as stated in ../shared/data/README.md
+# row counts as stated in the README.md of the datasets folder
 README_COUNTS = {
     ("strategyqa", "test"): 229, ("strategyqa", "train"): 1995,
     ("commonsenseqa", "test"): 1221, ("commonsenseqa", "train"): 6478,
