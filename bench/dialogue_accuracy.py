@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
-from ablation import mean_se  # noqa: E402   (bench/ablation.py: tested by hand in tests/test_ablation.py)
+from paired import paired  # noqa: E402   (bench/paired.py: tested by hand in tests/test_ablation.py)
 
 import data  # noqa: E402
 import exgrpo  # noqa: E402
@@ -38,12 +38,6 @@ def scores(model, tok, conditions, max_new_tokens):
         out[name] = [rewards.reward(t[-1], q["answer"], q["answer_type"], q["question"])
                      for t, q in zip(roll.turns, questions)]
     return out
-
-
-def paired(a, b):
-    """mean of b - a over questions, and its standard error, in points."""
-    mean, se = mean_se([y - x for x, y in zip(a, b)])
-    return 100 * mean, 100 * se
 
 
 def main():

@@ -8,6 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import ablation  # noqa: E402
+import paired  # noqa: E402
 
 
 def test_summarize_by_hand():
@@ -32,12 +33,24 @@ def test_summarize_by_hand():
     assert row["se_binomial"] == pytest.approx((math.sqrt(1 / 3) / 2 + 0.25) / 2)
 
 
-def test_dialogue_accuracy_paired_by_hand():
-    """bench/dialogue_accuracy.paired: b - a per question, in points. a 1 0 0 1, b 1 1 0 1: diffs
-    0 1 0 0, mean 0.25; s.e. sqrt((3 * 0.25^2 + 0.75^2) / 3 / 4) = 0.25 -> (25.0, 25.0).
-    Catches: a - b (the sign), a missing x 100."""
-    import dialogue_accuracy
-    assert dialogue_accuracy.paired([1, 0, 0, 1], [1, 1, 0, 1]) == pytest.approx((25.0, 25.0))
+def test_paired_by_hand(tmp_path):
+    """bench/paired.py: b - a per question, in points. a 1 0 0 1, b 1 1 0 1: diffs 0 1 0 0, mean
+    0.25; s.e. sqrt((3 * 0.25^2 + 0.75^2) / 3 / 4) = 0.25 -> (25.0, 25.0). Catches: a - b (the
+    sign), a missing x 100, files compared on ids they do not all hold."""
+    assert paired.paired([1, 0, 0, 1], [1, 1, 0, 1]) == pytest.approx((25.0, 25.0))
+    files = []
+    for name, xs in (("a", [1, 0, 0, 1, 1]), ("b", [1, 1, 0, 1])):   # a has one id more: left out
+        f = tmp_path / name / "predictions_EI-Test.jsonl"
+        f.parent.mkdir()
+        f.write_text("".join(json.dumps({"id": f"q{i}", "correct": bool(x)}) + "\n" for i, x in enumerate(xs)))
+        files.append(f)
+    out = tmp_path / "paired.md"
+    paired.main([str(f) for f in files] + ["--out", str(out)])
+    text = out.read_text()
+    assert "4 shared ids" in text and "| a | 50.0 |" in text and "| b | 75.0 |" in text
+    assert "| b − a | +25.0 | 25.0 |" in text
+    with pytest.raises(SystemExit):
+        paired.main([str(files[0]), "--names", "x,y"])   # one name a file
 
 
 def test_versus_by_hand():
