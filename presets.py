@@ -51,7 +51,8 @@ PRESETS = {
     # RL: 32 questions a step (with 4 held-out accuracy fell, with 8 it did not move), 300 steps;
     # micro-batches of 32 length-sorted rollouts (a GRPO step 5.6 s -> 4.2 s, ExGRPO's update 12 -> 7 s);
     # rollouts generated 64 at a time, not all at once: smaller KV caches to reindex as rows finish
-    # (an ExGRPO step 1.16x faster, generation 1.4x: bench/results/step-ab-2026-12-07/)
+    # (an ExGRPO step from the dialogue warm-up: 1.16x fewer CPU seconds, generation 1.4x, one repeat;
+    # 1.04x in a wall-clock A/B beside other runs: bench/results/step-ab-2026-12-07/)
     "micro": dict(level=1, train_n=4000, eval_n=500, sft_epochs=3, sft_batch=32, sft_micro=32, sft_lr=2e-3,
                   sft_warmup=20, rl_steps=300, rl_questions=32, G=8, k=3, max_new_tokens=64, rl_lr=1e-4,
                   rl_micro=32, rollout_batch=64, eval_every=25, eval_every_n=200),

@@ -55,7 +55,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 EQUIVALENT = ROOT / "bench" / "results" / "mutation-equivalent.json"
 # the files of issue #33 and the functions of them that are the method (sample.py: only its scoring)
-TARGETS = ["exgrpo.py", "sample.py:completion_mask,pack,token_logprobs,_shared_prefix_hidden,joint_logprobs",
+TARGETS = ["exgrpo.py", "sample.py:completion_mask,pack,token_logprobs,scored_hidden,_shared_prefix_hidden,joint_logprobs",
            "rewards.py", "runs.py", "optim.py", "teachers.py:cache_key,cache_dir,cache_file,TeacherCache"]
 TESTS = {
     "exgrpo.py": ["tests/test_exgrpo.py", "tests/test_wiring.py"],

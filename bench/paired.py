@@ -24,7 +24,19 @@ import runs  # noqa: E402
 
 def scores(path):
     """{id: 0.0 or 1.0} of one predictions file (a line a crash cut is skipped)."""
-    return {r["id"]: float(bool(r["correct"])) for r in runs.read_jsonl(path)}
+    rows = runs.read_jsonl(path)
+    if any("id" not in r or "correct" not in r for r in rows):
+        raise SystemExit(f"bench/paired.py: {path} is not a predictions file (rows need 'id' and 'correct')")
+    return {r["id"]: float(bool(r["correct"])) for r in rows}
+
+
+def default_names(files):
+    """A name per file: its folder's; where two would be the same (train.py's RUN/rl/...), the
+    folder above it too. Example: [a/rl/p.jsonl, b/rl/p.jsonl] -> ['a/rl', 'b/rl']."""
+    names = [f.parent.name for f in files]
+    if len(set(names)) < len(names):
+        names = [f"{f.parent.parent.name}/{f.parent.name}" for f in files]
+    return names
 
 
 def paired(a, b):
@@ -57,7 +69,7 @@ def main(argv=None):
     ap.add_argument("--names", default=None, help="comma-separated names, one per file (default: the folder names)")
     ap.add_argument("--out", type=Path, default=None, help="also write the tables to this markdown file")
     args = ap.parse_args(argv)
-    names = args.names.split(",") if args.names else [f.parent.name for f in args.files]
+    names = args.names.split(",") if args.names else default_names(args.files)
     if len(names) != len(args.files):
         ap.error(f"--names gives {len(names)} names for {len(args.files)} files")
     for f in args.files:

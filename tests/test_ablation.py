@@ -33,7 +33,7 @@ def test_summarize_by_hand():
     assert row["se_binomial"] == pytest.approx((math.sqrt(1 / 3) / 2 + 0.25) / 2)
 
 
-def test_paired_by_hand(tmp_path):
+def test_paired_by_hand(tmp_path, capsys):
     """bench/paired.py: b - a per question, in points. a 1 0 0 1, b 1 1 0 1: diffs 0 1 0 0, mean
     0.25; s.e. sqrt((3 * 0.25^2 + 0.75^2) / 3 / 4) = 0.25 -> (25.0, 25.0). Catches: a - b (the
     sign), a missing x 100, files compared on ids they do not all hold."""
@@ -51,6 +51,13 @@ def test_paired_by_hand(tmp_path):
     assert "| b − a | +25.0 | 25.0 |" in text
     with pytest.raises(SystemExit):
         paired.main([str(files[0]), "--names", "x,y"])   # one name a file
+    assert "--names gives 2 names for 1 files" in capsys.readouterr().err
+    other = tmp_path / "dei.jsonl"
+    other.write_text(json.dumps({"question": "?"}) + "\n")    # not a predictions file
+    with pytest.raises(SystemExit, match="not a predictions file"):
+        paired.main([str(files[0]), str(other)])
+    # train.py's files all sit in RUN/rl/: the default names add the run folder
+    assert paired.default_names([Path("r1/rl/p.jsonl"), Path("r2/rl/p.jsonl")]) == ["r1/rl", "r2/rl"]
 
 
 def test_versus_by_hand():

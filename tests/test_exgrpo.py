@@ -157,7 +157,8 @@ def test_kl_zero_for_identical_and_finite_for_extremes():  # P6
 
 
 def test_kl_past_the_cap_is_bounded_and_stops_pulling():
-    """Catches: the cap moved or gone (KL_EXP_MAX), or clamping both sides. logp -30, ref 0:
+    """Catches: the cap moved or gone (KL_EXP_MAX); a clamp on the lower side too is caught by the
+    test below. logp -30, ref 0:
     x = 30 is capped at 20, KL = e^20 - 20 - 1 = 485165174.41, and the gradient is 0 there."""
     assert exgrpo.KL_EXP_MAX == 20.0
     logp = torch.tensor([[-30.0]], requires_grad=True)
